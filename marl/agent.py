@@ -1,0 +1,241 @@
+"""One agent: a policy, its tokenizer, its own optimizer, loss settings, normaliser and
+an optional frozen reference for the KL term.
+
+Agents never share an optimizer, a normaliser or a random generator: each is built
+from its own ``AgentConfig`` and learns only from the samples routed to it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from marl.config import AgentConfig, NormalizerConfig, OptimConfig
+from marl.credit.normalizers import Normalizer, make_normalizer
+from marl.losses import aggregation_norm, clip_grad_norm, micro_batches, total_loss
+from marl.policies import Policy, load_policy
+from marl.types import Generation, SampleBatch
+
+logger = logging.getLogger(__name__)
+
+
+def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, schedule: str, min_lr_ratio: float) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based).
+
+    Linear warm-up from 1/(warmup+1) to 1 over ``warmup_steps``, then constant, linear or
+    cosine decay to ``min_lr_ratio`` at ``total_steps``.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    frac = min(1.0, max(0.0, (step - warmup_steps) / span))
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_lr_ratio) * frac
+    if schedule == "cosine":
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    raise ValueError(f"unknown schedule '{schedule}'")
+
+
+def build_optimizer(
+    params: list[torch.nn.Parameter], cfg: OptimConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``params`` with the configured schedule (one scheduler step per optimizer step)."""
+    if not params:
+        raise ValueError("the agent has no trainable parameters")
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: lr_lambda(
+            s,
+            warmup_steps=cfg.warmup_steps,
+            total_steps=total_steps,
+            schedule=cfg.schedule,
+            min_lr_ratio=cfg.min_lr_ratio,
+        ),
+    )
+    return opt, sched
+
+
+AGENT_NORMALIZERS = {"none": "none", "batch": "batch_per_agent", "running": "running_per_agent"}
+
+
+def make_agent_normalizer(cfg: NormalizerConfig) -> Normalizer:
+    """The agent's own normaliser (``marl.credit.normalizers``), applied to its samples only:
+    ``batch`` whitens over this agent's batch (MARS / Dr.MAS), ``running`` uses this agent's
+    running mean/std, ``none`` leaves advantages unchanged."""
+    return make_normalizer(AGENT_NORMALIZERS[cfg.kind], eps=cfg.eps)
+
+
+def _normalize_rows(batch: SampleBatch, normalizer: Normalizer) -> SampleBatch:
+    """Apply the normaliser to each row's sequence advantage (the mean over its completion tokens),
+    shifting and scaling every token of the row alike."""
+    if normalizer.key_field is None or len(batch) == 0:
+        return batch
+    mask = batch.loss_mask
+    counts = mask.sum(1).clamp(min=1)
+    seq_adv = (batch.advantages * mask).sum(1) / counts  # (N,)
+    keys = np.zeros(len(batch), dtype=np.int64)
+    new = torch.as_tensor(normalizer(seq_adv.double().numpy(), keys), dtype=torch.float32)
+    shift = (new - seq_adv)[:, None]
+    return SampleBatch(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        loss_mask=batch.loss_mask,
+        old_logprobs=batch.old_logprobs,
+        advantages=(batch.advantages + shift) * (mask > 0),
+        node_ids=batch.node_ids,
+    )
+
+
+class Agent:
+    """A named learner with its own policy, optimizer, scheduler, normaliser and RNG."""
+
+    def __init__(self, name: str, cfg: AgentConfig, *, cache_dir: str | Path, total_steps: int, seed: int):
+        self.name = name
+        self.cfg = cfg
+        self.policy: Policy = load_policy(cfg.policy, cache_dir)
+        self.model = self.policy.model
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        updates_per_step = cfg.ppo_epochs * cfg.mini_batches
+        self.optimizer, self.scheduler = build_optimizer(params, cfg.optim, total_steps * updates_per_step)
+        self.reference: Policy | None = None
+        if cfg.loss.kl_coef > 0:
+            self.reference = copy.copy(self.policy)
+            self.reference.model = copy.deepcopy(self.model).eval()
+            for p in self.reference.model.parameters():
+                p.requires_grad_(False)
+        self.normalizer = make_agent_normalizer(cfg.normalizer)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.num_trainable = sum(p.numel() for p in params)
+
+    # ---------------------------------------------------------------- acting
+    def act(self, prompts: list[list[int]], *, logits_processor=None, greedy: bool = False) -> Generation:
+        """One batched generation call for every pending prompt of this agent."""
+        s = self.cfg.sampling
+        return self.policy.generate(
+            prompts,
+            max_new_tokens=s.max_new_tokens,
+            temperature=0.0 if greedy else s.temperature,
+            top_p=1.0 if greedy else s.top_p,
+            generator=self.generator,
+            logits_processor=logits_processor,
+        )
+
+    # ---------------------------------------------------------------- learning
+    def learn(self, batch: SampleBatch) -> dict[str, float]:
+        """PPO-style update(s) on this agent's own samples; returns metrics (floats)."""
+        if len(batch) == 0:
+            return {"samples": 0.0}
+        cfg = self.cfg
+        batch = _normalize_rows(batch, self.normalizer)
+        temperature = cfg.sampling.temperature if cfg.sampling.temperature > 0 else 1.0
+        n = len(batch)
+        sums: dict[str, float] = {}
+        updates = 0
+        self.model.train()
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(n, generator=self.generator) if cfg.mini_batches > 1 else torch.arange(n)
+            for mb_idx in torch.tensor_split(order, cfg.mini_batches):
+                if mb_idx.numel() == 0:
+                    continue
+                mb = batch.select(mb_idx)
+                norm = aggregation_norm(mb.loss_mask)
+                lengths = mb.attention_mask.sum(1).numpy()
+                self.optimizer.zero_grad(set_to_none=True)
+                stats_acc: dict[str, float] = {}
+                for micro in micro_batches(lengths, cfg.micro_batch_tokens):
+                    micro = torch.as_tensor(np.asarray(micro), dtype=torch.long)
+                    sub = mb.select(micro)
+                    t = int(sub.attention_mask.sum(1).max())
+                    ids, att = sub.input_ids[:, :t], sub.attention_mask[:, :t]
+                    logp, ent = self.policy.token_logprobs(
+                        ids, att, temperature=temperature, return_entropy=True
+                    )
+                    ref = None
+                    if self.reference is not None:
+                        with torch.no_grad():
+                            ref = self.reference.token_logprobs(ids, att, temperature=temperature)
+                    loss, stats = total_loss(
+                        logp,
+                        sub.old_logprobs[:, :t],
+                        sub.advantages[:, :t],
+                        sub.loss_mask[:, :t],
+                        cfg.loss,
+                        norm,
+                        ref_logprobs=ref,
+                        entropy=ent,
+                    )
+                    loss.backward()
+                    w = float(len(micro)) / len(mb)
+                    for k, v in stats.items():
+                        stats_acc[k] = stats_acc.get(k, 0.0) + w * float(v)
+                    stats_acc["loss"] = stats_acc.get("loss", 0.0) + float(loss.detach())
+                params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                gn = clip_grad_norm(params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else None)
+                stats_acc["grad_norm"] = gn
+                if math.isfinite(gn):
+                    self.optimizer.step()
+                else:
+                    logger.warning("agent %s: non-finite gradient norm, optimizer step skipped", self.name)
+                    stats_acc["skipped_steps"] = 1.0
+                self.scheduler.step()
+                updates += 1
+                for k, v in stats_acc.items():
+                    sums[k] = sums.get(k, 0.0) + v
+        self.model.eval()
+        out = {k: v / max(updates, 1) for k, v in sums.items()}
+        out["lr"] = float(self.scheduler.get_last_lr()[0])
+        out["samples"] = float(n)
+        out["tokens"] = float(batch.loss_mask.sum())
+        return out
+
+    # ---------------------------------------------------------------- state
+    def save(self, folder: str | Path) -> None:
+        """Weights (safetensors), optimizer, scheduler, normaliser and RNG state into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(self.model, str(folder / "model.safetensors"))
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "normalizer": self.normalizer.state_dict(),
+                "generator": self.generator.get_state(),
+            },
+            folder / "state.pt",
+        )
+
+    def load(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        missing, unexpected = load_model(self.model, str(folder / "model.safetensors"), strict=True)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"agent {self.name}: checkpoint mismatch missing={missing} unexpected={unexpected}"
+            )
+        state = torch.load(folder / "state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.generator.set_state(state["generator"])
+
+    def export(self, folder: str | Path) -> Path:
+        """``save_pretrained`` the model (LoRA merged) and tokenizer so transformers and vLLM load it."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(folder)
+        self.policy.tokenizer.save_pretrained(folder)
+        return folder

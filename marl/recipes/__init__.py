@@ -1,0 +1,21 @@
+"""Recipes by name: the one place where a YAML ``recipe:`` string becomes code.
+
+Values are module paths, imported lazily so the core never imports a scenario
+package unless a run asks for it. A recipe module defines ``Config`` (its run-config
+dataclass), ``train(cfg, runner)`` and ``evaluate_run(cfg, runner)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+RECIPES: dict[str, str] = {
+    "single_turn": "marl.recipes.single_turn",
+}
+
+
+def get_recipe(name: str) -> ModuleType:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe '{name}'. Valid recipes: {', '.join(sorted(RECIPES))}")
+    return importlib.import_module(RECIPES[name])
