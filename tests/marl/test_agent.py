@@ -1,0 +1,105 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from marl.agent import Agent, lr_lambda
+from marl.config import AgentConfig, NormalizerConfig, OptimConfig, SamplingConfig
+from marl.losses import LossConfig
+from marl.policies import PolicyConfig
+from marl.types import SampleBatch
+
+
+def _agent(tmp_path, **kw):
+    cfg = AgentConfig(policy=PolicyConfig(tiny="100k", seed=kw.pop("seed", 0), num_layers=1), **kw)
+    return Agent(kw.get("name", "a"), cfg, cache_dir=tmp_path, total_steps=10, seed=0)
+
+
+def test_agents_keep_their_own_optimizer_settings(tmp_path):
+    a = _agent(tmp_path, optim=OptimConfig(lr=1e-3, betas=[0.9, 0.95], weight_decay=0.1, eps=1e-7))
+    b = _agent(tmp_path, seed=1, optim=OptimConfig(lr=5e-4, betas=[0.8, 0.999], weight_decay=0.0))
+    ga, gb = a.optimizer.param_groups[0], b.optimizer.param_groups[0]
+    assert (ga["lr"], ga["betas"], ga["weight_decay"], ga["eps"]) == (1e-3, (0.9, 0.95), 0.1, 1e-7)
+    assert (gb["lr"], gb["betas"], gb["weight_decay"]) == (5e-4, (0.8, 0.999), 0.0)
+    pa = {id(p) for g in a.optimizer.param_groups for p in g["params"]}
+    pb = {id(p) for g in b.optimizer.param_groups for p in g["params"]}
+    assert not pa & pb, "two agents share parameters"
+    assert a.optimizer is not b.optimizer and a.generator is not b.generator
+
+
+def test_lr_schedules_hand_values():
+    # warm-up 4 steps: step 0 -> 1/5, step 3 -> 4/5, then 1
+    assert lr_lambda(0, warmup_steps=4, total_steps=14, schedule="constant", min_lr_ratio=0) == pytest.approx(0.2)
+    assert lr_lambda(3, warmup_steps=4, total_steps=14, schedule="constant", min_lr_ratio=0) == pytest.approx(0.8)
+    # linear over 10 steps after warm-up, to 0.1: halfway (step 4+5) -> 1 - 0.9*0.5 = 0.55
+    assert lr_lambda(9, warmup_steps=4, total_steps=14, schedule="linear", min_lr_ratio=0.1) == pytest.approx(0.55)
+    # cosine halfway -> min + (1-min)*0.5*(1+cos(pi/2)) = 0.1 + 0.9*0.5 = 0.55; end -> 0.1
+    assert lr_lambda(9, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.1) == pytest.approx(0.55)
+    assert lr_lambda(14, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.1) == pytest.approx(0.1)
+    assert math.isclose(lr_lambda(4, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.0), 1.0)
+
+
+def _batch(agent, rows=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    prompts = [agent.policy.encode(f"max {i} {i + 1}=") for i in range(rows)]
+    gen = agent.act(prompts)
+    n = rows
+    t = max(len(p) for p in prompts) + gen.tokens.shape[1]
+    ids = torch.zeros(n, t, dtype=torch.long)
+    att = torch.zeros(n, t, dtype=torch.long)
+    lm = torch.zeros(n, t)
+    old = torch.zeros(n, t)
+    adv = torch.zeros(n, t)
+    for i, p in enumerate(prompts):
+        c = gen.completion(i)
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        att[i, : len(p) + len(c)] = 1
+        lm[i, len(p) : len(p) + len(c)] = 1
+        old[i, len(p) : len(p) + len(c)] = gen.logprobs[i, : len(c)]
+        adv[i, len(p) : len(p) + len(c)] = float(torch.randn(1, generator=g))
+    return SampleBatch(ids, att, lm, old, adv, torch.arange(n))
+
+
+def test_learn_changes_only_own_weights_and_is_finite(tmp_path):
+    a = _agent(tmp_path, sampling=SamplingConfig(max_new_tokens=3))
+    b = _agent(tmp_path, seed=1, sampling=SamplingConfig(max_new_tokens=3))
+    before_a = {k: v.clone() for k, v in a.model.state_dict().items()}
+    before_b = {k: v.clone() for k, v in b.model.state_dict().items()}
+    m = a.learn(_batch(a))
+    assert all(np.isfinite(v) for v in m.values())
+    changed = [k for k, v in a.model.state_dict().items() if not torch.equal(v, before_a[k])]
+    assert changed, "learning changed no weight"
+    assert all(torch.equal(v, before_b[k]) for k, v in b.model.state_dict().items())
+
+
+def test_micro_batch_budget_does_not_change_the_update(tmp_path):
+    # Same batch, same weights: one big micro-batch vs many small ones give the same new weights.
+    big = _agent(tmp_path, micro_batch_tokens=1 << 20, loss=LossConfig(aggregation="seq-mean-token-mean"))
+    small = _agent(tmp_path, micro_batch_tokens=16, loss=LossConfig(aggregation="seq-mean-token-mean"))
+    batch = _batch(big)
+    big.learn(batch)
+    small.learn(batch)
+    for (k, v), (_, w) in zip(big.model.state_dict().items(), small.model.state_dict().items()):
+        torch.testing.assert_close(v, w, atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_kl_reference_is_frozen_and_batch_normalizer(tmp_path):
+    a = _agent(tmp_path, loss=LossConfig(kl_coef=0.1), normalizer=NormalizerConfig(kind="batch"))
+    assert a.reference is not None
+    ref_before = {k: v.clone() for k, v in a.reference.model.state_dict().items()}
+    m = a.learn(_batch(a))
+    assert "kl" in m and np.isfinite(m["kl"])
+    assert all(torch.equal(v, ref_before[k]) for k, v in a.reference.model.state_dict().items())
+
+
+def test_save_load_roundtrip(tmp_path):
+    a = _agent(tmp_path)
+    a.learn(_batch(a))
+    a.save(tmp_path / "ck")
+    b = _agent(tmp_path)
+    b.load(tmp_path / "ck")
+    for (k, v), (_, w) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(v, w), k
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+    assert a.optimizer.state_dict()["state"].keys() == b.optimizer.state_dict()["state"].keys()
