@@ -51,7 +51,7 @@ def build_optimizer(
     if not params:
         raise ValueError("the agent has no trainable parameters")
     opt = torch.optim.AdamW(
-        params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+        params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=True
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
