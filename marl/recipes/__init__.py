@@ -2,7 +2,8 @@
 
 Values are module paths, imported lazily so the core never imports a scenario
 package unless a run asks for it. A recipe module defines ``Config`` (its run-config
-dataclass), ``train(cfg, runner)`` and ``evaluate_run(cfg, runner)``.
+dataclass), ``train(cfg, runner)``, ``evaluate_run(cfg, runner)`` and ``SMOKE_OVERRIDES``
+(``key=value`` strings that shrink any of its configs to a seconds-long run).
 """
 
 from __future__ import annotations

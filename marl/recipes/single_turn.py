@@ -160,3 +160,6 @@ def evaluate_run(cfg: SingleTurnConfig, runner: Runner) -> dict[str, float]:
 
 
 Config = SingleTurnConfig
+
+SMOKE_OVERRIDES = ["run.steps=2", "prompts_per_step=4", "group_size=8", "eval_prompts=8", "run.eval_every=1"]
+"""Overrides that shrink any config of this recipe to a seconds-long smoke run (used by tests)."""

@@ -30,14 +30,26 @@ def test_agents_keep_their_own_optimizer_settings(tmp_path):
 
 def test_lr_schedules_hand_values():
     # warm-up 4 steps: step 0 -> 1/5, step 3 -> 4/5, then 1
-    assert lr_lambda(0, warmup_steps=4, total_steps=14, schedule="constant", min_lr_ratio=0) == pytest.approx(0.2)
-    assert lr_lambda(3, warmup_steps=4, total_steps=14, schedule="constant", min_lr_ratio=0) == pytest.approx(0.8)
+    assert lr_lambda(0, warmup_steps=4, total_steps=14, schedule="constant", min_lr_ratio=0) == pytest.approx(
+        0.2
+    )
+    assert lr_lambda(3, warmup_steps=4, total_steps=14, schedule="constant", min_lr_ratio=0) == pytest.approx(
+        0.8
+    )
     # linear over 10 steps after warm-up, to 0.1: halfway (step 4+5) -> 1 - 0.9*0.5 = 0.55
-    assert lr_lambda(9, warmup_steps=4, total_steps=14, schedule="linear", min_lr_ratio=0.1) == pytest.approx(0.55)
+    assert lr_lambda(9, warmup_steps=4, total_steps=14, schedule="linear", min_lr_ratio=0.1) == pytest.approx(
+        0.55
+    )
     # cosine halfway -> min + (1-min)*0.5*(1+cos(pi/2)) = 0.1 + 0.9*0.5 = 0.55; end -> 0.1
-    assert lr_lambda(9, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.1) == pytest.approx(0.55)
-    assert lr_lambda(14, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.1) == pytest.approx(0.1)
-    assert math.isclose(lr_lambda(4, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.0), 1.0)
+    assert lr_lambda(9, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.1) == pytest.approx(
+        0.55
+    )
+    assert lr_lambda(
+        14, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.1
+    ) == pytest.approx(0.1)
+    assert math.isclose(
+        lr_lambda(4, warmup_steps=4, total_steps=14, schedule="cosine", min_lr_ratio=0.0), 1.0
+    )
 
 
 def _batch(agent, rows=6, seed=0):

@@ -18,9 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_lora_on_local_hf_model_trains_only_adapters(tmp_path):
     tok = build_char_tokenizer()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False,
+    )
     model_dir = tmp_path / "llama"
     LlamaForCausalLM(cfg).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
@@ -34,14 +43,31 @@ agents:
     sampling: {{max_new_tokens: 2}}
 """)
     subprocess.run(
-        [sys.executable, "-m", "marl.cli", "train", str(yaml), "run.steps=3", "run.progress=false",
-         "run.tensorboard=false", "run.threads=1", f"run.out_dir={tmp_path}", "run.name=r",
-         "prompts_per_step=4", "group_size=4", "eval_prompts=8"],
-        check=True, cwd=ROOT, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "marl.cli",
+            "train",
+            str(yaml),
+            "run.steps=3",
+            "run.progress=false",
+            "run.tensorboard=false",
+            "run.threads=1",
+            f"run.out_dir={tmp_path}",
+            "run.name=r",
+            "prompts_per_step=4",
+            "group_size=4",
+            "eval_prompts=8",
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
     )
     rows = read_metrics(tmp_path / "r")
     assert rows[-1]["step"] == 3 and "agent/lora/loss" in rows[-1]
-    trained = load_file(tmp_path / "r" / "checkpoints" / "step_0000003" / "agents" / "lora" / "model.safetensors")
+    trained = load_file(
+        tmp_path / "r" / "checkpoints" / "step_0000003" / "agents" / "lora" / "model.safetensors"
+    )
     base = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
     adapters = {k: v for k, v in trained.items() if "lora_" in k}
     assert adapters, "no LoRA weights in the checkpoint"

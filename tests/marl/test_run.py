@@ -41,8 +41,17 @@ agents:
 
 
 def _cmd(cfg: Path, out: Path, name: str, extra=()):
-    return [sys.executable, "-m", "marl.cli", "train", str(cfg), *TOY, f"run.out_dir={out}", f"run.name={name}",
-            *extra]
+    return [
+        sys.executable,
+        "-m",
+        "marl.cli",
+        "train",
+        str(cfg),
+        *TOY,
+        f"run.out_dir={out}",
+        f"run.name={name}",
+        *extra,
+    ]
 
 
 def _deterministic(rows):
@@ -92,8 +101,9 @@ def test_different_seed_different_metrics(toy):
 
 def test_sigkill_then_resume_matches_uninterrupted(toy):
     d, cfg, env = toy
-    proc = subprocess.Popen(_cmd(cfg, d, "k"), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(cfg, d, "k"), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     latest = d / "k" / "checkpoints" / "latest"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -105,6 +115,11 @@ def test_sigkill_then_resume_matches_uninterrupted(toy):
     proc.wait()
     killed_at = latest.read_text().strip()
     assert killed_at != "step_0000006"
-    subprocess.run([sys.executable, "-m", "marl.cli", "train", "--resume", str(d / "k")], check=True, env=env,
-                   cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "marl.cli", "train", "--resume", str(d / "k")],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+    )
     assert _deterministic(read_metrics(d / "k")) == _deterministic(read_metrics(d / "a"))
