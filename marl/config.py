@@ -130,6 +130,13 @@ class AgentConfig:
             )
         if self.micro_batch_tokens < 1:
             raise ValueError(f"micro_batch_tokens ({self.micro_batch_tokens}) must be >= 1")
+        if self.policy.path:
+            from marl.policies.hf import check_model_dir
+
+            try:
+                check_model_dir(self.policy.path)
+            except (FileNotFoundError, OSError) as exc:
+                raise ValueError(str(exc)) from None
 
 
 @dataclass
