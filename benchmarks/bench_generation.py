@@ -1,4 +1,5 @@
-"""Generation throughput of the tiny LM: ``Policy.generate`` (fast decoder) vs transformers' ``generate``.
+"""Generation throughput of the tiny LM: ``Policy.generate`` (fast decoder) vs transformers' ``generate``,
+then completions/s of one GRPO training step vs TRL's ``GRPOTrainer`` (see bench_grpo_step.py).
 
     python benchmarks/bench_generation.py                      # 100k Qwen2, batch 16 256 1024, 1 thread
     python benchmarks/bench_generation.py --batches 16 256 --threads 2 --size 3m --arch llama
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="best of N for ours")
     ap.add_argument("--hf-repeats", type=int, default=2, help="best of N for transformers")
     ap.add_argument("--skip-hf", action="store_true", help="only time Policy.generate")
+    ap.add_argument("--grpo-steps", type=int, default=20, help="GRPO-step comparison with TRL (0 skips)")
+    ap.add_argument("--skip-trl", action="store_true", help="GRPO step: time ours only")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -125,6 +128,13 @@ def main() -> None:
                 f"{ours_c:>9,.0f} {hf_c:>9,.0f} {ours_c / hf_c:>5.1f}x",
                 flush=True,
             )
+    if args.grpo_steps > 0:
+        # Same script, second figure of the core issue: one GRPO training step, ours vs TRL.
+        import bench_grpo_step
+
+        bench_grpo_step.compare(
+            args.size, args.grpo_steps, warmup=3, threads=args.threads, skip_trl=args.skip_trl
+        )
 
 
 if __name__ == "__main__":

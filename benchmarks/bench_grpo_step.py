@@ -127,6 +127,28 @@ def bench_trl(model_dir: Path, steps: int, warmup: int, work: Path) -> list[floa
     return times[warmup:]
 
 
+def compare(size: str, steps: int, warmup: int, threads: int, skip_trl: bool = False) -> None:
+    from marl.policies import build_tiny_lm
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model_dir = build_tiny_lm(size, seed=0, out_dir=work / "model")
+        ours = bench_ours(model_dir, steps, warmup)
+        m_ours = statistics.median(ours)
+        print(
+            f"GRPO step, {N_PER_STEP} completions ({G}/prompt), {NEW_TOKENS} new tokens, "
+            f"tiny-{size}, {threads} thread(s)"
+        )
+        print(f"  ours : {m_ours:.4f} s/step  {N_PER_STEP / m_ours:8.1f} completions/s", flush=True)
+        if not skip_trl:
+            ensure_trl()
+            trl_times = bench_trl(model_dir, steps, warmup, work)
+            m_trl = statistics.median(trl_times)
+            print(f"  TRL  : {m_trl:.4f} s/step  {N_PER_STEP / m_trl:8.1f} completions/s")
+            print(f"  speed-up: {m_trl / m_ours:.1f}x (target >= 3x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
@@ -135,26 +157,7 @@ def main() -> None:
     ap.add_argument("--size", default="100k")
     ap.add_argument("--skip-trl", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-
-    from marl.policies import build_tiny_lm
-
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        model_dir = build_tiny_lm(args.size, seed=0, out_dir=work / "model")
-        ours = bench_ours(model_dir, args.steps, args.warmup)
-        m_ours = statistics.median(ours)
-        print(
-            f"GRPO step, {N_PER_STEP} completions ({G}/prompt), {NEW_TOKENS} new tokens, "
-            f"tiny-{args.size}, {args.threads} thread(s)"
-        )
-        print(f"  ours : {m_ours:.4f} s/step  {N_PER_STEP / m_ours:8.1f} completions/s")
-        if not args.skip_trl:
-            ensure_trl()
-            trl_times = bench_trl(model_dir, args.steps, args.warmup, work)
-            m_trl = statistics.median(trl_times)
-            print(f"  TRL  : {m_trl:.4f} s/step  {N_PER_STEP / m_trl:8.1f} completions/s")
-            print(f"  speed-up: {m_trl / m_ours:.1f}x (target >= 3x)")
+    compare(args.size, args.steps, args.warmup, args.threads, args.skip_trl)
 
 
 if __name__ == "__main__":
