@@ -69,6 +69,18 @@ def answer_length(op: str, num_digits: int) -> int:
     return num_digits if op in ("copy", "reverse", "sort") else 1
 
 
+def answer_format_allowed_ids(
+    digit_ids: list[int], stop_id: int, length: int, completion_len: int
+) -> np.ndarray:
+    """``(Tc, 10)`` token ids the answer-format processor allowed at each completion position
+    (-1 padded), for scoring the samples under the distribution they were drawn from."""
+    allowed = np.full((completion_len, len(digit_ids)), -1, dtype=np.int64)
+    allowed[: min(length, completion_len)] = digit_ids
+    if completion_len > length:
+        allowed[length:, 0] = stop_id
+    return allowed
+
+
 def answer_format_processor(digit_ids: list[int], stop_id: int, length: int):
     """Logits processor forcing ``length`` digits then ``stop_id`` (the same format for every row).
 
@@ -110,17 +122,27 @@ class DigitTask:
     def answer_length(self) -> int:
         return max(answer_length(o, self.cfg.num_digits) for o in self.cfg.ops)
 
+    @staticmethod
+    def digit_ids(encode) -> list[int]:
+        ids = []
+        for d in range(10):
+            enc = encode(str(d))
+            if len(enc) != 1:
+                raise ValueError(f"constrain=true needs one token per digit; '{d}' encodes to {enc}")
+            ids.append(enc[0])
+        return ids
+
     def processor(self, encode, stop_id: int):
         """The answer-format logits processor for a tokenizer (``encode(str) -> ids``), or None."""
         if not self.cfg.constrain:
             return None
-        digit_ids = []
-        for d in range(10):
-            ids = encode(str(d))
-            if len(ids) != 1:
-                raise ValueError(f"constrain=true needs one token per digit; '{d}' encodes to {ids}")
-            digit_ids.append(ids[0])
-        return answer_format_processor(digit_ids, stop_id, self.answer_length)
+        return answer_format_processor(self.digit_ids(encode), stop_id, self.answer_length)
+
+    def allowed_ids(self, encode, stop_id: int, completion_len: int) -> np.ndarray | None:
+        """What :meth:`processor` allowed at each of ``completion_len`` positions, or None."""
+        if not self.cfg.constrain:
+            return None
+        return answer_format_allowed_ids(self.digit_ids(encode), stop_id, self.answer_length, completion_len)
 
     def sample_train(self, rng: np.random.Generator, n: int) -> list[Problem]:
         idx = rng.integers(0, len(self.train), size=n)

@@ -63,8 +63,16 @@ def _score(agent: Agent, gen, problems: list[Problem]) -> tuple[np.ndarray, list
     return rewards, texts
 
 
-def rollout(agent: Agent, tree: TurnTree, problems: list[Problem], group_size: int, processor=None):
-    """Add one root per problem and ``group_size`` scored completions under it (one generation call)."""
+def rollout(
+    agent: Agent, tree: TurnTree, problems: list[Problem], group_size: int, task: DigitTask | None = None
+):
+    """Add one root per problem and ``group_size`` scored completions under it (one generation call).
+
+    With a constrained task, each payload records the token ids the sampler allowed, so the
+    learner scores the completion under the same restricted distribution.
+    """
+    enc, stop = agent.policy.encode, agent.policy.eos_id
+    processor = task.processor(enc, stop) if task is not None else None
     roots = tree.add_nodes(np.full(len(problems), -1), agent=-1)
     prompt_ids = [agent.policy.encode(p.prompt) for p in problems]
     rep = np.repeat(np.arange(len(problems)), group_size)  # (B*G,)
@@ -76,6 +84,9 @@ def rollout(agent: Agent, tree: TurnTree, problems: list[Problem], group_size: i
             completion_ids=np.asarray(gen.completion(j), dtype=np.int32),
             logprobs=gen.logprobs[j, : int(gen.lengths[j])].numpy().astype(np.float32),
             finish_reason=gen.finish_reasons[j],
+            data={}
+            if processor is None
+            else {"allowed_ids": task.allowed_ids(enc, stop, int(gen.lengths[j]))},
         )
         for j, i in enumerate(rep)
     ]
@@ -117,8 +128,7 @@ def train(cfg: SingleTurnConfig, runner: Runner) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for name, agent in agents.items():
             problems = task.sample_train(rng, cfg.prompts_per_step)
-            processor = task.processor(agent.policy.encode, agent.policy.eos_id)
-            rewards, gen = rollout(agent, tree, problems, cfg.group_size, processor)
+            rewards, gen = rollout(agent, tree, problems, cfg.group_size, task)
             metrics[f"train/{name}/reward"] = float(rewards.mean())
             metrics[f"train/{name}/completion_len"] = float(gen.lengths.float().mean())
         # 3. credit, on the whole tree, then routing by each node's agent

@@ -1,0 +1,50 @@
+"""A sandbox that untrusted programs cannot fool: isolated processes, a verdict they cannot forge.
+
+``Sandbox(SandboxConfig())`` runs programs against ``search.tasks.CodeTask``
+tests and returns per-test results (``ExecResult``/``TestResult``: passed,
+failed with the assertion and the call, error with the program's traceback,
+timeout, crash, and the captured output) that feed rewards and refinement
+prompts::
+
+    with Sandbox(SandboxConfig(workers=2)) as sb:
+        results = sb.run_many([(program, task), ...], which="public")
+        rewards = [r.fraction for r in results]
+
+How it is built (details in each module):
+
+* ``pool``: the API; ``workers`` judge processes, jobs kept in flight.
+* ``verifier``: the judge, a trusted process per worker that holds the expected
+  outputs and runs assertion code, calling the program as a remote function;
+  the threat model and its limits are written there.
+* ``zygote``: isolation (namespaces, read-only filesystem, no network, one
+  unprivileged uid per worker, rlimits) and the untrusted harness.
+* ``wire``: the only data that crosses (plain values as tagged JSON).
+* ``judge``: output comparison (call results, stdout).
+
+Isolation needs root on Linux ("full"); elsewhere it falls back to "rlimit"
+(limits and a process-group kill, no network or filesystem isolation), with a
+warning. The verdict protocol is the same in both modes, but under "rlimit" a
+program runs with your uid and could attack the judge process itself (signal
+or ptrace it): use "full" for code you do not trust.
+"""
+
+from search.sandbox.judge import outputs_match, stdout_matches
+from search.sandbox.pool import (
+    ExecResult,
+    Sandbox,
+    SandboxConfig,
+    TestResult,
+    default_hidden_paths,
+    full_isolation_available,
+)
+
+__all__ = [
+    "ExecResult",
+    "Sandbox",
+    "SandboxConfig",
+    "TestResult",
+    "default_hidden_paths",
+    "full_isolation_available",
+    "outputs_match",
+    "stdout_matches",
+]

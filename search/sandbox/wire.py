@@ -1,0 +1,224 @@
+"""Plain-data wire format between the trusted judge and an untrusted program.
+
+Only plain built-in values cross the boundary: ``None``, ``bool``, ``int``,
+``float``, ``complex``, ``str``, ``bytes``, ``list``, ``tuple``, ``dict``, ``set``
+and ``frozenset``. They travel as JSON with tags for the types JSON lacks, so a
+tuple stays a tuple and ``1`` stays distinct from ``1.0`` and from ``True``::
+
+    tuple -> {"T": [...]}      dict -> {"D": [[k, v], ...]}   set -> {"S": [...]}
+    frozenset -> {"Z": [...]}  bytes -> {"B": base64}         complex -> {"C": [re, im]}
+    big int -> {"I": hex}      nan / inf / -inf -> {"F": "nan" | "inf" | "-inf"}
+
+``encode_value`` runs inside the untrusted process, so whatever it produces is
+only a claim; ``decode_value`` is the trust boundary: it accepts nothing but
+well-formed tagged JSON within the size and depth limits and returns fresh
+plain objects, never calling code that the program could have defined
+(no unpickling, no ``__eq__`` or ``__hash__`` of foreign classes).
+
+Frames are a 4-byte big-endian length followed by UTF-8 JSON.
+
+This module is imported both as ``search.sandbox.wire`` and, inside the
+sandbox's own processes, as the top-level module ``wire``; it uses only the
+standard library.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import socket
+import struct
+from typing import Any
+
+MAX_DEPTH = 100  # nesting limit for values on the wire
+MAX_FRAME_BYTES = 16 * 1024 * 1024  # default limit on one frame
+_BIG = 1 << 62  # ints at or beyond this magnitude travel as hex
+_HEADER = struct.Struct(">I")
+
+
+class WireError(ValueError):
+    """A value or frame that does not follow the wire format."""
+
+
+class Unserializable(TypeError):
+    """A value the program returned that is not plain data."""
+
+
+def encode_value(v: Any, depth: int = 0) -> Any:
+    """Map a plain Python value to its JSON-compatible tagged form.
+
+    Subclasses of ``int``, ``float`` and ``str`` are reduced to their base value
+    through the base-class slot (so an overridden ``__eq__`` or ``__int__`` never
+    matters); numpy scalars and arrays go through ``tolist()``. Anything else
+    raises ``Unserializable``.
+    """
+    if depth > MAX_DEPTH:
+        raise Unserializable(f"value nested deeper than {MAX_DEPTH} levels (or cyclic)")
+    t = type(v)
+    if v is None or t is bool or t is str:
+        return v
+    if t is int:
+        return v if -_BIG < v < _BIG else {"I": format(v, "x")}
+    if t is float:
+        if math.isfinite(v):
+            return v
+        return {"F": "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")}
+    if t is list:
+        return [encode_value(x, depth + 1) for x in v]
+    if t is tuple:
+        return {"T": [encode_value(x, depth + 1) for x in v]}
+    if t is dict:
+        return {"D": [[encode_value(k, depth + 1), encode_value(x, depth + 1)] for k, x in v.items()]}
+    if t is set:
+        return {"S": [encode_value(x, depth + 1) for x in v]}
+    if t is frozenset:
+        return {"Z": [encode_value(x, depth + 1) for x in v]}
+    if t is bytes:
+        return {"B": base64.b64encode(v).decode("ascii")}
+    if t is complex:
+        return {"C": [encode_value(v.real, depth + 1), encode_value(v.imag, depth + 1)]}
+    if isinstance(v, int):
+        return encode_value(int.__int__(v), depth)
+    if isinstance(v, float):
+        return encode_value(float.__float__(v), depth)
+    if isinstance(v, str):
+        return str.__str__(v)
+    if getattr(t, "__module__", "") == "numpy" and hasattr(v, "tolist"):
+        return encode_value(v.tolist(), depth + 1)
+    raise Unserializable(f"a value of type {t.__name__!r} is not plain data")
+
+
+def _decode(j: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise WireError(f"value nested deeper than {MAX_DEPTH} levels")
+    t = type(j)
+    if j is None or t is bool or t is str or t is int:
+        return j
+    if t is float:
+        if not math.isfinite(j):
+            raise WireError("non-finite float outside an F tag")
+        return j
+    if t is list:
+        return [_decode(x, depth + 1) for x in j]
+    if t is not dict or len(j) != 1:
+        raise WireError(f"malformed value of JSON type {t.__name__}")
+    ((tag, body),) = j.items()
+    if tag == "I" and type(body) is str:
+        try:
+            return int(body, 16)
+        except ValueError as e:
+            raise WireError(f"bad big int {body[:40]!r}") from e
+    if tag == "F" and body in ("nan", "inf", "-inf"):
+        return float(body)
+    if tag == "B" and type(body) is str:
+        try:
+            return base64.b64decode(body.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError) as e:
+            raise WireError("bad base64 bytes") from e
+    if type(body) is not list:
+        raise WireError(f"tag {tag!r} needs a list body")
+    items = [_decode(x, depth + 1) for x in body]
+    try:
+        if tag == "T":
+            return tuple(items)
+        if tag == "S":
+            return set(items)
+        if tag == "Z":
+            return frozenset(items)
+        if tag == "C" and len(items) == 2 and all(type(x) in (int, float) for x in items):
+            return complex(items[0], items[1])
+        if tag == "D":
+            out = {}
+            for pair in items:
+                if type(pair) is not list or len(pair) != 2:
+                    raise WireError("dict entries must be [key, value] pairs")
+                out[pair[0]] = pair[1]
+            return out
+    except TypeError as e:  # unhashable key or set element
+        raise WireError(f"unhashable element in tag {tag!r}: {e}") from e
+    raise WireError(f"unknown tag {tag!r}")
+
+
+def decode_value(j: Any) -> Any:
+    """Inverse of ``encode_value`` for JSON already parsed; raises ``WireError`` on anything else."""
+    return _decode(j, 0)
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise a frame body (already wire-encoded) to bytes; strict JSON, no NaN."""
+    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def loads(data: bytes) -> Any:
+    """Parse a frame body; raises ``WireError`` on invalid UTF-8/JSON, NaN tokens or excessive nesting."""
+
+    def _no_constants(name: str) -> Any:
+        raise WireError(f"JSON constant {name} is not allowed")
+
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise WireError(f"frame is not valid JSON: {type(e).__name__}") from e
+
+
+def pack_frame(obj: Any) -> bytes:
+    """Length-prefixed frame for ``obj``."""
+    body = dumps(obj)
+    return _HEADER.pack(len(body)) + body
+
+
+def send_frame(sock: socket.socket, obj: Any) -> None:
+    """Blocking send of one frame."""
+    sock.sendall(pack_frame(obj))
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    """Blocking read of exactly ``n`` bytes; ``None`` on EOF before the first byte."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            if buf:
+                raise WireError(f"connection closed inside a frame ({len(buf)} of {n} bytes)")
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(sock: socket.socket, max_bytes: int = MAX_FRAME_BYTES) -> Any:
+    """Blocking read of one frame; ``None`` on a clean EOF."""
+    head = recv_exact(sock, _HEADER.size)
+    if head is None:
+        return None
+    (n,) = _HEADER.unpack(head)
+    if n > max_bytes:
+        raise WireError(f"frame of {n} bytes exceeds the limit of {max_bytes}")
+    body = recv_exact(sock, n)
+    if body is None:
+        raise WireError("connection closed after a frame header")
+    return loads(body)
+
+
+class FrameReader:
+    """Incremental frame parser for non-blocking sockets: ``feed`` bytes, ``pop`` parsed frames."""
+
+    def __init__(self, max_bytes: int = MAX_FRAME_BYTES):
+        self.max_bytes = max_bytes
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def pop(self) -> Any | None:
+        """Next complete frame, or ``None`` if more bytes are needed; raises ``WireError``."""
+        if len(self._buf) < _HEADER.size:
+            return None
+        (n,) = _HEADER.unpack_from(self._buf)
+        if n > self.max_bytes:
+            raise WireError(f"frame of {n} bytes exceeds the limit of {self.max_bytes}")
+        if len(self._buf) < _HEADER.size + n:
+            return None
+        body = bytes(self._buf[_HEADER.size : _HEADER.size + n])
+        del self._buf[: _HEADER.size + n]
+        return loads(body)

@@ -1,0 +1,577 @@
+"""The zygote and the untrusted side of the sandbox.
+
+The zygote is a warm interpreter started with a scrubbed environment that has
+never held a test, an expected output or the host's environment. It isolates
+itself once, then keeps forked children ready ("standby") for the judge, one
+per uid of its slot: while a program runs under one uid, the next program's
+process waits under the other, and after each reap the freed uid gets a new
+standby::
+
+    judge (trusted) <--standby + fds-- zygote (root, own mount + network namespace)
+                    --reap pid------->   |  fork, in a fresh PID namespace
+                                         v
+                                       child: setsid, rlimits, own tempdir, one of
+                                       the slot's uids, no_new_privs -> runs the program
+
+Full isolation (root on Linux): private mount namespace whose whole tree is
+read-only, with the repository, the data files and ``hide_paths`` masked by
+empty tmpfs mounts, ``/root`` (0700) replaced by an empty directory with only
+the Python installation bound back, and a small private tmpfs on ``/tmp``; an
+empty network namespace (loopback down: every connect fails); each program in
+its own PID namespace, so killing its first process kills every descendant,
+including ones that called ``setsid``, and it cannot even name processes
+outside; unprivileged uids of the worker slot's own, so the program can neither signal
+nor ptrace the judge, the zygote or the host's processes nor read their
+``/proc/<pid>/environ``, and ``RLIMIT_NPROC`` caps its processes and threads;
+``PR_SET_NO_NEW_PRIVS`` so set-uid binaries cannot give root back. Fallback
+("rlimit" isolation, when not root): rlimits, ``setsid`` and a process-group
+kill only.
+
+The child speaks to the judge over one socket (fd 3); its stdout and stderr
+(fds 1 and 2) are append-only memory files the judge reads with ``pread``, cut
+per reply at the sizes each reply reports, and bounded by ``RLIMIT_FSIZE``. It
+only ever receives inputs: the judge keeps expected outputs and assertion code
+to itself, so nothing the program writes on the socket can claim a pass it did
+not earn (see ``verifier.py``). Standard library only.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import fcntl
+import gc
+import importlib
+import importlib.machinery
+import linecache
+import os
+import resource
+import shutil
+import signal
+import socket
+import sys
+import traceback
+
+try:  # imported as search.sandbox.zygote (tests) or as top-level zygote (sandbox processes)
+    from . import wire
+except ImportError:  # pragma: no cover - exercised in the zygote process
+    import wire
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x1000, 0x2000, 0x4000, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+SYS_MOUNT_SETATTR = 442  # same number on every architecture (asm-generic table)
+AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 1
+PROGRAM_FILE = "<program>"  # filename of the program in tracebacks
+MAX_TB_CHARS = 4000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(src: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    _check(
+        _libc.mount(
+            src.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        f"mount {fstype or src} on {target}",
+    )
+
+
+def _setattr(path: str, flags: int, set_: int, clr: int) -> None:
+    attr = _MountAttr(set_, clr, 0, 0)
+    _check(
+        _libc.syscall(
+            SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr)
+        ),
+        f"mount_setattr({path})",
+    )
+
+
+def _blocked_ancestor(path: str) -> str | None:
+    """The first directory on the way to ``path`` that other users cannot traverse (no o+x), if any."""
+    cur = "/"
+    for part in [p for p in os.path.abspath(path).split("/") if p]:
+        cur = os.path.join(cur, part)
+        if os.path.isdir(cur) and not os.stat(cur).st_mode & 0o001:
+            return cur
+    return None
+
+
+def isolate_filesystem_and_network(hide: list[str], expose: list[str], tmpfs_mb: int) -> str:
+    """Enter a private mount + network namespace and rebuild the view of the filesystem.
+
+    Mutates the calling process (must be root): fresh tmpfs on ``/tmp``; each
+    directory of ``expose`` (the Python installation) that sits below a
+    directory other users cannot traverse (``/root`` is 0700) is bind-mounted
+    back onto an empty 0755 tmpfs that replaces that directory, which also hides
+    the rest of it; each path of ``hide`` is covered by an empty read-only
+    tmpfs; then every mount is made read-only except ``/tmp``. The new network
+    namespace holds only a loopback device that is down. Returns the directory
+    for per-program run directories.
+    """
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare(CLONE_NEWNS | CLONE_NEWNET)")
+    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={tmpfs_mb}m,mode=0755")
+    blocked: dict[str, list[str]] = {}
+    for path in sorted(set(expose)):
+        top = _blocked_ancestor(path)
+        if top is not None and not any(path.startswith(p + "/") for p in blocked.get(top, [])):
+            blocked.setdefault(top, []).append(path)
+    for top, paths in blocked.items():
+        stages = []
+        for i, path in enumerate(paths):
+            stage = f"/tmp/.stage{i}"
+            os.mkdir(stage)
+            _mount(path, stage, None, MS_BIND | MS_REC, None)
+            stages.append(stage)
+        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+        for stage, path in zip(stages, paths):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _mount(stage, path, None, MS_MOVE, None)
+            os.rmdir(stage)
+    masked = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for path in hide:
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", masked, "size=4k,mode=0755")
+    _setattr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0)
+    _setattr("/tmp", 0, 0, MOUNT_ATTR_RDONLY)
+    return "/tmp"
+
+
+class _State:
+    """What the zygote knows: its settings, never a test."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.full = cfg["isolation"] == "full"
+        self.uids = [int(u) for u in cfg["uids"]]  # two per slot: one runs a program, one stands by
+        self.run_root = ""
+        self.pidns_fd = -1
+        self.n_runs = 0
+        self.runs: dict[int, tuple[str, int]] = {}  # pid -> (run dir, uid)
+        self.sock: socket.socket | None = None  # control socket to the judge
+        self.standby: tuple[int, list[int]] | None = None  # forked child waiting for a program
+
+
+def _spawn(state: _State, uid: int) -> None:
+    """Fork a standby child for a coming program under ``uid``, with fresh channels; keep the judge's ends.
+
+    Called only when no other process of ``uid`` is alive: the program running
+    meanwhile has the slot's other uid, so it can never reach this one's
+    working directory (0700) or processes.
+    """
+    ctl_judge, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # stdout/stderr are append-only memory files: writing wakes nobody, the judge reads them with
+    # pread, and RLIMIT_FSIZE bounds them (a flood ends in EFBIG)
+    out, err = os.memfd_create("stdout", os.MFD_CLOEXEC), os.memfd_create("stderr", os.MFD_CLOEXEC)
+    for fd in (out, err):
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
+    in_r, in_w = os.pipe()
+    theirs = [ctl_child.detach(), out, err, in_r]
+    state.n_runs += 1
+    run_dir = os.path.join(state.run_root, f"run{state.n_runs}")
+    os.mkdir(run_dir, 0o700)
+    if state.full:
+        os.chown(run_dir, uid, uid)
+        # a fresh PID namespace per program: its first process is the namespace's init,
+        # and when init dies the kernel kills every other process in it.
+        _check(_libc.setns(state.pidns_fd, CLONE_NEWPID), "setns(own pid namespace)")
+        _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            _child_main(state, theirs, run_dir, uid)
+        except BaseException:
+            try:
+                os.write(2, traceback.format_exc().encode()[-MAX_TB_CHARS:])
+            finally:
+                os._exit(70)
+        os._exit(0)
+    for fd in (theirs[0], in_r):
+        os.close(fd)
+    state.runs[pid] = (run_dir, uid)
+    state.standby = (pid, [ctl_judge.detach(), out, err, in_w])
+
+
+def _reap(state: _State, pid: int) -> tuple[int, float]:
+    """Kill a child (and with it its PID namespace, or its process group); its wait status and CPU seconds."""
+    try:
+        if state.full:
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        _, status, usage = os.wait4(pid, 0)
+        cpu = usage.ru_utime + usage.ru_stime
+    except ChildProcessError:
+        status, cpu = 0, 0.0
+    while True:  # orphans reparented to us (rlimit isolation), and anything else already dead
+        try:
+            other, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if other == 0:
+            break
+    run_dir, _ = state.runs.pop(pid, ("", 0))
+    if run_dir:
+        try:
+            os.rmdir(run_dir)  # most programs leave it empty
+        except OSError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return status, cpu
+
+
+def _kill_all_of_uid(uid: int) -> None:
+    """SIGKILL every process of ``uid`` (our slot's uid, held under a lock): kill(-1) from that uid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)  # every process this uid may signal, except the caller
+        except BaseException:
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _count_user_tasks(uid: int) -> int:
+    """Processes plus threads of ``uid`` (what RLIMIT_NPROC counts)."""
+    n = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid:
+                    n += len(os.listdir(f"/proc/{name}/task"))
+            except OSError:
+                pass
+    return n
+
+
+def _place_fds(fds: list[int]) -> None:
+    """ctl -> 3, stdout file -> 1, stderr file -> 2, stdin pipe -> 0; close everything else."""
+    ctl, out_w, err_w, in_r = (fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds)
+    os.dup2(in_r, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.dup2(ctl, 3, inheritable=False)
+    os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def _set_limits(cfg: dict, full: bool, uid: int) -> None:
+    mb = 1024 * 1024
+    cpu = max(1, int(-(-float(cfg["cpu_s"]) // 1)))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (cfg["memory_mb"] * mb, cfg["memory_mb"] * mb))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (cfg["fsize_mb"] * mb, cfg["fsize_mb"] * mb))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (cfg["max_open_files"], cfg["max_open_files"]))
+    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+    nproc = cfg["max_processes"]
+    if not full:  # our own uid: its existing processes count too
+        nproc += _count_user_tasks(uid)
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+
+def _child_main(state: _State, fds: list[int], run_dir: str, uid: int) -> None:  # pragma: no cover - child
+    cfg = state.cfg
+    os.setsid()
+    state.sock.detach()  # its fd is closed below; the object must not close a reused number later
+    _place_fds(fds)
+    os.chdir(run_dir)
+    _set_limits(cfg, state.full, uid)
+    if state.full:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if os.getuid() == 0 or os.geteuid() == 0:
+            raise RuntimeError("failed to drop root")
+    # after the uid change (which clears it): die with the zygote
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    # the environment is the zygote's, scrubbed (verifier.PROGRAM_ENV); HOME and TMPDIR are ".";
+    # sys.stdin/stdout/stderr already wrap fds 0, 1 and 2, which now are the program's
+    sys.argv = [PROGRAM_FILE]
+    if "random" in sys.modules:  # preloaded on request after all
+        sys.modules["random"].seed(0)
+    else:
+        sys.meta_path.insert(0, _SeedRandomOnImport())
+    sock = socket.socket(fileno=3)
+    _serve(sock, cfg)
+
+
+class _SeedRandomOnImport:
+    """Meta-path hook: when the program first imports ``random``, seed it with 0 right after.
+
+    A program's randomness is then the same on every run (the platform's runs
+    are reproducible), while the zygote itself never imports ``random``: its
+    after-fork reseed hook would cost every child a few dozen page faults.
+    """
+
+    def find_spec(self, name: str, path=None, target=None):
+        if name != "random":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        real = spec.loader
+
+        class _Loader:
+            def create_module(self, spec):
+                return real.create_module(spec)
+
+            def exec_module(self, module):
+                real.exec_module(module)
+                module.seed(0)
+
+        spec.loader = _Loader()
+        return spec
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def _describe(e: BaseException) -> dict:
+    """Exception type, message and the traceback frames that belong to the program."""
+    try:
+        msg = str(e)[:MAX_TB_CHARS]
+    except BaseException:
+        msg = "<unprintable exception>"
+    try:
+        tb = traceback.extract_tb(e.__traceback__)
+        frames = traceback.StackSummary.from_list([f for f in tb if f.filename == PROGRAM_FILE])
+        text = "Traceback (most recent call last):\n" if frames else ""
+        text += "".join(frames.format()) + f"{type(e).__name__}: {msg}"
+    except BaseException:
+        text = f"{type(e).__name__}: {msg}"
+    return {"op": "exc", "type": type(e).__name__, "msg": msg, "tb": text[-MAX_TB_CHARS:]}
+
+
+def _load(program: str, name: str) -> dict:
+    linecache.cache[PROGRAM_FILE] = (len(program), None, program.splitlines(True), PROGRAM_FILE)
+    ns: dict = {"__name__": name, "__builtins__": builtins}
+    exec(compile(program, PROGRAM_FILE, "exec"), ns)
+    return ns
+
+
+def _resolve(ns: dict, entry: str):
+    """The callable named ``entry``: a top-level function, or a method of ``Solution`` (LeetCode style)."""
+    if entry in ns and callable(ns[entry]):
+        return ns[entry]
+    owner, _, method = entry.rpartition(".")
+    cls = ns.get(owner or "Solution")
+    if isinstance(cls, type) and hasattr(cls, method):
+        return lambda *a, **k: getattr(cls(), method)(*a, **k)
+    raise NameError(f"the program does not define {entry!r}")
+
+
+def _output_sizes() -> list[int]:
+    sizes = []
+    for fd in (1, 2):
+        try:
+            sizes.append(os.fstat(fd).st_size)
+        except OSError:
+            sizes.append(-1)
+    return sizes
+
+
+def _serve(sock: socket.socket, cfg: dict) -> None:  # pragma: no cover - child
+    """Answer the judge: load the program once, then one reply per call (or run it once on stdin)."""
+    send = wire.send_frame
+    encode, decode = wire.encode_value, wire.decode_value
+    stream = sock.makefile("rb")
+
+    def recv() -> dict | None:
+        head = stream.read(4)
+        if len(head) < 4:
+            return None
+        return wire.loads(stream.read(int.from_bytes(head, "big")))
+
+    msg = recv()
+    if msg is None:
+        return
+    if msg["op"] == "stdio":
+        try:
+            _load(msg["program"], "__main__")
+            code, exc = 0, None
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            exc = None if isinstance(e.code, int) or e.code is None else _describe(e)
+        except BaseException as e:
+            code, exc = 1, _describe(e)
+        _flush()
+        send(sock, {"op": "done", "code": code, "exc": exc, "o": _output_sizes()})
+        recv()  # wait to be killed
+        return
+
+    limit = int(cfg["max_result_bytes"])
+
+    def reply(obj: dict) -> None:
+        _flush()
+        obj["o"] = _output_sizes()  # lets the judge cut the output at the same point as the replies
+        try:
+            data = wire.pack_frame(obj)
+        except MemoryError:
+            data = b""
+        if not data or len(data) - 4 > limit:
+            size = f"{len(data) - 4} bytes" if data else "too large to encode"
+            obj = {"op": "unser", "msg": f"the value is too large ({size}; limit {limit})", "o": obj["o"]}
+            data = wire.pack_frame(obj)
+        sock.sendall(data)
+
+    try:
+        fn = _resolve(_load(msg["program"], "__solution__"), msg["entry"])
+    except BaseException as e:
+        reply(_describe(e))
+        recv()
+        return
+    reply({"op": "loaded"})
+    while True:
+        msg = recv()
+        if msg is None or msg.get("op") != "call":
+            return
+        try:
+            args, kwargs = decode(msg["args"]), decode(msg["kwargs"])
+            value = fn(*args, **kwargs)
+        except BaseException as e:  # SystemExit and KeyboardInterrupt included: they are the program's
+            out = _describe(e)
+        else:
+            try:
+                out = {"op": "ret", "value": encode(value)}
+            except wire.Unserializable as e:
+                out = {"op": "unser", "msg": str(e)}
+            except RecursionError:
+                out = {"op": "unser", "msg": "value nested too deeply (or cyclic)"}
+            except MemoryError:
+                out = {"op": "unser", "msg": "value too large to encode"}
+        reply(out)
+
+
+def main(ctl_fd: int) -> None:
+    """Zygote entry point: read settings, isolate, preload, then serve spawn/reap requests."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the judge
+    sock = socket.socket(fileno=ctl_fd)  # SOCK_SEQPACKET: one message per request, fds attached
+    state = _State(wire.loads(sock.recv(1 << 20)))
+    state.sock = sock
+    cfg = state.cfg
+    try:
+        if state.full:
+            state.run_root = isolate_filesystem_and_network(
+                list(cfg["hide"]), [sys.base_prefix, sys.prefix, sys.exec_prefix], cfg["tmpfs_mb"]
+            )
+            state.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+            for uid in state.uids:
+                _kill_all_of_uid(uid)  # leftovers of a sandbox that died before cleaning up
+        else:
+            state.run_root = cfg["run_root"]
+        os.chdir("/")
+        # inherited by every child: execve can never grant privileges (set-uid binaries, file caps)
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
+        _add_site_paths(list(cfg.get("site_paths", [])))
+        loaded = []
+        for name in cfg["preload"]:
+            try:
+                importlib.import_module(name)
+                loaded.append(name)
+            except Exception:
+                pass
+    except Exception as e:
+        sock.send(wire.dumps({"op": "fatal", "error": f"{type(e).__name__}: {e}"}))
+        return
+    gc.collect()
+    gc.freeze()  # children never scan (and so never copy-on-write) the zygote's objects
+    try:
+        sock.send(wire.dumps({"op": "ready", "preloaded": loaded}))
+        for uid in state.uids:
+            _push_standby(state, uid)
+        while True:
+            msg = sock.recv(1 << 16)
+            if not msg:
+                break
+            req = wire.loads(msg)
+            if req["op"] == "reap":
+                uid = state.runs.get(int(req["pid"]), ("", state.uids[0]))[1]
+                status, cpu = _reap(state, int(req["pid"]))
+                reply = {"op": "reaped", "pid": int(req["pid"]), "status": status, "cpu_s": cpu}
+                sock.send(wire.dumps(reply))
+                _push_standby(state, uid)  # ready for the program after next, while the next one runs
+            else:
+                error = f"unknown request {str(req.get('op'))[:40]!r}"
+                sock.send(wire.dumps({"op": "error", "error": error}))
+    except OSError:  # the judge went away
+        pass
+    for pid in list(state.runs):
+        _reap(state, pid)
+
+
+def _add_site_paths(dirs: list[str]) -> None:
+    """What ``site.addsitedir`` does for the import path, minus running code: each directory, and the
+    directories named by path lines of its ``.pth`` files (``import`` lines are skipped)."""
+    for d in dirs:
+        if not os.path.isdir(d) or d in sys.path:
+            continue
+        sys.path.append(d)
+        for name in sorted(os.listdir(d)):
+            if not name.endswith(".pth"):
+                continue
+            try:
+                with open(os.path.join(d, name), encoding="utf-8") as fh:
+                    lines = fh.read().splitlines()
+            except (OSError, UnicodeDecodeError):
+                continue
+            for line in lines:
+                line = line.strip()
+                if not line or line.startswith(("#", "import ", "import\t")):
+                    continue
+                p = os.path.abspath(os.path.join(d, line))
+                if os.path.isdir(p) and p not in sys.path:
+                    sys.path.append(p)
+
+
+def _push_standby(state: _State, uid: int) -> None:
+    """Fork a child under ``uid`` and hand the judge its channels right away."""
+    assert state.sock is not None
+    try:
+        _spawn(state, uid)
+    except OSError as e:
+        state.sock.send(wire.dumps({"op": "error", "error": f"could not start a process: {e}"}))
+        return
+    assert state.standby is not None
+    pid, fds = state.standby
+    state.standby = None
+    socket.send_fds(state.sock, [wire.dumps({"op": "standby", "pid": pid})], fds)
+    for fd in fds:
+        os.close(fd)

