@@ -94,6 +94,7 @@ def _normalize_rows(batch: SampleBatch, normalizer: Normalizer) -> SampleBatch:
         old_logprobs=batch.old_logprobs,
         advantages=(batch.advantages + shift) * (mask > 0),
         node_ids=batch.node_ids,
+        allowed_ids=batch.allowed_ids,
     )
 
 
@@ -159,13 +160,16 @@ class Agent:
                     sub = mb.select(micro)
                     t = int(sub.attention_mask.sum(1).max())
                     ids, att = sub.input_ids[:, :t], sub.attention_mask[:, :t]
+                    allowed = None if sub.allowed_ids is None else sub.allowed_ids[:, :t]
                     logp, ent = self.policy.token_logprobs(
-                        ids, att, temperature=temperature, return_entropy=True
+                        ids, att, temperature=temperature, return_entropy=True, allowed_ids=allowed
                     )
                     ref = None
                     if self.reference is not None:
                         with torch.no_grad():
-                            ref = self.reference.token_logprobs(ids, att, temperature=temperature)
+                            ref = self.reference.token_logprobs(
+                                ids, att, temperature=temperature, allowed_ids=allowed
+                            )
                     loss, stats = total_loss(
                         logp,
                         sub.old_logprobs[:, :t],

@@ -35,7 +35,10 @@ def tree_to_batches(
     tokens; ``loss_mask`` = 1 on completion tokens; ``old_logprobs`` = the payload's sampling
     log-probs at completion positions; ``advantages`` = one scalar per node broadcast over its
     completion tokens (``(N_sel,)``) or one array per node aligned with its completion tokens; all
-    prompt and padding positions hold 0. ``node_ids`` gives each row's node. Nodes with
+    prompt and padding positions hold 0. ``node_ids`` gives each row's node. When some payload
+    carries ``data["allowed_ids"]`` (a ``(Tc, K)`` int array, -1 padded: the token ids constrained
+    decoding allowed for each completion token), the batch gets ``allowed_ids`` ``(N, T, K_max)``
+    aligned the same way (-1 elsewhere, i.e. unconstrained). Nodes with
     ``train_mask`` False (e.g. the MC-GRPO pivot) are left out entirely, so they count in no loss
     denominator. Every kept node needs an agent (>= 0) and a payload; the error names the node.
     """
@@ -119,6 +122,7 @@ def tree_to_batches(
             bad_row = row_of[is_comp][np.flatnonzero(~np.isfinite(flat))[0]]
             raise ValueError(f"node {int(ids[bad_row])} has a non-finite advantage")
         adv_mat[row_of[is_comp], col[is_comp]] = flat
+        allowed = _allowed_ids(payloads, lp, n, t_max)
         name = tree.agent_names[int(a)]
         out[name] = SampleBatch(
             input_ids=torch.from_numpy(input_ids),
@@ -127,6 +131,27 @@ def tree_to_batches(
             old_logprobs=torch.from_numpy(old),
             advantages=torch.from_numpy(adv_mat),
             node_ids=torch.from_numpy(ids.copy()),
+            allowed_ids=allowed,
         )
         logger.debug("agent %s: %d samples, T=%d", name, n, t_max)
     return out
+
+
+def _allowed_ids(payloads: list, prompt_lens: np.ndarray, n: int, t_max: int) -> torch.Tensor | None:
+    """(N, T, K) allowed token ids at the completion positions from ``payload.data["allowed_ids"]``
+    (``(Tc, K)`` per payload, -1 padded), or None when no payload carries them."""
+    arrays = [None if p.data is None else p.data.get("allowed_ids") for p in payloads]
+    if all(a is None for a in arrays):
+        return None
+    k = max((int(np.asarray(a).shape[1]) for a in arrays if a is not None and np.asarray(a).size), default=1)
+    out = np.full((n, t_max, max(k, 1)), -1, dtype=np.int64)
+    for r, (a, p) in enumerate(zip(arrays, payloads)):
+        if a is None:
+            continue
+        a = np.asarray(a, dtype=np.int64)
+        tc = len(p.completion_ids)
+        if a.ndim != 2 or a.shape[0] != tc:
+            raise ValueError(f"allowed_ids of row {r} has shape {a.shape}; expected ({tc}, K)")
+        start = int(prompt_lens[r])
+        out[r, start : start + tc, : a.shape[1]] = a
+    return torch.from_numpy(out)

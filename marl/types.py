@@ -51,7 +51,11 @@ class SampleBatch:
 
     ``loss_mask`` is 1 on completion tokens that carry a gradient. ``old_logprobs``
     and ``advantages`` are aligned with ``input_ids`` (position t holds the value
-    for token t; prompt positions hold 0).
+    for token t; prompt positions hold 0). ``allowed_ids`` (optional, constrained
+    decoding) lists at position t the token ids the sampler allowed for token t, padded
+    with -1; a position whose entries are all -1 was sampled from the full vocabulary.
+    The learner then scores token t under the softmax restricted to those ids, the
+    distribution it was sampled from.
     """
 
     input_ids: torch.Tensor  # (N, T) int64
@@ -60,6 +64,7 @@ class SampleBatch:
     old_logprobs: torch.Tensor  # (N, T) float32
     advantages: torch.Tensor  # (N, T) float32
     node_ids: torch.Tensor  # (N,) int64, the tree node each row came from
+    allowed_ids: torch.Tensor | None = None  # (N, T, K) int64, -1 padded; None = no constraint
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -73,4 +78,5 @@ class SampleBatch:
             old_logprobs=self.old_logprobs[idx],
             advantages=self.advantages[idx],
             node_ids=self.node_ids[idx],
+            allowed_ids=None if self.allowed_ids is None else self.allowed_ids[idx],
         )

@@ -230,6 +230,7 @@ class Policy:
         *,
         temperature: float = 1.0,
         return_entropy: bool = False,
+        allowed_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Per-token ``log p(x_t | x_<t)`` under ``softmax(logits / temperature)``, with autograd.
 
@@ -238,6 +239,12 @@ class Policy:
         ``return_entropy`` also the entropy ``-sum_v p_v log p_v`` of the same
         predictive distribution, aligned the same way. Position ids count real tokens
         from 0, as in :meth:`generate`, so the two agree on the same tokens (top_p = 1).
+
+        ``allowed_ids`` (N, T, K), -1 padded (constrained decoding, see ``SampleBatch``):
+        where position t lists ids, token t is scored under the softmax restricted to them,
+        ``log p = l_x - logsumexp_{v in allowed} l_v`` (invalid-action masking in the policy
+        gradient, Huang & Ontañón 2022), and the entropy is that of the restricted softmax;
+        positions with only -1 use the full vocabulary.
         """
         if temperature <= 0:
             raise ValueError(f"temperature ({temperature}) must be > 0 for scoring")
@@ -246,6 +253,10 @@ class Policy:
                 f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
                 "must both be (N, T)"
             )
+        if allowed_ids is not None and (allowed_ids.dim() != 3 or allowed_ids.shape[:2] != input_ids.shape):
+            raise ValueError(
+                f"allowed_ids {tuple(allowed_ids.shape)} must be (N, T, K) with (N, T) = {tuple(input_ids.shape)}"
+            )
         dev = self.device
         ids, mask = input_ids.to(dev), attention_mask.to(dev)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask))
@@ -253,6 +264,14 @@ class Policy:
         if temperature != 1.0:
             logits = logits / temperature
         lse = torch.logsumexp(logits, -1)  # (N, T-1)
+        restricted = None
+        if allowed_ids is not None:
+            allow = allowed_ids[:, 1:].to(dev)  # (N, T-1, K)
+            ok = allow >= 0
+            restricted = ok.any(-1)  # (N, T-1): positions sampled under a constraint
+            sub = logits.gather(-1, allow.clamp(min=0)).masked_fill(~ok, float("-inf"))  # (N, T-1, K)
+            lse_sub = torch.logsumexp(sub.masked_fill(~restricted[..., None], 0.0), -1)
+            lse = torch.where(restricted, lse_sub, lse)
         lp = logits.gather(-1, ids[:, 1:, None]).squeeze(-1) - lse
         valid = mask[:, 1:].bool()
         lp = torch.cat([lp.new_zeros(lp.shape[0], 1), lp.masked_fill(~valid, 0.0)], 1)  # (N, T)
@@ -260,5 +279,9 @@ class Policy:
             return lp
         logp = logits - lse[..., None]
         ent = -(logp.exp() * logp).sum(-1)
+        if restricted is not None:
+            sub_logp = (sub - lse[..., None]).masked_fill(~ok, 0.0)
+            sub_ent = -(sub_logp.exp() * sub_logp).masked_fill(~ok, 0.0).sum(-1)
+            ent = torch.where(restricted, sub_ent, ent)
         ent = torch.cat([ent.new_zeros(ent.shape[0], 1), ent.masked_fill(~valid, 0.0)], 1)
         return lp, ent
