@@ -255,7 +255,8 @@ class Policy:
             )
         if allowed_ids is not None and (allowed_ids.dim() != 3 or allowed_ids.shape[:2] != input_ids.shape):
             raise ValueError(
-                f"allowed_ids {tuple(allowed_ids.shape)} must be (N, T, K) with (N, T) = {tuple(input_ids.shape)}"
+                f"allowed_ids {tuple(allowed_ids.shape)} must be (N, T, K) "
+                f"with (N, T) = {tuple(input_ids.shape)}"
             )
         dev = self.device
         ids, mask = input_ids.to(dev), attention_mask.to(dev)

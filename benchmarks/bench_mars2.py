@@ -1,0 +1,87 @@
+"""MARS² search versus independent sampling at fixed weights, same node budget per problem.
+
+Loads the agents of a mars2 config (warm-started, from the warm-start cache when present) or of a
+run's latest checkpoint, grows one tree per held-out problem with each selection rule and prints
+pass@1 (best node by public tests, judged on private tests) and pass@N (any node passes the
+private tests), averaged over several seeds.
+
+    python benchmarks/bench_mars2.py configs/search/mars2_synthetic.yaml [--run-dir RUN] [--seeds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+import torch
+
+from marl.config import load_config
+from marl.runner import Runner
+from marl.seeding import derive_seed
+from marl.tree import TurnTree
+from search import mars2
+from search.sandbox import Sandbox
+
+
+def search_once(agents, tasks, sandbox, search, seed, budget):
+    tree = TurnTree(list(agents))
+    rng = np.random.default_rng(derive_seed(seed, "bench-select"))
+    gens = {n: torch.Generator().manual_seed(derive_seed(seed, "bench-gen", n)) for n in agents}
+    t0 = time.perf_counter()
+    roots, _ = mars2.grow_trees(tree, tasks, agents, sandbox, search, rng, budget=budget, generators=gens)
+    nodes = mars2.program_nodes(tree, roots)
+    task_of = {int(r): t for r, t in zip(roots, tasks)}
+    priv = sandbox.run_many(
+        [(tree.payloads[i].data["program"], task_of[int(tree.root_of()[i])]) for i in nodes], "private"
+    )
+    ok = np.array([r.status == "passed" for r in priv])
+    m = mars2.tree_metrics(tree, roots, ok, "b")
+    return m["b/pass@1"], m["b/pass@N"], time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config")
+    ap.add_argument("overrides", nargs="*")
+    ap.add_argument(
+        "--run-dir", help="load the agents of this run's latest checkpoint instead of the warm start"
+    )
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--budget", type=int, default=0, help="nodes per tree (0 = the config's)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cfg = load_config(
+        mars2.Config, [args.config], ["run.progress=false", "run.tensorboard=false", *args.overrides]
+    )
+    torch.set_num_threads(max(cfg.run.threads, 1))
+    runner = Runner(cfg, cfg.run, "mars2", resume=args.run_dir)
+    agents = mars2.build_agents(cfg, runner)
+    train_tasks, heldout = mars2.load_tasks(cfg.tasks)
+    budget = args.budget or cfg.search.nodes_per_tree
+    with Sandbox(cfg.sandbox) as sandbox:
+        if args.run_dir:
+            print(f"agents from {args.run_dir} step {runner.load_latest(agents)}")
+        else:
+            mars2.warm_start(cfg, agents, train_tasks, sandbox, runner.cache_dir)
+            print("agents: warm-started (cached)")
+        print(
+            f"{len(heldout)} held-out problems, {budget} nodes per tree, {args.seeds} seeds, "
+            f"torch threads {torch.get_num_threads()}"
+        )
+        for sel in ("thompson", "uct", "independent"):
+            search = mars2.SearchConfig(**{**cfg.search.__dict__, "selection": sel})
+            res = np.array(
+                [search_once(agents, heldout, sandbox, search, s, budget) for s in range(args.seeds)]
+            )
+            p1, pn, sec = res.mean(0)
+            sd = res.std(0)
+            print(
+                f"{sel:12s} pass@1 {100 * p1:5.1f} ± {100 * sd[0]:4.1f}   "
+                f"pass@N {100 * pn:5.1f} ± {100 * sd[1]:4.1f}   {sec:5.1f} s/search"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Supervised warm start: teach each agent the reference solutions of the *training* tasks, so tiny
+agents start the search above zero.
+
+The loss is the token cross-entropy of the completion given the prompt,
+``L = -Σ_t m_t log π(x_t | x_<t) / Σ_t m_t`` with ``m_t = 1`` on completion tokens (the reference
+program's body and the stop token) and 0 on the prompt. Pairs are fresh-program prompts
+(statement -> reference) and, for a share ``refine_fraction``, refinement prompts whose parent is
+a wrong program (another task's body under this statement) with its real failing-test messages
+from the sandbox (-> reference), so the refinement format is not new to the agent at search time.
+
+The result is cached under ``<cache_dir>/warmstart/<key>/<agent>/`` where ``key`` hashes everything
+that determines it (the agent's policy, the warm-start settings, the tasks and references, the
+prompt style and the seed): a repeated run loads the weights instead of training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from search.prompts import chat_messages, compact_prompt, failures_of
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("separate", "agent")
+
+
+@dataclass
+class WarmStartConfig:
+    """Supervised warm start on the training tasks' reference solutions (CE on completion tokens)."""
+
+    enabled: bool = True
+    """Run the warm start before the first search step of a fresh run."""
+    steps: int = 300
+    """Optimizer steps per agent."""
+    batch_size: int = 32
+    """(prompt, reference) pairs per step."""
+    lr: float = 3e-3
+    """Learning rate of the separate AdamW (ignored with optimizer=agent)."""
+    weight_decay: float = 0.0
+    """Weight decay of the separate AdamW."""
+    grad_clip: float = 1.0
+    """Clip the gradient norm to this value; 0 disables."""
+    optimizer: str = "separate"
+    """separate (a fresh AdamW, discarded afterwards) | agent (the agent's own optimizer and state)."""
+    refine_fraction: float = 0.3
+    """Share of pairs that are refinement prompts (wrong parent + its failures -> reference)."""
+    cache: bool = True
+    """Reuse a cached warm start with the same key instead of training again."""
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"warmstart.optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError(
+                f"warmstart.steps ({self.steps}) must be >= 0 and batch_size ({self.batch_size}) >= 1"
+            )
+        if not 0 <= self.refine_fraction <= 1:
+            raise ValueError(f"warmstart.refine_fraction ({self.refine_fraction}) must be in [0, 1]")
+        if self.lr <= 0:
+            raise ValueError(f"warmstart.lr ({self.lr}) must be > 0")
+
+
+# ----------------------------------------------------------------------------- pairs
+def reference_completion(statement: str, reference: str, style: str) -> str:
+    """The text a perfect agent answers: the reference's continuation of the statement (compact) or
+    the whole reference in a fenced block (chat)."""
+    if style == "chat":
+        return f"```python\n{reference.rstrip()}\n```"
+    if not reference.startswith(statement):
+        raise ValueError(
+            "compact warm start needs references that continue the statement (HumanEval style); "
+            f"statement {statement[:60]!r} is not a prefix of reference {reference[:60]!r}"
+        )
+    return reference[len(statement) :]
+
+
+def prompt_text(task, parent: str | None, failures, style: str, *, max_tests: int, max_chars: int) -> Any:
+    """The prompt of one expansion: a string (compact) or chat messages (chat)."""
+    if style == "chat":
+        return chat_messages(
+            task.prompt,
+            parent,
+            failures,
+            entry_point=task.entry_point,
+            max_tests=max_tests,
+            max_chars=max_chars,
+        )
+    return compact_prompt(task.prompt, parent, failures, max_tests=max_tests, max_chars=max_chars)
+
+
+def warmstart_texts(
+    tasks: Sequence,
+    sandbox,
+    rng: np.random.Generator,
+    *,
+    style: str,
+    refine_fraction: float,
+    max_tests: int = 2,
+    max_chars: int = 160,
+) -> list[tuple[Any, str]]:
+    """(prompt, completion text) pairs from the tasks' references: one fresh pair per task plus
+    about ``refine_fraction`` refinement pairs whose parent is another task's body under this
+    statement, kept only when the sandbox says it fails (its messages become the feedback)."""
+    tasks = [t for t in tasks if t.reference]
+    if not tasks:
+        raise ValueError("no task has a reference solution; the warm start needs references")
+    pairs: list[tuple[Any, str]] = [
+        (
+            prompt_text(t, None, [], style, max_tests=max_tests, max_chars=max_chars),
+            reference_completion(t.prompt, t.reference, style),
+        )
+        for t in tasks
+    ]
+    n_ref = (
+        int(round(refine_fraction / max(1e-9, 1 - refine_fraction) * len(tasks)))
+        if refine_fraction < 1
+        else 0
+    )
+    if refine_fraction >= 1:
+        n_ref = len(tasks)
+    if n_ref and sandbox is not None and len(tasks) > 1:
+        idx = rng.integers(len(tasks), size=(2 * n_ref, 2))
+        cands = []
+        for i, j in idx.tolist():
+            if i == j:
+                continue
+            ti, tj = tasks[i], tasks[j]
+            body = tj.reference[len(tj.prompt) :] if tj.reference.startswith(tj.prompt) else None
+            if body is None:
+                continue
+            cands.append((ti, ti.prompt + body))
+        results = sandbox.run_many([(prog, t) for t, prog in cands], "public")
+        made = 0
+        for (t, prog), res in zip(cands, results):
+            if res.status == "passed" or made >= n_ref:
+                continue
+            pairs.append(
+                (
+                    prompt_text(t, prog, failures_of(res), style, max_tests=max_tests, max_chars=max_chars),
+                    reference_completion(t.prompt, t.reference, style),
+                )
+            )
+            made += 1
+        if refine_fraction == 1.0:
+            pairs = pairs[len(tasks) :]
+    return pairs
+
+
+def encode_pairs(
+    pairs: Sequence[tuple[Any, str]], policy, *, max_prompt_tokens: int = 0
+) -> list[tuple[list[int], list[int]]]:
+    """Token pairs: the prompt (``encode`` or ``encode_chat``, left-truncated to
+    ``max_prompt_tokens`` when > 0) and the completion followed by the policy's stop token."""
+    stop = policy.stop_ids[-1] if isinstance(pairs[0][0], list) else policy.eos_id
+    out = []
+    for prompt, completion in pairs:
+        p = policy.encode_chat(prompt) if isinstance(prompt, list) else policy.encode(prompt)
+        if max_prompt_tokens > 0 and len(p) > max_prompt_tokens:
+            p = p[-max_prompt_tokens:]
+        out.append((p, policy.encode(completion) + [stop]))
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+def completion_cross_entropy(logprobs: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """``-Σ m·log p / Σ m``: mean negative log-likelihood of the completion tokens."""
+    return -(logprobs * loss_mask).sum() / loss_mask.sum().clamp(min=1.0)
+
+
+def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Right-padded ``(input_ids, attention_mask, loss_mask)``, each ``(B, T)``."""
+    t = max(len(p) + len(c) for p, c in pairs)
+    ids = torch.full((len(pairs), t), pad_id, dtype=torch.long)
+    att = torch.zeros((len(pairs), t), dtype=torch.long)
+    lm = torch.zeros((len(pairs), t), dtype=torch.float32)
+    for i, (p, c) in enumerate(pairs):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        att[i, : len(p) + len(c)] = 1
+        lm[i, len(p) : len(p) + len(c)] = 1.0
+    return ids, att, lm
+
+
+def supervised_warm_start(
+    policy,
+    pairs: Sequence[tuple[list[int], list[int]]],
+    *,
+    steps: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    grad_clip: float = 1.0,
+) -> dict[str, float]:
+    """``steps`` optimizer steps of completion cross-entropy on batches drawn by shuffling ``pairs``
+    (epoch after epoch, order from ``generator``). Returns first/last loss and wall time."""
+    if not pairs:
+        raise ValueError("supervised_warm_start got no pairs")
+    model = policy.model
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    model.train()
+    order = torch.randperm(len(pairs), generator=generator).tolist()
+    pos, first, last, t0 = 0, float("nan"), float("nan"), time.perf_counter()
+    for step in range(steps):
+        if pos + batch_size > len(order):
+            order = order[pos:] + torch.randperm(len(pairs), generator=generator).tolist()
+            pos = 0
+        batch = [pairs[i] for i in order[pos : pos + batch_size]]
+        pos += batch_size
+        ids, att, lm = collate(batch, policy.pad_id)
+        logp = policy.token_logprobs(ids, att)
+        loss = completion_cross_entropy(logp, lm)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        last = float(loss.detach())
+        if step == 0:
+            first = last
+    model.eval()
+    return {
+        "loss_first": first,
+        "loss_last": last,
+        "seconds": time.perf_counter() - t0,
+        "steps": float(steps),
+    }
+
+
+def cache_key(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (dataclasses are turned into dicts)."""
+
+    def plain(x: Any) -> Any:
+        if hasattr(x, "__dataclass_fields__"):
+            return asdict(x)
+        return x
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def warm_start_agent(
+    agent,
+    make_pairs: Callable[[], list[tuple[list[int], list[int]]]],
+    cfg: WarmStartConfig,
+    *,
+    cache_dir: str | Path,
+    key: str,
+    seed: int,
+) -> dict[str, float]:
+    """Warm-start one agent (mutates its weights, and its optimizer state with optimizer=agent),
+    or load the cached result for ``key``. ``make_pairs`` is only called when training."""
+    folder = Path(cache_dir) / "warmstart" / key / agent.name
+    done = folder / "done.json"
+    if cfg.cache and done.is_file():
+        load_model(agent.model, str(folder / "model.safetensors"), strict=True)
+        if cfg.optimizer == "agent":
+            agent.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
+        stats = json.loads(done.read_text())
+        logger.info("agent %s: warm start loaded from cache %s", agent.name, folder)
+        return {**stats, "cached": 1.0}
+    pairs = make_pairs()
+    if cfg.optimizer == "agent":
+        opt = agent.optimizer
+    else:
+        params = [p for p in agent.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stats = supervised_warm_start(
+        agent.policy,
+        pairs,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        optimizer=opt,
+        generator=torch.Generator().manual_seed(seed),
+        grad_clip=cfg.grad_clip,
+    )
+    stats["pairs"] = float(len(pairs))
+    logger.info(
+        "agent %s: warm start %d steps on %d pairs, loss %.3f -> %.3f in %.1fs",
+        agent.name,
+        cfg.steps,
+        len(pairs),
+        stats["loss_first"],
+        stats["loss_last"],
+        stats["seconds"],
+    )
+    if cfg.cache:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(agent.model, str(folder / "model.safetensors"))
+        if cfg.optimizer == "agent":
+            torch.save(agent.optimizer.state_dict(), folder / "optimizer.pt")
+        done.write_text(json.dumps(stats))
+    return {**stats, "cached": 0.0}

@@ -1,0 +1,79 @@
+"""Supervised warm start: the loss, the pairs, training and the cache."""
+
+import numpy as np
+import pytest
+import torch
+
+from marl.agent import Agent
+from marl.config import AgentConfig
+from marl.policies import PolicyConfig
+from search.tasks import synthetic_suite
+from search.warmstart import (
+    WarmStartConfig,
+    collate,
+    completion_cross_entropy,
+    encode_pairs,
+    reference_completion,
+    warm_start_agent,
+    warmstart_texts,
+)
+
+
+def test_completion_cross_entropy_hand_value():
+    # only completion tokens (positions 2, 3) count: -(-2 - 3) / 2 = 2.5
+    lp = torch.tensor([[0.0, -1.0, -2.0, -3.0]])
+    m = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    torch.testing.assert_close(completion_cross_entropy(lp, m), torch.tensor(2.5))
+
+
+def test_collate_masks_completion_only():
+    ids, att, lm = collate([([5, 6], [7]), ([8], [9, 10])], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 9, 10]]
+    assert att.tolist() == [[1, 1, 1], [1, 1, 1]]
+    assert lm.tolist() == [[0, 0, 1], [0, 1, 1]]
+
+
+def test_reference_completion():
+    assert reference_completion("def f(x):\n", "def f(x):\n    return x\n", "compact") == "    return x\n"
+    assert reference_completion("def f(x):\n", "def f(x):\n    return x\n", "chat").startswith(
+        "```python\ndef f"
+    )
+    with pytest.raises(ValueError, match="prefix"):
+        reference_completion("def g():\n", "def f(x):\n", "compact")
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return synthetic_suite(0, n_train=6, n_heldout=2)[0]
+
+
+def _agent(tmp_path, seed=1):
+    cfg = AgentConfig(policy=PolicyConfig(tiny="100k", seed=seed))
+    return Agent("a", cfg, cache_dir=tmp_path / "models", total_steps=1, seed=0)
+
+
+def test_warm_start_trains_then_caches(tmp_path, tasks):
+    torch.set_num_threads(1)
+    agent = _agent(tmp_path)
+    calls = []
+
+    def make_pairs():
+        calls.append(1)
+        texts = warmstart_texts(tasks, None, np.random.default_rng(0), style="compact", refine_fraction=0.0)
+        assert len(texts) == len(tasks)  # one fresh pair per task, no sandbox -> no refinement pairs
+        return encode_pairs(texts, agent.policy)
+
+    cfg = WarmStartConfig(steps=25, batch_size=6, lr=1e-2)
+    stats = warm_start_agent(agent, make_pairs, cfg, cache_dir=tmp_path, key="k", seed=0)
+    assert calls == [1] and stats["cached"] == 0.0
+    assert stats["loss_last"] < 0.7 * stats["loss_first"]
+    again = _agent(tmp_path)
+    stats2 = warm_start_agent(again, make_pairs, cfg, cache_dir=tmp_path, key="k", seed=0)
+    assert calls == [1] and stats2["cached"] == 1.0  # loaded, not retrained
+    for (n, p), q in zip(agent.model.named_parameters(), again.model.parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="optimizer"):
+        WarmStartConfig(optimizer="sgd").validate()
