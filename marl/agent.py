@@ -243,3 +243,17 @@ class Agent:
         model.save_pretrained(folder)
         self.policy.tokenizer.save_pretrained(folder)
         return folder
+
+
+def build_agents(
+    agent_cfgs: dict[str, AgentConfig], *, cache_dir: str | Path, total_steps: int, seed: int
+) -> dict[str, Agent]:
+    """One ``Agent`` per named config; each agent's RNG seed derives from (run seed, its name)."""
+    from marl.seeding import derive_seed
+
+    return {
+        name: Agent(
+            name, acfg, cache_dir=cache_dir, total_steps=total_steps, seed=derive_seed(seed, "agent", name)
+        )
+        for name, acfg in agent_cfgs.items()
+    }

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from marl.agent import Agent
+from marl.agent import build_agents as make_agents
 from marl.config import AgentConfig, RunSettings
 from marl.credit import CreditAssigner, CreditConfig
 from marl.runner import Runner
@@ -536,16 +537,7 @@ def evaluate(
 
 # ============================================================================ the loop
 def build_agents(cfg: Mars2Config, runner: Runner) -> dict[str, Agent]:
-    return {
-        name: Agent(
-            name,
-            acfg,
-            cache_dir=runner.cache_dir,
-            total_steps=cfg.run.steps,
-            seed=derive_seed(cfg.run.seed, "agent", name),
-        )
-        for name, acfg in cfg.agents.items()
-    }
+    return make_agents(cfg.agents, cache_dir=runner.cache_dir, total_steps=cfg.run.steps, seed=cfg.run.seed)
 
 
 def warm_start(

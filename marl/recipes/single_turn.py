@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from marl.agent import Agent
+from marl.agent import build_agents as make_agents
 from marl.config import AgentConfig, RunSettings
 from marl.credit import CreditAssigner, CreditConfig
 from marl.runner import Runner
@@ -150,16 +151,7 @@ def train(cfg: SingleTurnConfig, runner: Runner) -> dict[str, float]:
 
 
 def build_agents(cfg: SingleTurnConfig, runner: Runner) -> dict[str, Agent]:
-    return {
-        name: Agent(
-            name,
-            acfg,
-            cache_dir=runner.cache_dir,
-            total_steps=cfg.run.steps,
-            seed=derive_seed(cfg.run.seed, "agent", name),
-        )
-        for name, acfg in cfg.agents.items()
-    }
+    return make_agents(cfg.agents, cache_dir=runner.cache_dir, total_steps=cfg.run.steps, seed=cfg.run.seed)
 
 
 def evaluate_run(cfg: SingleTurnConfig, runner: Runner) -> dict[str, float]:
