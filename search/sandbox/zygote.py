@@ -128,12 +128,29 @@ def isolate_filesystem_and_network(hide: list[str], expose: list[str], tmpfs_mb:
     directory other users cannot traverse (``/root`` is 0700) is bind-mounted
     back onto an empty 0755 tmpfs that replaces that directory, which also hides
     the rest of it; each path of ``hide`` is covered by an empty read-only
-    tmpfs; then every mount is made read-only except ``/tmp``. The new network
+    tmpfs; then every mount is made read-only except ``/tmp``. A directory of
+    ``expose`` that ``/tmp`` or a ``hide`` path would cover (a virtual environment
+    in ``/tmp`` or inside the repository) is bound back in place, read-only,
+    from a descriptor opened before the covering mounts. The new network
     namespace holds only a loopback device that is down. Returns the directory
     for per-program run directories.
     """
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare(CLONE_NEWNS | CLONE_NEWNET)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+
+    def _under(path: str, top: str) -> bool:
+        path, top = os.path.abspath(path), os.path.abspath(top)
+        return path == top or path.startswith(top.rstrip("/") + "/")
+
+    covered = sorted(
+        {
+            os.path.abspath(p)
+            for p in expose
+            if os.path.isdir(p) and any(_under(p, c) for c in ["/tmp", *hide])
+        }
+    )
+    covered = [p for p in covered if not any(q != p and _under(p, q) for q in covered)]
+    keep_fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in covered}
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={tmpfs_mb}m,mode=0755")
     blocked: dict[str, list[str]] = {}
     for path in sorted(set(expose)):
@@ -152,10 +169,14 @@ def isolate_filesystem_and_network(hide: list[str], expose: list[str], tmpfs_mb:
             os.makedirs(path, mode=0o755, exist_ok=True)
             _mount(stage, path, None, MS_MOVE, None)
             os.rmdir(stage)
-    masked = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    masked = MS_NOSUID | MS_NODEV | MS_NOEXEC  # read-only below, after the bind-backs
     for path in hide:
         if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", masked, "size=4k,mode=0755")
+            _mount("tmpfs", path, "tmpfs", masked, "size=64k,mode=0755")
+    for path, fd in keep_fds.items():
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+        os.close(fd)
     _setattr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0)
     _setattr("/tmp", 0, 0, MOUNT_ATTR_RDONLY)
     return "/tmp"
@@ -488,7 +509,9 @@ def main(ctl_fd: int) -> None:
     try:
         if state.full:
             state.run_root = isolate_filesystem_and_network(
-                list(cfg["hide"]), [sys.base_prefix, sys.prefix, sys.exec_prefix], cfg["tmpfs_mb"]
+                list(cfg["hide"]),
+                [sys.base_prefix, sys.prefix, sys.exec_prefix, *cfg.get("site_paths", [])],
+                cfg["tmpfs_mb"],
             )
             state.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
             for uid in state.uids:
