@@ -252,7 +252,8 @@ class TournamentResult:
         fig.colorbar(im, ax=ax0, fraction=0.046)
         y = np.arange(A)
         elo = self.elo[order]
-        err = np.vstack([elo - self.elo_lo[order], self.elo_hi[order] - elo])
+        # a bootstrap interval need not contain the point estimate; draw the part that reaches past it
+        err = np.clip(np.vstack([elo - self.elo_lo[order], self.elo_hi[order] - elo]), 0.0, None)
         ax1.errorbar(elo, y, xerr=err, fmt="o", capsize=4)
         ax1.set_yticks(y, labels)
         ax1.invert_yaxis()

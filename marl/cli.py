@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   marl train --resume runs/single_turn-s0-20261128-101500
   marl eval runs/single_turn-s0-20261128-101500
   marl show-config configs/single_turn.yaml run.seed=3
+  marl tournament configs/games/tournament_tictactoe.yaml games_per_pair=100
 """
 
 
@@ -79,6 +80,17 @@ def cmd_show_config(args) -> int:
     return 0
 
 
+def cmd_tournament(args) -> int:
+    from games.tournament import TournamentConfig, run_tournament
+
+    cfg = load_config(TournamentConfig, [args.config], args.overrides)
+    print(to_yaml(cfg))
+    result, out = run_tournament(cfg)
+    print(result.to_markdown())
+    print(f"reports: {out / 'tournament.md'}  {out / 'tournament.json'}  {out / 'tournament.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="marl",
@@ -122,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="YAML config")
     s.add_argument("overrides", nargs="*", help="key=value overrides")
     s.set_defaults(func=cmd_show_config)
+
+    r = sub.add_parser(
+        "tournament",
+        help="round robin between players (runs, HF models, random, MCTS, CFR): Elo, cross-table, PNG",
+        epilog="example:\n  marl tournament configs/games/tournament_tictactoe.yaml games_per_pair=100\n"
+        "  marl tournament configs/games/tournament_tictactoe.yaml "
+        "'players=[random,mcts-25,run:runs/tictactoe/*]'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("config", help="YAML tournament config (games.tournament.TournamentConfig)")
+    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. games_per_pair=100")
+    r.set_defaults(func=cmd_tournament)
     return p
 
 

@@ -13,6 +13,8 @@ from types import ModuleType
 
 RECIPES: dict[str, str] = {
     "single_turn": "marl.recipes.single_turn",
+    "mars2": "search.mars2",
+    "selfplay": "games.selfplay",
 }
 
 
