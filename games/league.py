@@ -9,10 +9,11 @@ what a learner needs to train on them.
 Two prompt formats (``PROMPT_FORMATS``):
   - ``game``: ``games.prompts.build_prompt`` in the game's ``prompt_style`` (compact text with the
     legal actions, or chat messages rendered by the tokenizer's chat template);
-  - ``state``: the shortest faithful text of the player's view: the board cells of a perfect-
-    information OpenSpiel game, the
-    information-state string of an imperfect-information one (Kuhn ``"0pb 1:"``), else the
-    observation. For the tiny LM this cuts a tic-tac-toe prompt from ~150 to 12 tokens.
+  - ``state``: the shortest faithful text of the player's view, then the seat as a letter: the board
+    cells of a perfect-information OpenSpiel game, free cells showing their action when the cells are
+    the actions (tic-tac-toe ``"x1o3x5678 B:"``), the information-state string of an imperfect-
+    information one (Kuhn ``"0pb B:"``), else the observation. For the tiny LM this cuts a
+    tic-tac-toe prompt from ~150 to 12 tokens (and generation cost about 10x).
 
 Constrained sampling. With the legal-action mask, each completion token records the token ids the
 mask allowed (``Decisions.allowed_ids``); they travel with the sample (``Turn.data["allowed_ids"]`` ->
@@ -169,8 +170,8 @@ def llm_decisions(
 ) -> Decisions:
     """Prompts for ``players[i]`` in ``games[i]``, one ``generate(prompt_ids, processor)`` call, decoded.
 
-    With ``constrained`` the processor is the legal-action trie mask of each row; see the module
-    docstring for which log-probs are recorded then.
+    With ``constrained`` the processor is the legal-action trie mask of each row (eos the only stop
+    token) and ``Decisions.allowed_ids`` records what it allowed (see the module docstring).
     """
     prompts = [decision_prompt(g, p, prompt_format, prompt_style) for g, p in zip(games, players)]
     prompt_ids = encode_prompts(policy, prompts)

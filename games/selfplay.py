@@ -37,6 +37,7 @@ from games.parsing import InvalidActionConfig, forfeit_returns, parse_action
 from games.ratings import fit_bradley_terry
 from games.text import GameConfig, TextGame, make_game
 from marl.agent import Agent
+from marl.agent import build_agents as make_agents
 from marl.config import AgentConfig, RunSettings
 from marl.credit import CreditAssigner, CreditConfig
 from marl.runner import Runner
@@ -609,16 +610,7 @@ def final_tournament(
 
 # ------------------------------------------------------------------------------------------ train
 def build_agents(cfg: SelfPlayConfig, runner: Runner) -> dict[str, Agent]:
-    return {
-        name: Agent(
-            name,
-            acfg,
-            cache_dir=runner.cache_dir,
-            total_steps=cfg.run.steps,
-            seed=derive_seed(cfg.run.seed, "agent", name),
-        )
-        for name, acfg in cfg.agents.items()
-    }
+    return make_agents(cfg.agents, cache_dir=runner.cache_dir, total_steps=cfg.run.steps, seed=cfg.run.seed)
 
 
 def train(cfg: SelfPlayConfig, runner: Runner) -> dict[str, float]:
