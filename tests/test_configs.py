@@ -3,8 +3,6 @@ trainable parameter of every agent changed."""
 
 import math
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +12,8 @@ from marl.agent import Agent
 from marl.config import load_config
 from marl.recipes import RECIPES, get_recipe
 from marl.run import read_metrics
+from tests.cli_helpers import ROOT, train_cmd
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIGS = sorted(
     p for p in (ROOT / "configs").rglob("*.yaml") if (yaml.safe_load(p.read_text()) or {}).get("recipe")
 )
@@ -33,20 +31,18 @@ def test_config_smoke_run(config, tmp_path):
     assert recipe_name in RECIPES
     recipe = get_recipe(recipe_name)
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "marl.cli",
-            "train",
-            str(config),
-            *recipe.SMOKE_OVERRIDES,
-            f"run.out_dir={tmp_path}",
-            "run.name=smoke",
-            "run.progress=false",
-            "run.tensorboard=false",
-            "run.checkpoint_every=0",
-            f"run.cache_dir={tmp_path / 'cache'}",
-        ],
+        train_cmd(
+            config,
+            tmp_path,
+            "smoke",
+            recipe.SMOKE_OVERRIDES,
+            extra=[
+                "run.progress=false",
+                "run.tensorboard=false",
+                "run.checkpoint_every=0",
+                f"run.cache_dir={tmp_path / 'cache'}",
+            ],
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,12 +1,7 @@
 """Self-play recipe: turn rewards, batched play into the turn tree, routing to each agent's optimizer,
 invalid outputs, determinism and SIGKILL + resume through the real CLI."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import pytest
@@ -19,8 +14,7 @@ from marl.config import ConfigError, load_config
 from marl.run import read_metrics
 from marl.runner import Runner
 from marl.tree import TurnTree
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli_helpers import cli_env, deterministic, kill_after_checkpoint, resume, run_train, train_cmd
 
 TOY_YAML = """
 recipe: selfplay
@@ -253,23 +247,7 @@ def test_eval_metrics_and_final_tournament_files(tmp_path):
 TOY_CLI = ["run.threads=1", "run.progress=false", "run.tensorboard=false"]
 
 
-def _cmd(cfg, out, name, extra=()):
-    return [
-        sys.executable,
-        "-m",
-        "marl.cli",
-        "train",
-        str(cfg),
-        *TOY_CLI,
-        f"run.out_dir={out}",
-        f"run.name={name}",
-        f"run.cache_dir={out}/c",
-        *extra,
-    ]
-
-
-def _deterministic(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("time/") and "per_s" not in k} for r in rows]
+_deterministic = partial(deterministic, drop_substrings=("per_s",))  # throughput varies run to run
 
 
 @pytest.fixture(scope="module")
@@ -277,40 +255,26 @@ def cli_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     cfg = d / "toy.yaml"
     cfg.write_text(TOY_YAML)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(_cmd(cfg, d, "a"), check=True, env=env, cwd=ROOT, capture_output=True)
+    env = cli_env()
+    run_train(train_cmd(cfg, d, "a", TOY_CLI, cache_dir=f"{d}/c"), env)
     return d, cfg, env
 
 
 def test_same_seed_same_metrics_and_other_seed_differs(cli_run):
     d, cfg, env = cli_run
-    subprocess.run(_cmd(cfg, d, "b"), check=True, env=env, cwd=ROOT, capture_output=True)
+    run_train(train_cmd(cfg, d, "b", TOY_CLI, cache_dir=f"{d}/c"), env)
     a, b = _deterministic(read_metrics(d / "a")), _deterministic(read_metrics(d / "b"))
     assert a == b and [r["step"] for r in a] == [0, 1, 2, 3, 4]
-    subprocess.run(_cmd(cfg, d, "c", ["run.seed=5"]), check=True, env=env, cwd=ROOT, capture_output=True)
+    run_train(train_cmd(cfg, d, "c", TOY_CLI, cache_dir=f"{d}/c", extra=["run.seed=5"]), env)
     assert _deterministic(read_metrics(d / "c")) != a
 
 
 def test_sigkill_then_resume_matches_uninterrupted(cli_run):
     d, cfg, env = cli_run
-    proc = subprocess.Popen(
-        _cmd(cfg, d, "k"), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
     latest = d / "k" / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and latest.read_text().strip() == "step_0000002":
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert latest.read_text().strip() == "step_0000002"
-    subprocess.run(
-        [sys.executable, "-m", "marl.cli", "train", "--resume", str(d / "k")],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
+    killed_at = kill_after_checkpoint(
+        train_cmd(cfg, d, "k", TOY_CLI, cache_dir=f"{d}/c"), latest, ("step_0000002",), 300, env
     )
+    assert killed_at == "step_0000002"
+    resume(d / "k", env)
     assert _deterministic(read_metrics(d / "k")) == _deterministic(read_metrics(d / "a"))

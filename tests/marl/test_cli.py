@@ -1,16 +1,13 @@
 import json
 import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli_helpers import ROOT, marl_cmd
+
 CONFIG = ROOT / "configs" / "single_turn.yaml"
 
 
 def _marl(*args, check=True):
-    return subprocess.run(
-        [sys.executable, "-m", "marl.cli", *args], cwd=ROOT, capture_output=True, text=True, check=check
-    )
+    return subprocess.run(marl_cmd(*args), cwd=ROOT, capture_output=True, text=True, check=check)
 
 
 def test_help_shows_an_example_per_command():

@@ -1,17 +1,9 @@
 """End-to-end run behaviour through the real CLI: determinism, SIGKILL + resume, outputs."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
 from marl.run import read_metrics
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli_helpers import cli_env, deterministic, kill_after_checkpoint, resume, run_train, train_cmd
 
 TOY = [
     "run.steps=6",
@@ -40,31 +32,13 @@ agents:
 """
 
 
-def _cmd(cfg: Path, out: Path, name: str, extra=()):
-    return [
-        sys.executable,
-        "-m",
-        "marl.cli",
-        "train",
-        str(cfg),
-        *TOY,
-        f"run.out_dir={out}",
-        f"run.name={name}",
-        *extra,
-    ]
-
-
-def _deterministic(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     d = tmp_path_factory.mktemp("runs")
     cfg = d / "toy.yaml"
     cfg.write_text(TOY_YAML)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(_cmd(cfg, d, "a"), check=True, env=env, cwd=ROOT, capture_output=True)
+    env = cli_env()
+    run_train(train_cmd(cfg, d, "a", TOY), env)
     return d, cfg, env
 
 
@@ -88,38 +62,23 @@ def test_outputs_of_a_run(toy):
 
 def test_same_seed_same_metrics(toy):
     d, cfg, env = toy
-    subprocess.run(_cmd(cfg, d, "b"), check=True, env=env, cwd=ROOT, capture_output=True)
-    a, b = _deterministic(read_metrics(d / "a")), _deterministic(read_metrics(d / "b"))
+    run_train(train_cmd(cfg, d, "b", TOY), env)
+    a, b = deterministic(read_metrics(d / "a")), deterministic(read_metrics(d / "b"))
     assert a == b
 
 
 def test_different_seed_different_metrics(toy):
     d, cfg, env = toy
-    subprocess.run(_cmd(cfg, d, "c", ["run.seed=7"]), check=True, env=env, cwd=ROOT, capture_output=True)
-    assert _deterministic(read_metrics(d / "a")) != _deterministic(read_metrics(d / "c"))
+    run_train(train_cmd(cfg, d, "c", TOY, extra=["run.seed=7"]), env)
+    assert deterministic(read_metrics(d / "a")) != deterministic(read_metrics(d / "c"))
 
 
 def test_sigkill_then_resume_matches_uninterrupted(toy):
     d, cfg, env = toy
-    proc = subprocess.Popen(
-        _cmd(cfg, d, "k"), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
     latest = d / "k" / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and latest.read_text().strip() in ("step_0000002", "step_0000004"):
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = latest.read_text().strip()
-    assert killed_at != "step_0000006"
-    subprocess.run(
-        [sys.executable, "-m", "marl.cli", "train", "--resume", str(d / "k")],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
+    killed_at = kill_after_checkpoint(
+        train_cmd(cfg, d, "k", TOY), latest, ("step_0000002", "step_0000004"), 300, env
     )
-    assert _deterministic(read_metrics(d / "k")) == _deterministic(read_metrics(d / "a"))
+    assert killed_at != "step_0000006"
+    resume(d / "k", env)
+    assert deterministic(read_metrics(d / "k")) == deterministic(read_metrics(d / "a"))
