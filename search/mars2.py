@@ -78,6 +78,8 @@ class CodeTasksConfig:
     """synthetic: public tests per task (search reward and feedback)."""
     n_private: int = 5
     """synthetic: private tests per task (reported only)."""
+    max_k: int = 9
+    """synthetic: largest integer parameter of the arithmetic templates (99: about 850 tasks)."""
     public_fraction: float = 0.5
     """humaneval: share of each problem's tests that are public."""
     heldout_fraction: float = 0.25
@@ -193,6 +195,11 @@ class Mars2Config:
             raise ValueError(
                 f"buffer_capacity ({self.buffer_capacity}) must be >= train_batch ({self.train_batch})"
             )
+        unknown = sorted(set(self.warmstart.steps_per_agent) - set(self.agents))
+        if unknown:
+            raise ValueError(
+                f"warmstart.steps_per_agent names unknown agents {unknown}; agents: {sorted(self.agents)}"
+            )
         unknown = sorted(set(self.search.prompt_styles) - set(self.agents))
         if unknown:
             raise ValueError(
@@ -207,7 +214,7 @@ Config = Mars2Config
 def load_tasks(cfg: CodeTasksConfig) -> tuple[list[CodeTask], list[CodeTask]]:
     """(train, held-out) tasks of the configured source."""
     if cfg.source == "synthetic":
-        return synthetic_suite(cfg.seed, cfg.n_train, cfg.n_heldout, cfg.n_public, cfg.n_private)
+        return synthetic_suite(cfg.seed, cfg.n_train, cfg.n_heldout, cfg.n_public, cfg.n_private, cfg.max_k)
     if cfg.source == "humaneval":
         tasks = load_humaneval(cfg.seed, cfg.public_fraction, cfg.path or None)
     else:
@@ -540,15 +547,28 @@ def build_agents(cfg: Mars2Config, runner: Runner) -> dict[str, Agent]:
     return make_agents(cfg.agents, cache_dir=runner.cache_dir, total_steps=cfg.run.steps, seed=cfg.run.seed)
 
 
+def warmstart_tasks(cfg: Mars2Config, train_tasks: list[CodeTask]) -> list[CodeTask]:
+    """The training tasks whose references the warm start uses: all, or a seeded subset of
+    ``warmstart.task_fraction`` of them (the same for every agent), in training order."""
+    if cfg.warmstart.task_fraction >= 1.0:
+        return list(train_tasks)
+    n = max(1, int(round(cfg.warmstart.task_fraction * len(train_tasks))))
+    rng = np.random.default_rng(derive_seed(cfg.run.seed, "warmstart-tasks"))
+    keep = np.sort(rng.choice(len(train_tasks), size=n, replace=False))
+    return [train_tasks[i] for i in keep.tolist()]
+
+
 def warm_start(
     cfg: Mars2Config, agents: dict[str, Agent], train_tasks: list[CodeTask], sandbox: Sandbox, cache_dir: Path
 ) -> dict[str, float]:
-    """Supervised warm start of every agent on the training references (cached by config)."""
+    """Supervised warm start of every agent on the training references (``warmstart_tasks``;
+    cached by config)."""
     out: dict[str, float] = {}
+    train_tasks = warmstart_tasks(cfg, train_tasks)
     for name, agent in agents.items():
         style = style_of(cfg.search, name)
         key = cache_key(
-            "mars2-warmstart-v1",
+            "mars2-warmstart-v2",
             cfg.agents[name].policy,
             cfg.warmstart,
             style,

@@ -332,7 +332,7 @@ def _ints(rng: random.Random, k: Any) -> tuple:
 
 
 def _nats(rng: random.Random, k: Any) -> tuple:
-    return (rng.randint(0, 50),)
+    return (rng.randint(0, max(50, 5 * k)),)
 
 
 def _pairs(rng: random.Random, k: Any) -> tuple:
@@ -367,7 +367,12 @@ def _nonempty_words(rng: random.Random, k: Any) -> tuple:
 
 
 def _maybe_multiples(rng: random.Random, k: Any) -> tuple:
-    return (rng.randint(0, 50 // k) * k if rng.random() < 0.5 else rng.randint(0, 50),)
+    top = max(50, 5 * k)
+    return (rng.randint(0, top // k) * k if rng.random() < 0.5 else rng.randint(0, top),)
+
+
+def _near(rng: random.Random, k: Any) -> tuple:
+    return (rng.randint(k - 12, k + 12),)
 
 
 def _maybe_starting(rng: random.Random, k: Any) -> tuple:
@@ -384,14 +389,14 @@ def _palindromish(rng: random.Random, k: Any) -> tuple:
 
 # (family, name pattern, parameter values, signature, docstring, body, input generator)
 _TEMPLATES: list[tuple[str, str, list, str, str, str, Any]] = [
-    ("arith", "add_{k}", list(range(1, 10)), "x", "Return x plus {k}.", "return x + {k}", _ints),
-    ("arith", "sub_{k}", list(range(1, 10)), "x", "Return x minus {k}.", "return x - {k}", _ints),
-    ("arith", "mul_{k}", list(range(2, 10)), "x", "Return x times {k}.", "return x * {k}", _ints),
-    ("arith", "mod_{k}", list(range(2, 10)), "x", "Return x modulo {k}.", "return x % {k}", _nats),
-    ("arith", "is_multiple_of_{k}", list(range(2, 10)), "x",
+    ("arith", "add_{k}", ("k", 1), "x", "Return x plus {k}.", "return x + {k}", _ints),
+    ("arith", "sub_{k}", ("k", 1), "x", "Return x minus {k}.", "return x - {k}", _ints),
+    ("arith", "mul_{k}", ("k", 2), "x", "Return x times {k}.", "return x * {k}", _ints),
+    ("arith", "mod_{k}", ("k", 2), "x", "Return x modulo {k}.", "return x % {k}", _nats),
+    ("arith", "is_multiple_of_{k}", ("k", 2), "x",
      "Return True if x is a multiple of {k}, else False.", "return x % {k} == 0", _maybe_multiples),
-    ("arith", "greater_than_{k}", list(range(1, 10)), "x",
-     "Return True if x is greater than {k}, else False.", "return x > {k}", _ints),
+    ("arith", "greater_than_{k}", ("k", 1), "x",
+     "Return True if x is greater than {k}, else False.", "return x > {k}", _near),
     ("arith", "max_of_two", [None], "a, b", "Return the larger of a and b.", "return max(a, b)", _pairs),
     ("arith", "min_of_two", [None], "a, b", "Return the smaller of a and b.", "return min(a, b)", _pairs),
     ("arith", "abs_diff", [None], "a, b",
@@ -406,9 +411,9 @@ _TEMPLATES: list[tuple[str, str, list, str, str, str, Any]] = [
     ("list", "reverse_list", [None], "xs", "Return xs reversed.", "return xs[::-1]", _lists),
     ("list", "sort_list", [None], "xs",
      "Return xs sorted in increasing order.", "return sorted(xs)", _lists),
-    ("list", "add_{k}_to_each", list(range(1, 10)), "xs",
+    ("list", "add_{k}_to_each", ("k", 1), "xs",
      "Return a list with {k} added to every element of xs.", "return [x + {k} for x in xs]", _lists),
-    ("list", "times_{k}_each", list(range(2, 10)), "xs",
+    ("list", "times_{k}_each", ("k", 2), "xs",
      "Return a list with every element of xs multiplied by {k}.", "return [x * {k} for x in xs]", _lists),
     ("list", "count_{k}", list(range(0, 10)), "xs",
      "Return how many times {k} appears in xs.", "return xs.count({k})", _lists_holding_k),
@@ -455,6 +460,12 @@ def _synthetic_task(seed: int, template: tuple, k: Any, n_public: int, n_private
         if len(inputs) == n_public + n_private:
             break
     outputs = [fn(*x) for x in inputs]
+    for _ in range(500):  # one answer for every input: swap the last input for one with another answer
+        if len({repr(o) for o in outputs}) > 1:
+            break
+        x = gen(rng, k)
+        if x not in inputs and repr(fn(*x)) != repr(outputs[0]):
+            inputs[-1], outputs[-1] = x, fn(*x)
     # public tests first cover as many distinct answers as they can (so a constant cannot pass them all)
     order: list[int] = []
     for i in range(len(inputs)):
@@ -478,8 +489,20 @@ def _synthetic_task(seed: int, template: tuple, k: Any, n_public: int, n_private
     )
 
 
+def _params(spec: Any, max_k: int) -> list:
+    """A template's parameter values: a list, or ``("k", lo)`` for the integers lo..max_k."""
+    if isinstance(spec, tuple) and spec[0] == "k":
+        return list(range(spec[1], max_k + 1))
+    return list(spec)
+
+
 def synthetic_suite(
-    seed: int = 0, n_train: int = 96, n_heldout: int = 24, n_public: int = 3, n_private: int = 5
+    seed: int = 0,
+    n_train: int = 96,
+    n_heldout: int = 24,
+    n_public: int = 3,
+    n_private: int = 5,
+    max_k: int = 9,
 ) -> tuple[list[CodeTask], list[CodeTask]]:
     """Small list, string and arithmetic functions with generated tests and reference solutions.
 
@@ -490,11 +513,20 @@ def synthetic_suite(
     ``add_3`` trains), drawn round-robin over templates with a seeded
     shuffle; training tasks are drawn from the rest. Tests: ``n_public`` +
     ``n_private`` distinct seeded inputs, expected values from the reference.
+
+    ``max_k`` is the largest integer parameter of the arithmetic templates
+    (``add_{k}``, ``mod_{k}``, ``times_{k}_each``, ...). With the default 9 a
+    small model can memorise every training body, and held-out tasks need
+    copying a digit it never wrote for that template; with ``max_k=99`` there
+    are about 430 tasks and copying the parameter from the name into the body is
+    the cheaper thing to learn.
     """
+    if max_k < 2:
+        raise ValueError(f"max_k ({max_k}) must be >= 2")
     rng = random.Random(f"synthetic-split/{seed}")
     families: list[list[tuple]] = []
     for tpl in _TEMPLATES:
-        members = [(tpl, k) for k in tpl[2]]
+        members = [(tpl, k) for k in _params(tpl[2], max_k)]
         rng.shuffle(members)
         families.append(members)
     total = sum(len(m) for m in families)

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class WarmStartConfig:
     """Run the warm start before the first search step of a fresh run."""
     steps: int = 300
     """Optimizer steps per agent."""
+    steps_per_agent: dict[str, int] = field(default_factory=dict)
+    """Per-agent override of ``steps``, by agent name."""
     batch_size: int = 32
     """(prompt, reference) pairs per step."""
     lr: float = 3e-3
@@ -53,18 +55,27 @@ class WarmStartConfig:
     """Clip the gradient norm to this value; 0 disables."""
     optimizer: str = "separate"
     """separate (a fresh AdamW, discarded afterwards) | agent (the agent's own optimizer and state)."""
+    task_fraction: float = 1.0
+    """Share of the training tasks whose references the warm start uses (a seeded subset); the
+    search learns the rest from test rewards alone."""
     refine_fraction: float = 0.3
     """Share of pairs that are refinement prompts (wrong parent + its failures -> reference)."""
     cache: bool = True
     """Reuse a cached warm start with the same key instead of training again."""
 
+    def steps_for(self, name: str) -> int:
+        """Optimizer steps of agent ``name``."""
+        return int(self.steps_per_agent.get(name, self.steps))
+
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"warmstart.optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.steps < 0 or self.batch_size < 1:
+        if self.steps < 0 or self.batch_size < 1 or any(v < 0 for v in self.steps_per_agent.values()):
             raise ValueError(
                 f"warmstart.steps ({self.steps}) must be >= 0 and batch_size ({self.batch_size}) >= 1"
             )
+        if not 0 < self.task_fraction <= 1:
+            raise ValueError(f"warmstart.task_fraction ({self.task_fraction}) must be in (0, 1]")
         if not 0 <= self.refine_fraction <= 1:
             raise ValueError(f"warmstart.refine_fraction ({self.refine_fraction}) must be in [0, 1]")
         if self.lr <= 0:
@@ -111,7 +122,9 @@ def warmstart_texts(
 ) -> list[tuple[Any, str]]:
     """(prompt, completion text) pairs from the tasks' references: one fresh pair per task plus
     about ``refine_fraction`` refinement pairs whose parent is another task's body under this
-    statement, kept only when the sandbox says it fails (its messages become the feedback)."""
+    statement, kept only when the sandbox says it fails (its messages become the feedback). The
+    other task comes from the same template (``task.meta["template"]``) when there is one, so the
+    parent is a near miss (``return x + 67`` under ``add_83``), else from any task."""
     tasks = [t for t in tasks if t.reference]
     if not tasks:
         raise ValueError("no task has a reference solution; the warm start needs references")
@@ -131,8 +144,15 @@ def warmstart_texts(
         n_ref = len(tasks)
     if n_ref and sandbox is not None and len(tasks) > 1:
         idx = rng.integers(len(tasks), size=(2 * n_ref, 2))
+        siblings: dict[Any, list[int]] = {}
+        for k, t in enumerate(tasks):
+            if t.meta.get("template") is not None:
+                siblings.setdefault(t.meta["template"], []).append(k)
         cands = []
         for i, j in idx.tolist():
+            same = [k for k in siblings.get(tasks[i].meta.get("template"), []) if k != i]
+            if same:
+                j = same[j % len(same)]
             if i == j:
                 continue
             ti, tj = tasks[i], tasks[j]
@@ -277,7 +297,7 @@ def warm_start_agent(
     stats = supervised_warm_start(
         agent.policy,
         pairs,
-        steps=cfg.steps,
+        steps=cfg.steps_for(agent.name),
         batch_size=cfg.batch_size,
         optimizer=opt,
         generator=torch.Generator().manual_seed(seed),
@@ -287,7 +307,7 @@ def warm_start_agent(
     logger.info(
         "agent %s: warm start %d steps on %d pairs, loss %.3f -> %.3f in %.1fs",
         agent.name,
-        cfg.steps,
+        cfg.steps_for(agent.name),
         len(pairs),
         stats["loss_first"],
         stats["loss_last"],

@@ -38,6 +38,15 @@ TINY_SIZES: dict[str, dict[str, Any]] = {
         intermediate_size=128,
         max_position_embeddings=1024,
     ),
+    # 358,272 parameters (Qwen2, three layers of width 96, three heads of 32).
+    "300k": dict(
+        hidden_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=3,
+        num_key_value_heads=3,
+        intermediate_size=256,
+        max_position_embeddings=1024,
+    ),
     # 821,888 parameters (Qwen2, grouped-query attention).
     "1m": dict(
         hidden_size=128,

@@ -30,6 +30,10 @@ def test_parameter_counts_by_hand(tmp_path):
     # 4 layers 3,412,992 + 256 + 66,560 = 3,479,808.
     m = AutoModelForCausalLM.from_pretrained(build_tiny_lm("3m", 0, tmp_path / "b"))
     assert count_parameters(m) == 3_479_808
+    # 300k Qwen2: 260*96 = 24,960; per layer 3*(96*96+96) + 96*96 + 3*96*256 + 192 = 111,072;
+    # 3 layers 333,216 + 96 + 24,960 = 358,272.
+    m = AutoModelForCausalLM.from_pretrained(build_tiny_lm("300k", 0, tmp_path / "c"))
+    assert count_parameters(m) == 358_272
 
 
 def test_same_seed_byte_identical_other_seed_differs(tmp_path):

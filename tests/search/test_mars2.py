@@ -1,12 +1,7 @@
 """MARS² recipe: the search tree -> credit path, routing to each agent's optimizer, buffers,
 determinism and resume."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import pytest
@@ -30,8 +25,7 @@ from search.mars2 import (
 )
 from search.sandbox import Sandbox, SandboxConfig
 from search.tasks import synthetic_suite
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli_helpers import cli_env, deterministic, kill_after_checkpoint, resume, run_train, train_cmd
 
 
 def _turn(n_tok: int = 2) -> Turn:
@@ -219,65 +213,43 @@ TOY = [
 ]
 
 
-def _cmd(cfg, out, name):
-    return [
-        sys.executable,
-        "-m",
-        "marl.cli",
-        "train",
-        str(cfg),
-        *TOY,
-        f"run.out_dir={out}",
-        f"run.name={name}",
-    ]
-
-
-def _det(rows):
-    return [
-        {
-            k: v
-            for k, v in r.items()
-            if not (
-                k.startswith("time/")
-                or k.endswith("_s")
-                or "seconds" in k
-                or "per_s" in k
-                or k.endswith("/cached")
-            )
-        }
-        for r in rows
-    ]
+# timings, throughputs and cache hits vary run to run
+_det = partial(deterministic, drop_suffixes=("_s", "/cached"), drop_substrings=("seconds", "per_s"))
 
 
 @pytest.mark.slow
 def test_same_seed_same_metrics_and_sigkill_resume(tmp_path):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text(TOY_YAML)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(_cmd(cfg, tmp_path, "a"), check=True, env=env, cwd=ROOT, capture_output=True)
-    subprocess.run(_cmd(cfg, tmp_path, "b"), check=True, env=env, cwd=ROOT, capture_output=True)
+    env = cli_env()
+    run_train(train_cmd(cfg, tmp_path, "a", TOY), env)
+    run_train(train_cmd(cfg, tmp_path, "b", TOY), env)
     a = read_metrics(tmp_path / "a")
     assert [r["step"] for r in a] == [0, 1, 2, 3, 4]
     assert _det(a) == _det(read_metrics(tmp_path / "b"))
     assert list((tmp_path / "a" / "trees").glob("*.png")) and list((tmp_path / "a" / "trees").glob("*.json"))
-    proc = subprocess.Popen(
-        _cmd(cfg, tmp_path, "k"), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
     latest = tmp_path / "k" / "checkpoints" / "latest"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and latest.read_text().strip() in ("step_0000001", "step_0000002"):
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert latest.read_text().strip() != "step_0000004"
-    subprocess.run(
-        [sys.executable, "-m", "marl.cli", "train", "--resume", str(tmp_path / "k")],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
+    killed_at = kill_after_checkpoint(
+        train_cmd(cfg, tmp_path, "k", TOY), latest, ("step_0000001", "step_0000002"), 600, env
     )
+    assert killed_at != "step_0000004"
+    resume(tmp_path / "k", env)
     assert _det(read_metrics(tmp_path / "k")) == _det(a)
+
+
+def test_warmstart_tasks_subset_is_seeded():
+    from search.mars2 import Mars2Config, warmstart_tasks
+    from search.warmstart import WarmStartConfig
+
+    tasks = synthetic_suite(0, n_train=40, n_heldout=4)[0]
+    full = Mars2Config(warmstart=WarmStartConfig(task_fraction=1.0))
+    assert warmstart_tasks(full, tasks) == tasks
+    half = Mars2Config(warmstart=WarmStartConfig(task_fraction=0.5))
+    a, b = warmstart_tasks(half, tasks), warmstart_tasks(half, tasks)
+    assert len(a) == 20 and [t.task_id for t in a] == [t.task_id for t in b]
+    assert len({t.task_id for t in a}) == 20 and all(t in tasks for t in a)
+    assert [tasks.index(t) for t in a] == sorted(tasks.index(t) for t in a)  # training order
+    half.run.seed = 1
+    assert {t.task_id for t in warmstart_tasks(half, tasks)} != {t.task_id for t in a}
+    with pytest.raises(ValueError, match="task_fraction"):
+        WarmStartConfig(task_fraction=0.0).validate()

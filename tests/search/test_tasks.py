@@ -292,3 +292,21 @@ def test_synthetic_references_pass_and_constants_fail_in_the_sandbox():
         ]
         stubs = sb.run_many([(t.prompt + "    return 0\n", t) for t in tasks])
         assert all(r.status != "passed" for r in stubs)
+
+
+def test_wide_synthetic_suite_parameters_and_tests():
+    narrow = sum(len(s) for s in synthetic_suite(seed=0, n_train=1, n_heldout=0)[:1])  # builds fine
+    assert narrow == 1
+    with pytest.raises(ValueError, match="846 tasks"):
+        synthetic_suite(seed=0, n_train=900, max_k=99)
+    with pytest.raises(ValueError, match="max_k"):
+        synthetic_suite(seed=0, max_k=1)
+    train, held = synthetic_suite(seed=0, n_train=700, n_heldout=64, max_k=99)
+    ids = {t.task_id for t in train + held}
+    assert len(ids) == 764 and "synthetic/add_99" in ids and "synthetic/add_100" not in ids
+    for t in train + held:
+        # public tests still tell a constant from the right answer (greater_than_57 sees both answers)
+        assert len({repr(x.expected) for x in t.public_tests}) > 1, t.task_id
+    with Sandbox(SandboxConfig(workers=2)) as sb:
+        some = [t for t in train + held if "_9" in t.task_id or "9_" in t.task_id][:40]
+        assert all(r.status == "passed" for r in sb.run_many([(t.reference, t) for t in some], "all"))

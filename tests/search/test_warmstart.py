@@ -77,3 +77,36 @@ def test_warm_start_trains_then_caches(tmp_path, tasks):
 def test_config_validation():
     with pytest.raises(ValueError, match="optimizer"):
         WarmStartConfig(optimizer="sgd").validate()
+    with pytest.raises(ValueError, match="steps"):
+        WarmStartConfig(steps_per_agent={"a": -1}).validate()
+
+
+def test_steps_per_agent_overrides_steps():
+    cfg = WarmStartConfig(steps=300, steps_per_agent={"small": 1000})
+    assert cfg.steps_for("small") == 1000 and cfg.steps_for("large") == 300
+
+
+def test_refinement_parents_are_near_misses_from_the_same_template():
+    from search.sandbox import Sandbox, SandboxConfig
+
+    train, _ = synthetic_suite(0, n_train=60, n_heldout=4, max_k=30)
+    body_of = {t.reference[len(t.prompt) :].strip(): t for t in train}
+    template = {t.task_id: t.meta["template"] for t in train}
+    count = {}
+    for t in train:
+        count[t.meta["template"]] = count.get(t.meta["template"], 0) + 1
+    with Sandbox(SandboxConfig(workers=1)) as sb:
+        pairs = warmstart_texts(train, sb, np.random.default_rng(0), style="compact", refine_fraction=0.5)
+    refined = [(p, c) for p, c in pairs if "# attempt:" in p]
+    assert len(refined) > 20
+    checked = 0
+    for prompt, completion in refined:
+        task = next(t for t in train if prompt.startswith(t.prompt))
+        assert completion == reference_completion(task.prompt, task.reference, "compact")
+        attempt = prompt.split("# attempt: ", 1)[1].split("\n", 1)[0].strip()
+        parent = body_of[attempt]
+        assert parent is not task and "# failed:" in prompt
+        if count[task.meta["template"]] > 1:
+            assert template[parent.task_id] == task.meta["template"]
+            checked += 1
+    assert checked > 10
