@@ -510,8 +510,10 @@ def synthetic_suite(
     style, so a tiny LM can learn the suite; ``reference`` (prompt + body) is
     the supervised warm-start target. Held-out tasks are unseen parameter
     values of templates that also appear in training (``add_5`` held out while
-    ``add_3`` trains), drawn round-robin over templates with a seeded
-    shuffle; training tasks are drawn from the rest. Tests: ``n_public`` +
+    ``add_3`` trains), each template giving held-out tasks in proportion to
+    its number of parameter values (so a template with few values keeps most
+    of them for training), in a seeded order; training tasks are drawn from
+    the rest. Tests: ``n_public`` +
     ``n_private`` distinct seeded inputs, expected values from the reference.
 
     ``max_k`` is the largest integer parameter of the arithmetic templates
@@ -538,11 +540,19 @@ def synthetic_suite(
         )
     order = list(range(len(families)))
     rng.shuffle(order)
+    # each template gives held-out tasks in proportion to its size (largest remainder), keeping one
+    slots = [len(m) - 1 for m in families]
+    quota = [n_heldout * n / param_slots for n in slots]
+    share = [int(q) for q in quota]
+    by_remainder = sorted(order, key=lambda f: share[f] - quota[f])  # largest remainder first, stable
+    for f in by_remainder[: n_heldout - sum(share)]:
+        share[f] += 1
     heldout: list[tuple] = []
-    while len(heldout) < n_heldout:
+    while len(heldout) < n_heldout:  # interleaved, so a prefix of the held-out list spans the templates
         for f in order:
-            if len(heldout) < n_heldout and len(families[f]) > 1:
+            if share[f] > 0:
                 heldout.append(families[f].pop())
+                share[f] -= 1
     pool = [m for fam in families for m in fam]
     rng.shuffle(pool)
     build = lambda pairs: [_synthetic_task(seed, tpl, k, n_public, n_private) for tpl, k in pairs]  # noqa: E731

@@ -310,3 +310,16 @@ def test_wide_synthetic_suite_parameters_and_tests():
     with Sandbox(SandboxConfig(workers=2)) as sb:
         some = [t for t in train + held if "_9" in t.task_id or "9_" in t.task_id][:40]
         assert all(r.status == "passed" for r in sb.run_many([(t.reference, t) for t in some], "all"))
+
+
+def test_heldout_tasks_in_proportion_to_template_size():
+    from collections import Counter
+
+    _, held = synthetic_suite(seed=0, n_train=700, n_heldout=64, max_k=99)
+    per = Counter(t.meta["template"] for t in held)
+    # 8 templates with 98-99 values share 64 * 97-98 / 815 = 7.6-7.7 each; the rest at most 1
+    assert sum(per.values()) == 64
+    assert sorted(per.values(), reverse=True)[:8] == [8, 8, 8, 8, 8, 8, 8, 7]
+    assert all("{k}" in tpl for tpl in per) and per["repeat_{k}"] == 0 and per["append_{k}"] == 0
+    # interleaved: the first eight held-out tasks come from eight different templates
+    assert len({t.meta["template"] for t in held[:8]}) == 8
