@@ -548,9 +548,14 @@ def build_agents(cfg: Mars2Config, runner: Runner) -> dict[str, Agent]:
 
 
 def warmstart_tasks(cfg: Mars2Config, train_tasks: list[CodeTask]) -> list[CodeTask]:
-    """The training tasks whose references the warm start uses: all, or a seeded subset of
-    ``warmstart.task_fraction`` of them (the same for every agent), in training order."""
-    if cfg.warmstart.task_fraction >= 1.0:
+    """The training tasks whose references the warm start uses (the same for every agent), in
+    training order: those with an integer parameter of at most ``warmstart.max_param`` (when > 0),
+    then a seeded subset of ``warmstart.task_fraction`` of them."""
+    ws = cfg.warmstart
+    if ws.max_param > 0:
+        small = lambda t: not isinstance(t.meta.get("param"), int) or t.meta["param"] <= ws.max_param  # noqa: E731
+        train_tasks = [t for t in train_tasks if small(t)]
+    if ws.task_fraction >= 1.0:
         return list(train_tasks)
     n = max(1, int(round(cfg.warmstart.task_fraction * len(train_tasks))))
     rng = np.random.default_rng(derive_seed(cfg.run.seed, "warmstart-tasks"))

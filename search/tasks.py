@@ -485,7 +485,7 @@ def _synthetic_task(seed: int, template: tuple, k: Any, n_public: int, n_private
         private_tests=priv,
         kind="call",
         reference=reference,
-        meta={"family": family, "template": name_fmt},
+        meta={"family": family, "template": name_fmt, "param": k},
     )
 
 

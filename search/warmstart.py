@@ -58,6 +58,10 @@ class WarmStartConfig:
     task_fraction: float = 1.0
     """Share of the training tasks whose references the warm start uses (a seeded subset); the
     search learns the rest from test rewards alone."""
+    max_param: int = 0
+    """Only training tasks whose integer parameter (``task.meta["param"]``, e.g. 57 for ``add_57``) is
+    at most this take part (tasks without one always do); 0 = no limit. With 49 the warm start
+    sees ``add_1`` .. ``add_49`` and the search must learn larger parameters from test rewards."""
     refine_fraction: float = 0.3
     """Share of pairs that are refinement prompts (wrong parent + its failures -> reference)."""
     cache: bool = True
@@ -74,6 +78,8 @@ class WarmStartConfig:
             raise ValueError(
                 f"warmstart.steps ({self.steps}) must be >= 0 and batch_size ({self.batch_size}) >= 1"
             )
+        if self.max_param < 0:
+            raise ValueError(f"warmstart.max_param ({self.max_param}) must be >= 0 (0 = no limit)")
         if not 0 < self.task_fraction <= 1:
             raise ValueError(f"warmstart.task_fraction ({self.task_fraction}) must be in (0, 1]")
         if not 0 <= self.refine_fraction <= 1:

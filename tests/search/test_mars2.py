@@ -253,3 +253,19 @@ def test_warmstart_tasks_subset_is_seeded():
     assert {t.task_id for t in warmstart_tasks(half, tasks)} != {t.task_id for t in a}
     with pytest.raises(ValueError, match="task_fraction"):
         WarmStartConfig(task_fraction=0.0).validate()
+
+
+def test_warmstart_tasks_up_to_max_param():
+    from search.mars2 import Mars2Config, warmstart_tasks
+    from search.warmstart import WarmStartConfig
+
+    tasks = synthetic_suite(0, n_train=270, n_heldout=16, max_k=30)[0]
+    cfg = Mars2Config(warmstart=WarmStartConfig(max_param=12))
+    kept = warmstart_tasks(cfg, tasks)
+    assert kept and all(not isinstance(t.meta["param"], int) or t.meta["param"] <= 12 for t in kept)
+    # every task without an integer parameter or with one up to 12 is kept, the others are not
+    expected = [t for t in tasks if not isinstance(t.meta["param"], int) or t.meta["param"] <= 12]
+    assert [t.task_id for t in kept] == [t.task_id for t in expected] and len(kept) < len(tasks)
+    assert any(t.meta["param"] == "a" for t in kept) and any(t.meta["param"] is None for t in kept)
+    with pytest.raises(ValueError, match="max_param"):
+        WarmStartConfig(max_param=-1).validate()
