@@ -1,6 +1,6 @@
 """Self-play throughput: decisions per second of 512 concurrent tic-tac-toe games against random.
 
-    python benchmarks/bench_selfplay.py [--games 512] [--repeats 5] [--threads 2] [--prompt-format state]
+    python benchmarks/bench_selfplay.py [--games 512] [--repeats 5] [--threads 1] [--prompt-format state]
 
 Runs ``games.selfplay.play_step`` (the exact path training uses: per ply, all pending decisions of
 the learner in one ``Agent.act`` call under the legal-action mask, the random player for the other
@@ -36,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--games", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (training runs use 1)")
     ap.add_argument("--prompt-format", default="state", choices=["state", "game"])
     ap.add_argument("--arch", default="qwen2", choices=["qwen2", "llama", "gpt2"])
     ap.add_argument("--unconstrained", action="store_true", help="sample without the legal-action mask")
