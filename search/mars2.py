@@ -705,6 +705,8 @@ SMOKE_OVERRIDES = [
     "tasks.n_train=8",
     "tasks.n_heldout=4",
     "warmstart.steps=60",
+    "warmstart.steps_per_agent={}",
+    "warmstart.max_param=0",
     "warmstart.batch_size=8",
     "warmstart.refine_fraction=0",
 ]
