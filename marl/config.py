@@ -209,7 +209,7 @@ def load_config(schema: type, yaml_paths: list[str | Path] = (), overrides: list
     """Merge YAML files and ``key=value`` overrides onto ``schema`` and return the dataclass object.
 
     Raises ``ConfigError`` naming the full key path for an unknown key, a wrong type or a
-    missing required value.
+    missing required value. An override ``key={}`` empties the mapping at ``key``.
     """
     base = OmegaConf.structured(schema)  # dataclass nodes are in struct mode; agent dicts stay open
     merged = base
@@ -228,8 +228,12 @@ def load_config(schema: type, yaml_paths: list[str | Path] = (), overrides: list
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (for example run.seed=3)")
+        key, _, raw = item.partition("=")
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            if raw.strip() == "{}":  # empties a mapping (merging {} onto it would keep its entries)
+                OmegaConf.update(merged, key.strip(), {}, merge=False)
+            else:
+                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
             raise _explain(exc, schema, f"override '{item}'") from None
     try:

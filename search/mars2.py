@@ -707,10 +707,11 @@ SMOKE_OVERRIDES = [
     "warmstart.steps=60",
     "warmstart.steps_per_agent={}",
     "warmstart.max_param=0",
-    "warmstart.batch_size=8",
+    "warmstart.batch_size=4",
+    "search.max_prompt_tokens=256",
     "warmstart.refine_fraction=0",
 ]
-"""Overrides that shrink any config of this recipe to a seconds-long smoke run (used by tests). On the
-synthetic suite the warm start memorises the 8 training tasks, so sampled programs pass some tests and
-every agent gets non-zero advantages; tiny LMs pass no HumanEval test, so there only the warm start
-moves the weights."""
+"""Overrides that shrink any config of this recipe to a seconds-long smoke run (used by tests): a short
+warm start on 8 training tasks (on the synthetic suite a few sampled programs then pass a public test,
+so some advantages are non-zero; tiny LMs pass no HumanEval test, so there only the warm start moves
+the weights) and prompts cut to their last 256 tokens."""

@@ -25,7 +25,15 @@ from search.mars2 import (
 )
 from search.sandbox import Sandbox, SandboxConfig
 from search.tasks import synthetic_suite
-from tests.cli_helpers import cli_env, deterministic, kill_after_checkpoint, resume, run_train, train_cmd
+from tests.cli_helpers import (
+    ROOT,
+    cli_env,
+    deterministic,
+    kill_after_checkpoint,
+    resume,
+    run_train,
+    train_cmd,
+)
 
 
 def _turn(n_tok: int = 2) -> Turn:
@@ -269,3 +277,15 @@ def test_warmstart_tasks_up_to_max_param():
     assert any(t.meta["param"] == "a" for t in kept) and any(t.meta["param"] is None for t in kept)
     with pytest.raises(ValueError, match="max_param"):
         WarmStartConfig(max_param=-1).validate()
+
+
+def test_override_empties_a_mapping():
+    from marl.config import ConfigError, load_config
+    from search.mars2 import Mars2Config
+
+    path = ROOT / "configs" / "search" / "mars2_synthetic.yaml"
+    assert load_config(Mars2Config, [path]).warmstart.steps_per_agent == {"small": 900, "large": 700}
+    cfg = load_config(Mars2Config, [path], ["warmstart.steps_per_agent={}", "warmstart.steps=7"])
+    assert cfg.warmstart.steps_per_agent == {} and cfg.warmstart.steps_for("small") == 7
+    with pytest.raises(ConfigError, match="nope"):
+        load_config(Mars2Config, [path], ["warmstart.nope={}"])
