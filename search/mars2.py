@@ -553,8 +553,11 @@ def warmstart_tasks(cfg: Mars2Config, train_tasks: list[CodeTask]) -> list[CodeT
     then a seeded subset of ``warmstart.task_fraction`` of them."""
     ws = cfg.warmstart
     if ws.max_param > 0:
-        small = lambda t: not isinstance(t.meta.get("param"), int) or t.meta["param"] <= ws.max_param  # noqa: E731
-        train_tasks = [t for t in train_tasks if small(t)]
+        train_tasks = [
+            t
+            for t in train_tasks
+            if not isinstance(t.meta.get("param"), int) or t.meta["param"] <= ws.max_param
+        ]
     if ws.task_fraction >= 1.0:
         return list(train_tasks)
     n = max(1, int(round(cfg.warmstart.task_fraction * len(train_tasks))))
