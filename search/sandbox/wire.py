@@ -145,19 +145,25 @@ def decode_value(j: Any) -> Any:
     return _decode(j, 0)
 
 
+def _no_constants(name: str) -> Any:
+    raise WireError(f"JSON constant {name} is not allowed")
+
+
+# built once: json.dumps/json.loads with options build a new encoder or decoder on every call, and in a
+# freshly forked sandbox process every new object costs copy-on-write page faults
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def dumps(obj: Any) -> bytes:
     """Serialise a frame body (already wire-encoded) to bytes; strict JSON, no NaN."""
-    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def loads(data: bytes) -> Any:
     """Parse a frame body; raises ``WireError`` on invalid UTF-8/JSON, NaN tokens or excessive nesting."""
-
-    def _no_constants(name: str) -> Any:
-        raise WireError(f"JSON constant {name} is not allowed")
-
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_no_constants)
+        return _DECODER.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise WireError(f"frame is not valid JSON: {type(e).__name__}") from e
 
