@@ -5,7 +5,8 @@ run's latest checkpoint, grows one tree per held-out problem with each selection
 pass@1 (best node by public tests, judged on private tests) and pass@N (any node passes the
 private tests), averaged over several seeds.
 
-    python benchmarks/bench_mars2.py configs/search/mars2_synthetic.yaml [--run-dir RUN] [--seeds 5]
+    python benchmarks/bench_mars2.py configs/search/mars2_synthetic.yaml [--seeds 5] [--budget 16]
+    python benchmarks/bench_mars2.py CONFIG --run-dir RUN [--step N]   # a run's checkpoint
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from marl.config import load_config
+from marl.run import Checkpointer
 from marl.runner import Runner
 from marl.seeding import derive_seed
 from marl.tree import TurnTree
@@ -48,6 +51,7 @@ def main() -> None:
     ap.add_argument(
         "--run-dir", help="load the agents of this run's latest checkpoint instead of the warm start"
     )
+    ap.add_argument("--step", type=int, default=0, help="with --run-dir: this checkpoint, not the latest")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=0, help="nodes per tree (0 = the config's)")
     args = ap.parse_args()
@@ -61,7 +65,12 @@ def main() -> None:
     train_tasks, heldout = mars2.load_tasks(cfg.tasks)
     budget = args.budget or cfg.search.nodes_per_tree
     with Sandbox(cfg.sandbox) as sandbox:
-        if args.run_dir:
+        if args.run_dir and args.step:
+            path = Path(args.run_dir) / "checkpoints" / f"step_{args.step:07d}"
+            if not path.is_dir():
+                raise SystemExit(f"no checkpoint {path} (a run keeps its last run.keep_checkpoints ones)")
+            print(f"agents from {args.run_dir} step {Checkpointer.load(path, agents)['step']}")
+        elif args.run_dir:
             print(f"agents from {args.run_dir} step {runner.load_latest(agents)}")
         else:
             mars2.warm_start(cfg, agents, train_tasks, sandbox, runner.cache_dir)

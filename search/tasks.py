@@ -372,7 +372,7 @@ def _maybe_multiples(rng: random.Random, k: Any) -> tuple:
 
 
 def _near(rng: random.Random, k: Any) -> tuple:
-    return (rng.randint(k - 12, k + 12),)
+    return (k + rng.randint(-1, 2) if rng.random() < 0.25 else rng.randint(k - 12, k + 12),)  # the edge often
 
 
 def _maybe_starting(rng: random.Random, k: Any) -> tuple:
@@ -443,46 +443,134 @@ _TEMPLATES: list[tuple[str, str, list, str, str, str, Any]] = [
 ]  # fmt: skip
 
 
+def _template_fn(template: tuple, k: Any):
+    """The reference function of ``template`` with parameter ``k`` (our own template code)."""
+    _, name_fmt, _, sig, _, body, _ = template
+    ns: dict = {}
+    exec(f"def f({sig}):\n    {body.format(k=k)}\n", ns)
+    return ns["f"]
+
+
+_NEAR_MISS_KS = 99  # near misses span the integer parameters up to here, whatever the suite's max_k
+
+
+def _near_misses(template: tuple, k: Any) -> list[tuple[tuple, Any]]:
+    """The programs a model that almost solved ``template`` at ``k`` writes: the same template with
+    another parameter, and every other template with the same signature at the same parameter."""
+    out = [(template, k2) for k2 in _params(template[2], max(_NEAR_MISS_KS, _int_k(k))) if k2 != k]
+    for other in _TEMPLATES:
+        if other is not template and other[3] == template[3]:
+            ks = _params(other[2], max(_NEAR_MISS_KS, _int_k(k)))
+            if k in ks or ks == [None]:
+                out.append((other, k if k in ks else None))
+    return out
+
+
+def _int_k(k: Any) -> int:
+    return k if isinstance(k, int) else 0
+
+
+def _answers(fn, x: tuple) -> str:
+    try:  # the templates are pure functions: they never change their arguments
+        return repr(fn(*x))
+    except Exception as e:  # a near miss that raises on an input is told apart by it
+        return f"<raises {type(e).__name__}>"
+
+
 def _synthetic_task(seed: int, template: tuple, k: Any, n_public: int, n_private: int) -> CodeTask:
+    """One task; its tests tell the reference apart from its near misses (``_near_misses``).
+
+    Candidate inputs come from the template's generator at ``k`` and at every near-miss
+    parameter (multiples of 29 for ``is_multiple_of_87``, values near 60 for
+    ``greater_than_61``). Public tests first cover distinct answers (so no constant passes
+    them), then inputs that rule out near misses; private tests are chosen to rule out every
+    near miss the candidates can separate (an input may then also be a public one), then
+    filled with fresh inputs. So a program with the wrong parameter or the wrong operation
+    fails the private tests, and usually some public test too.
+    """
     family, name_fmt, _, sig, doc, body, gen = template
     name = name_fmt.format(k=k)
     prompt = f'def {name}({sig}):\n    """{doc.format(k=k)}"""\n'
     reference = prompt + f"    {body.format(k=k)}\n"
-    ns: dict = {}
-    exec(reference, ns)  # our own template code, to compute expected outputs
-    fn = ns[name]
+    fn = _template_fn(template, k)
     rng = random.Random(f"synthetic/{seed}/{name}")
-    inputs: list[tuple] = []
-    for _ in range(500):
-        x = gen(rng, k)
-        if x not in inputs:
-            inputs.append(x)
-        if len(inputs) == n_public + n_private:
-            break
-    outputs = [fn(*x) for x in inputs]
-    for _ in range(500):  # one answer for every input: swap the last input for one with another answer
-        if len({repr(o) for o in outputs}) > 1:
-            break
-        x = gen(rng, k)
-        if x not in inputs and repr(fn(*x)) != repr(outputs[0]):
-            inputs[-1], outputs[-1] = x, fn(*x)
-    # public tests first cover as many distinct answers as they can (so a constant cannot pass them all)
-    order: list[int] = []
-    for i in range(len(inputs)):
-        if len(order) < n_public and outputs[i] not in [outputs[j] for j in order]:
-            order.append(i)
-    order += [i for i in range(len(inputs)) if i not in order]
-    tests = [TestCase(name="", kind="call", args=list(inputs[i]), expected=outputs[i]) for i in order]
-    pub, priv = tests[:n_public], tests[n_public:]
-    for prefix, group in (("public", pub), ("private", priv)):
-        for i, t in enumerate(group):
-            t.name = f"{prefix}[{i}]"
+    misses = _near_misses(template, k)
+    pool: list[tuple] = []
+    seen: set[str] = set()
+
+    def add(x: tuple) -> None:
+        if repr(x) not in seen:
+            seen.add(repr(x))
+            pool.append(x)
+
+    for _ in range(4 * (n_public + n_private)):
+        add(gen(rng, k))
+    for tpl2, k2 in misses:
+        if tpl2 is template:
+            add(gen(rng, k2))
+            add(gen(rng, k2))
+    answers = [_answers(fn, x) for x in pool]
+    miss_fns = [_template_fn(t2, k2) for t2, k2 in misses]
+
+    memo: dict[tuple[int, int], bool] = {}
+
+    def rules_out(m: int, i: int) -> bool:
+        if (m, i) not in memo:
+            memo[m, i] = _answers(miss_fns[m], pool[i]) != answers[i]
+        return memo[m, i]
+
+    def separating(candidates: list[int], limit: int) -> list[int]:
+        """At most ``limit`` candidates that rule out as many near misses as they can.
+
+        One pass in order keeps each candidate that rules out a near miss no earlier one
+        did (cheap: most near misses fall to the first input); then the largest-coverage
+        greedy picks among those kept (so ``greater_than_61`` gets 61 and 62, not five
+        inputs that each rule out a few parameters).
+        """
+        alive = set(range(len(miss_fns)))
+        kept: list[int] = []
+        for i in candidates:
+            if not alive:
+                break
+            dead = {m for m in alive if rules_out(m, i)}
+            if dead:
+                kept.append(i)
+                alive -= dead
+        kills = {i: {m for m in range(len(miss_fns)) if rules_out(m, i)} for i in kept}
+        chosen: list[int] = []
+        covered: set[int] = set()
+        while len(chosen) < limit:
+            gain, best = max(((len(kills[i] - covered), i) for i in kept if i not in chosen), default=(0, -1))
+            if gain == 0:
+                break
+            chosen.append(best)
+            covered |= kills[best]
+        return chosen
+
+    public: list[int] = []
+    for i in range(len(pool)):  # distinct answers first, so a constant cannot pass them all
+        if len(public) < n_public and answers[i] not in [answers[j] for j in public]:
+            public.append(i)
+    rest = [i for i in range(len(pool)) if i not in public]
+    public += separating(rest, n_public - len(public))
+    public += [i for i in rest if i not in public][: n_public - len(public)]
+    # private: rule out every near miss, preferring inputs the public tests do not show
+    private = separating([i for i in range(len(pool)) if i not in public] + public, n_private)
+    fresh = [i for i in range(len(pool)) if i not in public and i not in private]
+    private += fresh[: n_private - len(private)]
+
+    def cases(idx: list[int], prefix: str) -> list[TestCase]:
+        return [
+            TestCase(name=f"{prefix}[{j}]", kind="call", args=list(pool[i]), expected=fn(*pool[i]))
+            for j, i in enumerate(idx)
+        ]
+
     return CodeTask(
         task_id=f"synthetic/{name}",
         prompt=prompt,
         entry_point=name,
-        public_tests=pub,
-        private_tests=priv,
+        public_tests=cases(public, "public"),
+        private_tests=cases(private, "private"),
         kind="call",
         reference=reference,
         meta={"family": family, "template": name_fmt, "param": k},

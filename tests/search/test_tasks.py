@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import search.tasks as tasks_mod
 from search.sandbox import Sandbox, SandboxConfig
 from search.tasks import (
     EXAMPLE_TASKS,
@@ -276,8 +277,9 @@ def test_synthetic_tasks_look_like_humaneval_and_have_good_tests():
     assert add.reference == add.prompt + "    return x + 3\n"
     for t in train + held:
         assert len(t.public_tests) == 3 and len(t.private_tests) == 5
-        inputs = [tuple(map(repr, x.args)) for x in t.tests("all")]
-        assert len(set(inputs)) == len(inputs)  # distinct inputs
+        for group in (t.public_tests, t.private_tests):
+            inputs = [repr(x.args) for x in group]
+            assert len(set(inputs)) == len(inputs)  # distinct inputs
         # no constant answer passes every public test
         assert len({repr(x.expected) for x in t.public_tests}) > 1, t.task_id
 
@@ -310,6 +312,50 @@ def test_wide_synthetic_suite_parameters_and_tests():
     with Sandbox(SandboxConfig(workers=2)) as sb:
         some = [t for t in train + held if "_9" in t.task_id or "9_" in t.task_id][:40]
         assert all(r.status == "passed" for r in sb.run_many([(t.reference, t) for t in some], "all"))
+
+
+def _task_fn(template: str, k):
+    ns: dict = {}
+    spec = next(tpl for tpl in tasks_mod._TEMPLATES if tpl[1] == template)
+    exec(f"def f({spec[3]}):\n    {spec[5].format(k=k)}\n", ns)
+    return ns["f"]
+
+
+def _passes(fn, tests) -> bool:
+    try:
+        return all(repr(fn(*t.args)) == repr(t.expected) for t in tests)
+    except Exception:
+        return False
+
+
+def test_private_tests_rule_out_near_misses():
+    train, held = synthetic_suite(seed=0, n_train=700, n_heldout=64, max_k=99)
+    by_id = {t.task_id: t for t in train + held}
+    # a boundary predicate: only x = 61 tells 60 from 61, only x = 62 tells 62 from 61
+    gt = by_id["synthetic/greater_than_61"]
+    wrong_k = [k for k in range(1, 100) if k != 61]
+    assert not any(_passes(_task_fn("greater_than_{k}", k), gt.private_tests) for k in wrong_k)
+    assert _passes(_task_fn("greater_than_{k}", 61), gt.private_tests)
+    # 87 = 3 * 29: the divisors need inputs that are multiples of 3 or 29 and not of 87
+    mult = by_id["synthetic/is_multiple_of_87"]
+    assert not any(
+        _passes(_task_fn("is_multiple_of_{k}", k), mult.private_tests) for k in range(2, 100) if k != 87
+    )
+    # the wrong operation with the right parameter fails too
+    add = next(t for t in held if t.meta["template"] == "add_{k}")
+    for wrong in ("sub_{k}", "mul_{k}", "mod_{k}", "greater_than_{k}"):
+        assert not _passes(_task_fn(wrong, add.meta["param"]), add.private_tests), wrong
+    # over the whole wide suite almost no near miss survives the private tests
+    total = survived = 0
+    for t in train + held:
+        spec = next(
+            tpl for tpl in tasks_mod._TEMPLATES
+            if tpl[1] == t.meta["template"] and t.entry_point == tpl[1].format(k=t.meta["param"])
+        )  # fmt: skip
+        for other, k in tasks_mod._near_misses(spec, t.meta["param"]):
+            total += 1
+            survived += _passes(_task_fn(other[1], k), t.private_tests)
+    assert total > 70_000 and survived <= total // 1000, (survived, total)
 
 
 def test_heldout_tasks_in_proportion_to_template_size():
