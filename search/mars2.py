@@ -566,6 +566,31 @@ def warmstart_tasks(cfg: Mars2Config, train_tasks: list[CodeTask]) -> list[CodeT
     return [train_tasks[i] for i in keep.tolist()]
 
 
+def warmstart_key(cfg: Mars2Config, name: str, train_tasks: list[CodeTask]) -> str:
+    """Cache key of agent ``name``'s warm start: everything its pairs and training depend on,
+    the public tests included (refinement pairs carry their failure messages)."""
+    return cache_key(
+        "mars2-warmstart-v3",
+        cfg.agents[name].policy,
+        cfg.warmstart,
+        style_of(cfg.search, name),
+        cfg.search.feedback_tests,
+        cfg.search.feedback_chars,
+        cfg.search.max_prompt_tokens,
+        cfg.run.seed,
+        [
+            (
+                t.task_id,
+                t.prompt,
+                t.reference,
+                [(c.kind, c.args, c.expected, c.stdin, c.code) for c in t.public_tests],
+            )
+            for t in train_tasks
+        ],
+        cfg.agents[name].optim if cfg.warmstart.optimizer == "agent" else None,
+    )
+
+
 def warm_start(
     cfg: Mars2Config, agents: dict[str, Agent], train_tasks: list[CodeTask], sandbox: Sandbox, cache_dir: Path
 ) -> dict[str, float]:
@@ -575,18 +600,7 @@ def warm_start(
     train_tasks = warmstart_tasks(cfg, train_tasks)
     for name, agent in agents.items():
         style = style_of(cfg.search, name)
-        key = cache_key(
-            "mars2-warmstart-v2",
-            cfg.agents[name].policy,
-            cfg.warmstart,
-            style,
-            cfg.search.feedback_tests,
-            cfg.search.feedback_chars,
-            cfg.search.max_prompt_tokens,
-            cfg.run.seed,
-            [(t.task_id, t.prompt, t.reference) for t in train_tasks],
-            cfg.agents[name].optim if cfg.warmstart.optimizer == "agent" else None,
-        )
+        key = warmstart_key(cfg, name, train_tasks)
 
         def make_pairs(agent=agent, style=style, name=name):
             rng = np.random.default_rng(derive_seed(cfg.run.seed, "warmstart-pairs", name))

@@ -263,6 +263,27 @@ def test_warmstart_tasks_subset_is_seeded():
         WarmStartConfig(task_fraction=0.0).validate()
 
 
+def test_warmstart_cache_key_follows_public_tests():
+    import copy
+
+    from marl.config import load_config
+    from search.mars2 import Mars2Config, warmstart_key
+
+    cfg = load_config(Mars2Config, [ROOT / "configs" / "search" / "mars2_synthetic.yaml"])
+    name = "small"
+    tasks = synthetic_suite(0, n_train=6, n_heldout=2)[0]
+    key = warmstart_key(cfg, name, tasks)
+    assert warmstart_key(cfg, name, copy.deepcopy(tasks)) == key  # stable
+    private = copy.deepcopy(tasks)
+    private[0].private_tests[0].expected = "changed"
+    assert warmstart_key(cfg, name, private) == key  # private tests never reach the warm start
+    public = copy.deepcopy(tasks)
+    public[0].public_tests[0].args = [12345]
+    assert warmstart_key(cfg, name, public) != key  # refinement pairs quote the public failures
+    cfg.warmstart.lr *= 2
+    assert warmstart_key(cfg, name, tasks) != key
+
+
 def test_warmstart_tasks_up_to_max_param():
     from search.mars2 import Mars2Config, warmstart_tasks
     from search.warmstart import WarmStartConfig
