@@ -1,18 +1,14 @@
 """`marl tournament`: player specs, errors, and the markdown / JSON / PNG reports through the real CLI."""
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from games.text import GameConfig
 from games.tournament import TournamentConfig, make_players
 from marl.config import ConfigError, load_config
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli_helpers import ROOT, cli_env, marl_cmd, run_train, train_cmd
 
 RUN_YAML = """
 recipe: selfplay
@@ -34,22 +30,8 @@ def trained(tmp_path_factory):
     """A one-step self-play run (checkpoint + export) to put in tournaments."""
     d = tmp_path_factory.mktemp("t")
     (d / "run.yaml").write_text(RUN_YAML)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "marl.cli",
-            "train",
-            str(d / "run.yaml"),
-            f"run.out_dir={d / 'runs'}",
-            "run.name=ttt",
-        ],
-        check=True,
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-    )
+    env = cli_env()
+    run_train(train_cmd(d / "run.yaml", d / "runs", "ttt"), env)
     return d, env
 
 
@@ -63,7 +45,7 @@ def test_tournament_cli_writes_markdown_json_png(trained):
         "games_per_pair: 4\nprompt_format: state\nmax_new_tokens: 1\nn_boot: 50\nanchor: random\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "marl.cli", "tournament", str(yaml), f"out_dir={d / 'tour'}", "name=r"],
+        marl_cmd("tournament", str(yaml), f"out_dir={d / 'tour'}", "name=r"),
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -86,13 +68,8 @@ def test_tournament_cli_writes_markdown_json_png(trained):
 
 
 def test_tournament_help_has_an_example():
-    out = subprocess.run(
-        [sys.executable, "-m", "marl.cli", "tournament", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    cmd = marl_cmd("tournament", "--help")
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=cli_env())
     assert out.returncode == 0 and "marl tournament configs/games/tournament_tictactoe.yaml" in out.stdout
 
 

@@ -1,18 +1,13 @@
 """A Hugging Face model from a local directory, with LoRA, trains in the single-turn recipe;
 only the adapter weights change."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from marl.policies import build_char_tokenizer
 from marl.run import read_metrics
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cli_helpers import cli_env, run_train, train_cmd
 
 
 def test_lora_on_local_hf_model_trains_only_adapters(tmp_path):
@@ -42,27 +37,9 @@ agents:
     optim: {{lr: 1.0e-2}}
     sampling: {{max_new_tokens: 2}}
 """)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "marl.cli",
-            "train",
-            str(yaml),
-            "run.steps=3",
-            "run.progress=false",
-            "run.tensorboard=false",
-            "run.threads=1",
-            f"run.out_dir={tmp_path}",
-            "run.name=r",
-            "prompts_per_step=4",
-            "group_size=4",
-            "eval_prompts=8",
-        ],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-    )
+    overrides = ["run.steps=3", "run.progress=false", "run.tensorboard=false", "run.threads=1"]
+    overrides += ["prompts_per_step=4", "group_size=4", "eval_prompts=8"]
+    run_train(train_cmd(yaml, tmp_path, "r", overrides), cli_env())
     rows = read_metrics(tmp_path / "r")
     assert rows[-1]["step"] == 3 and "agent/lora/loss" in rows[-1]
     trained = load_file(
