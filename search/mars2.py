@@ -120,6 +120,10 @@ class SearchConfig:
     """Gaussian reward noise std."""
     uct_c: float = 1.0
     """UCT exploration constant."""
+    action_choice: str = "tree"
+    """How a tree that has programs but no solution picks between a fresh program and a refinement:
+    ``tree`` (AB-MCTS: the arms of that tree alone) or ``forest`` (first a Thompson draw between the
+    two from how often each has solved a so-far-unsolved tree of this batch, then the tree's arms)."""
     virtual_loss: bool = True
     """Count a pending expansion as a 0-reward visit so the picks of one round spread out."""
     solved_at: float = 1.0
@@ -140,6 +144,8 @@ class SearchConfig:
             raise ValueError(f"search.selection {self.selection!r} is not one of {', '.join(METHODS)}")
         if self.posterior not in POSTERIORS:
             raise ValueError(f"search.posterior {self.posterior!r} is not one of {', '.join(POSTERIORS)}")
+        if self.action_choice not in ("tree", "forest"):
+            raise ValueError(f"search.action_choice {self.action_choice!r} is not one of tree, forest")
         for s in [self.prompt_style, *self.prompt_styles.values()]:
             if s not in STYLES:
                 raise ValueError(f"prompt style {s!r} is not one of {', '.join(STYLES)}")
@@ -353,6 +359,9 @@ def grow_trees(
     left = np.full(len(tasks), budget, dtype=np.int64)
     t_gen = t_run = 0.0
     n_refine = 0
+    # forest-level evidence (action_choice=forest): [solved, tried] of fresh programs and of refinements
+    # made in trees that had programs but no solution yet
+    solves = {"fresh": [0.0, 0.0], "refine": [0.0, 0.0]}
     while left.sum() > 0:
         # 1. select: (parent, agent) pairs for every tree, from one snapshot of the arm statistics
         stats = arm_stats(
@@ -365,8 +374,26 @@ def grow_trees(
             solved_at=search.solved_at,
         )
         picks: list[tuple[int, int, int]] = []  # (tree b, parent node, agent index)
+        contested: dict[int, str] = {}  # pick index -> the action drawn for it (forest choice)
+        open_trees = np.zeros(len(roots), dtype=bool)
+        if search.action_choice == "forest" and search.selection != "independent":
+            progs = np.flatnonzero(tree.parent >= 0)
+            root_pos = {int(r): b for b, r in enumerate(roots.tolist())}
+            has = np.zeros(len(roots), dtype=bool)
+            solved = np.zeros(len(roots), dtype=bool)
+            ro = tree.root_of()
+            for i in progs.tolist():
+                b = root_pos.get(int(ro[i]), -1)
+                if b >= 0:
+                    has[b] = True
+                    solved[b] |= bool(tree.reward[i] >= search.solved_at)
+            open_trees = has & ~solved
         for b, root in enumerate(roots.tolist()):
             for _ in range(int(min(search.expansions_per_round, left[b]))):
+                action = "any"
+                if open_trees[b]:
+                    draw = {k: rng.beta(1.0 + s_, 1.0 + n_ - s_) for k, (s_, n_) in solves.items()}
+                    action = "fresh" if draw["fresh"] >= draw["refine"] else "refine"
                 v, a = select_expansion(
                     stats,
                     root,
@@ -380,7 +407,10 @@ def grow_trees(
                     noise_std=search.noise_std,
                     uct_c=search.uct_c,
                     agents=agent_idx,
+                    action=action,
                 )
+                if open_trees[b]:
+                    contested[len(picks)] = "refine" if v != root else "fresh"
                 if search.virtual_loss:
                     stats.gen_count[v, a] += 1.0
                     u = v
@@ -440,6 +470,9 @@ def grow_trees(
         t_gen += t1 - t0
         t_run += t2 - t1
         rewards = np.array([r.fraction for r in results], dtype=np.float64)
+        for j, kind in contested.items():
+            solves[kind][0] += float(rewards[j] >= search.solved_at)
+            solves[kind][1] += 1.0
         for j, ((b, v, _), res) in enumerate(zip(picks, results)):
             refine = bool(tree.parent[v] >= 0)
             n_refine += refine

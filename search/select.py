@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 METHODS = ("thompson", "uct", "independent")
+ACTIONS = ("any", "fresh", "refine")
 POSTERIORS = ("beta", "gaussian")
 
 
@@ -194,14 +195,19 @@ def select_expansion(
     noise_std: float = 0.5,
     uct_c: float = 1.0,
     agents: np.ndarray | None = None,
+    action: str = "any",
 ) -> tuple[int, int]:
     """Pick one expansion of the tree rooted at ``root``: returns ``(parent node, agent index)``.
 
     ``method``: ``thompson`` (posterior ``beta`` or ``gaussian``), ``uct``, or ``independent``
     (always a fresh program under the root by a uniformly drawn agent: the no-search baseline).
     ``agents`` restricts which agent indices may expand (default: all ``A``).
-    Descends from the root taking the best arm (module doc) until a GEN arm wins.
+    Descends from the root taking the best arm (module doc) until a GEN arm wins. ``action``
+    ``fresh`` keeps only the root's GEN arms (a fresh program), ``refine`` only its CONT arms (a
+    refinement somewhere below; a fresh program when no child is open); ``any`` all of them.
     """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; valid names: {list(ACTIONS)}")
     if method not in METHODS:
         raise ValueError(f"unknown selection method {method!r}; valid names: {list(METHODS)}")
     if posterior not in POSTERIORS:
@@ -218,6 +224,10 @@ def select_expansion(
         kids = stats.children(v)
         kids = kids[stats.open_below[kids]]
         gen_ok = bool(stats.expandable[v])
+        if v == root and action == "fresh" or (action == "refine" and kids.size == 0):
+            kids = kids[:0]
+        elif v == root and action == "refine":
+            gen_ok = False
         n_gen = allowed.size if gen_ok else 0
         if n_gen + kids.size == 0:  # only reachable for a closed root (cannot happen: roots expand)
             raise RuntimeError(f"node {v} has no arm: nothing to expand below it")

@@ -245,6 +245,16 @@ def test_same_seed_same_metrics_and_sigkill_resume(tmp_path):
     assert _det(read_metrics(tmp_path / "k")) == _det(a)
 
 
+def test_forest_action_choice_grows_full_trees(setup):
+    agents, tasks, sb = setup
+    tree, roots, info = _grow(agents, tasks, sb, 0, action_choice="forest")
+    nodes = program_nodes(tree, roots)
+    assert len(nodes) == 3 * 6 and set(tree.root_of()[nodes].tolist()) == set(roots.tolist())
+    assert {tree.payloads[i].data["action"] for i in nodes} <= {"generate", "refine"}
+    with pytest.raises(ValueError, match="action_choice"):
+        SearchConfig(action_choice="global").validate()
+
+
 def test_warmstart_tasks_subset_is_seeded():
     from search.mars2 import Mars2Config, warmstart_tasks
     from search.warmstart import WarmStartConfig

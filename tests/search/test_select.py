@@ -123,6 +123,29 @@ def test_independent_always_fresh_and_seeded():
     assert all(v in (0, 1, 3) for v, _ in seq1)
 
 
+def test_action_fresh_or_refine_restricts_the_root_arms():
+    s = arm_stats(PARENT, DEPTH, AGENT, REWARD, 2, max_depth=2)
+    # uct, c = 0, agent 0 only: unrestricted the root's best arm is CONT 1 (0.417 > GEN a0 0.333)
+    assert select_expansion(s, 0, np.random.default_rng(0), method="uct", uct_c=0.0, agents=[0]) == (1, 0)
+    # fresh: only the root's GEN arms are left
+    fresh = select_expansion(
+        s, 0, np.random.default_rng(0), method="uct", uct_c=0.0, agents=[0], action="fresh"
+    )
+    assert fresh == (0, 0)
+    # refine: only CONT arms at the root (open children 1 and 3; 2 is solved), never a fresh program
+    rng = np.random.default_rng(1)
+    picks = {select_expansion(s, 0, rng, action="refine")[0] for _ in range(300)}
+    assert picks == {1, 3}
+    assert {select_expansion(s, 0, rng, action="fresh")[0] for _ in range(100)} == {0}
+    # a root with no open child: refine falls back to a fresh program
+    lone = arm_stats(
+        np.array([-1, 0]), np.array([0, 1]), np.array([-1, 0]), np.array([np.nan, 1.0]), 2, max_depth=3
+    )
+    assert select_expansion(lone, 0, rng, action="refine")[0] == 0
+    with pytest.raises(ValueError, match="valid names"):
+        select_expansion(s, 0, rng, action="deeper")
+
+
 def test_errors_name_the_rule():
     s = arm_stats(PARENT, DEPTH, AGENT, REWARD, 2, max_depth=2)
     with pytest.raises(ValueError, match="valid names"):
