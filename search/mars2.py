@@ -377,17 +377,10 @@ def grow_trees(
         contested: dict[int, str] = {}  # pick index -> the action drawn for it (forest choice)
         open_trees = np.zeros(len(roots), dtype=bool)
         if search.action_choice == "forest" and search.selection != "independent":
-            progs = np.flatnonzero(tree.parent >= 0)
-            root_pos = {int(r): b for b, r in enumerate(roots.tolist())}
-            has = np.zeros(len(roots), dtype=bool)
-            solved = np.zeros(len(roots), dtype=bool)
-            ro = tree.root_of()
-            for i in progs.tolist():
-                b = root_pos.get(int(ro[i]), -1)
-                if b >= 0:
-                    has[b] = True
-                    solved[b] |= bool(tree.reward[i] >= search.solved_at)
-            open_trees = has & ~solved
+            ro, prog = tree.root_of(), tree.parent >= 0
+            open_trees = np.isin(roots, ro[prog]) & ~np.isin(
+                roots, ro[prog & (tree.reward >= search.solved_at)]
+            )
         for b, root in enumerate(roots.tolist()):
             for _ in range(int(min(search.expansions_per_round, left[b]))):
                 action = "any"

@@ -224,9 +224,9 @@ def select_expansion(
         kids = stats.children(v)
         kids = kids[stats.open_below[kids]]
         gen_ok = bool(stats.expandable[v])
-        if v == root and action == "fresh" or (action == "refine" and kids.size == 0):
+        if v == root and action == "fresh":
             kids = kids[:0]
-        elif v == root and action == "refine":
+        elif v == root and action == "refine" and kids.size:
             gen_ok = False
         n_gen = allowed.size if gen_ok else 0
         if n_gen + kids.size == 0:  # only reachable for a closed root (cannot happen: roots expand)

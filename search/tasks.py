@@ -445,7 +445,7 @@ _TEMPLATES: list[tuple[str, str, list, str, str, str, Any]] = [
 
 def _template_fn(template: tuple, k: Any):
     """The reference function of ``template`` with parameter ``k`` (our own template code)."""
-    _, name_fmt, _, sig, _, body, _ = template
+    sig, body = template[3], template[5]
     ns: dict = {}
     exec(f"def f({sig}):\n    {body.format(k=k)}\n", ns)
     return ns["f"]

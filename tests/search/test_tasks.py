@@ -315,10 +315,7 @@ def test_wide_synthetic_suite_parameters_and_tests():
 
 
 def _task_fn(template: str, k):
-    ns: dict = {}
-    spec = next(tpl for tpl in tasks_mod._TEMPLATES if tpl[1] == template)
-    exec(f"def f({spec[3]}):\n    {spec[5].format(k=k)}\n", ns)
-    return ns["f"]
+    return tasks_mod._template_fn(next(tpl for tpl in tasks_mod._TEMPLATES if tpl[1] == template), k)
 
 
 def _passes(fn, tests) -> bool:
