@@ -97,6 +97,14 @@ def _sandbox_processes(sb: Sandbox) -> list[tuple[int, int, int]]:
     return out
 
 
+def _owner(pid: int) -> int:
+    """The uid owning ``pid``, -1 when it has already exited."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except FileNotFoundError:
+        return -1
+
+
 def _assert_no_survivors(sb: Sandbox) -> None:
     """Only the zygotes' ready children (two per worker, parent owned by root) may remain."""
     if sb.isolation != "full":
@@ -104,7 +112,7 @@ def _assert_no_survivors(sb: Sandbox) -> None:
     deadline = time.monotonic() + 5.0
     while True:
         procs = _sandbox_processes(sb)
-        strays = [p for p in procs if os.stat(f"/proc/{p[1]}").st_uid != 0] if procs else []
+        strays = [p for p in procs if _owner(p[1]) != 0]  # a parent that just exited counts until settled
         if not strays and len(procs) <= 2 * sb.cfg.workers:
             return
         if time.monotonic() > deadline:
