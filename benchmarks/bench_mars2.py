@@ -54,7 +54,16 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=0, help="with --run-dir: this checkpoint, not the latest")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=0, help="nodes per tree (0 = the config's)")
+    ap.add_argument(
+        "--selections",
+        default="thompson,uct,independent",
+        help="comma-separated selection rules to compare (thompson, uct, independent)",
+    )
     args = ap.parse_args()
+    selections = [s.strip() for s in args.selections.split(",") if s.strip()]
+    unknown = sorted(set(selections) - {"thompson", "uct", "independent"})
+    if unknown or not selections:
+        ap.error(f"--selections: unknown rule(s) {unknown} (choose from thompson, uct, independent)")
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(
         mars2.Config, [args.config], ["run.progress=false", "run.tensorboard=false", *args.overrides]
@@ -79,7 +88,7 @@ def main() -> None:
             f"{len(heldout)} held-out problems, {budget} nodes per tree, {args.seeds} seeds, "
             f"torch threads {torch.get_num_threads()}"
         )
-        for sel in ("thompson", "uct", "independent"):
+        for sel in selections:
             search = mars2.SearchConfig(**{**cfg.search.__dict__, "selection": sel})
             res = np.array(
                 [search_once(agents, heldout, sandbox, search, s, budget) for s in range(args.seeds)]

@@ -26,15 +26,26 @@ from __future__ import annotations
 
 import base64
 import json
+import marshal
 import math
-import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import socket
 
 MAX_DEPTH = 100  # nesting limit for values on the wire
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # default limit on one frame
 _BIG = 1 << 62  # ints at or beyond this magnitude travel as hex
-_HEADER = struct.Struct(">I")
+HEADER = struct.Struct(">I")  # frame length
+
+
+# The judge and the zygote exchange three messages per program; they travel as fixed binary records, so
+# the zygote's loop builds no JSON (every object it touches costs a page fault after each fork). Other
+# control messages (settings, ready, errors) are JSON objects, whose first byte is "{".
+REAP = struct.Struct("=cq")  # b"R", pid: judge -> zygote, kill and wait for this child
+REAPED = struct.Struct("=cqid")  # b"D", pid, wait status, CPU seconds: zygote -> judge
+STANDBY = struct.Struct("=cq")  # b"S", pid (+ 4 descriptors): zygote -> judge, a ready child
 
 
 class WireError(ValueError):
@@ -86,6 +97,55 @@ def encode_value(v: Any, depth: int = 0) -> Any:
         return str.__str__(v)
     if getattr(t, "__module__", "") == "numpy" and hasattr(v, "tolist"):
         return encode_value(v.tolist(), depth + 1)
+    raise Unserializable(f"a value of type {t.__name__!r} is not plain data")
+
+
+def dump_value(v: Any, depth: int = 0) -> str:
+    """``dumps(encode_value(v))`` as text, in one pass and without building the tagged form.
+
+    What the untrusted process sends its return values with: in a freshly forked process, every
+    object that JSON's encoder machinery touches costs a copy-on-write page fault, and this path
+    touches few. Same rules and errors as ``encode_value``.
+    """
+    if depth > MAX_DEPTH:
+        raise Unserializable(f"value nested deeper than {MAX_DEPTH} levels (or cyclic)")
+    t = type(v)
+    if t is str:
+        return _quote(v)
+    if t is int:
+        return int.__repr__(v) if -_BIG < v < _BIG else '{"I":"' + format(v, "x") + '"}'
+    if v is None:
+        return "null"
+    if t is bool:
+        return "true" if v else "false"
+    if t is float:
+        if math.isfinite(v):
+            return float.__repr__(v)
+        return '{"F":"nan"}' if math.isnan(v) else ('{"F":"inf"}' if v > 0 else '{"F":"-inf"}')
+    d = depth + 1
+    if t is list:
+        return "[" + ",".join([dump_value(x, d) for x in v]) + "]"
+    if t is tuple:
+        return '{"T":[' + ",".join([dump_value(x, d) for x in v]) + "]}"
+    if t is dict:
+        pairs = ["[" + dump_value(k, d) + "," + dump_value(x, d) + "]" for k, x in v.items()]
+        return '{"D":[' + ",".join(pairs) + "]}"
+    if t is set:
+        return '{"S":[' + ",".join([dump_value(x, d) for x in v]) + "]}"
+    if t is frozenset:
+        return '{"Z":[' + ",".join([dump_value(x, d) for x in v]) + "]}"
+    if t is bytes:
+        return '{"B":"' + base64.b64encode(v).decode("ascii") + '"}'
+    if t is complex:
+        return '{"C":[' + dump_value(v.real, d) + "," + dump_value(v.imag, d) + "]}"
+    if isinstance(v, int):
+        return dump_value(int.__int__(v), depth)
+    if isinstance(v, float):
+        return dump_value(float.__float__(v), depth)
+    if isinstance(v, str):
+        return _quote(str.__str__(v))
+    if getattr(t, "__module__", "") == "numpy" and hasattr(v, "tolist"):
+        return dump_value(v.tolist(), d)
     raise Unserializable(f"a value of type {t.__name__!r} is not plain data")
 
 
@@ -152,6 +212,7 @@ def _no_constants(name: str) -> Any:
 # built once: json.dumps/json.loads with options build a new encoder or decoder on every call, and in a
 # freshly forked sandbox process every new object costs copy-on-write page faults
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_quote = json.encoder.encode_basestring_ascii  # what _ENCODER writes strings with (C when available)
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
@@ -171,7 +232,16 @@ def loads(data: bytes) -> Any:
 def pack_frame(obj: Any) -> bytes:
     """Length-prefixed frame for ``obj``."""
     body = dumps(obj)
-    return _HEADER.pack(len(body)) + body
+    return HEADER.pack(len(body)) + body
+
+
+def pack_request(obj: Any) -> bytes:
+    """Length-prefixed frame of a request from the judge to a program: ``marshal`` (version 2, so no
+    shared references) of plain data the judge built. Only the untrusted side reads these frames (a
+    fresh process decodes marshal with far fewer page faults than JSON); the judge never unmarshals
+    anything a program sends. ``ValueError`` for anything that is not exactly a plain built-in type."""
+    body = marshal.dumps(obj, 2)
+    return HEADER.pack(len(body)) + body
 
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
@@ -194,10 +264,10 @@ def recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 def recv_frame(sock: socket.socket, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     """Blocking read of one frame; ``None`` on a clean EOF."""
-    head = recv_exact(sock, _HEADER.size)
+    head = recv_exact(sock, HEADER.size)
     if head is None:
         return None
-    (n,) = _HEADER.unpack(head)
+    (n,) = HEADER.unpack(head)
     if n > max_bytes:
         raise WireError(f"frame of {n} bytes exceeds the limit of {max_bytes}")
     body = recv_exact(sock, n)
@@ -218,13 +288,13 @@ class FrameReader:
 
     def pop(self) -> Any | None:
         """Next complete frame, or ``None`` if more bytes are needed; raises ``WireError``."""
-        if len(self._buf) < _HEADER.size:
+        if len(self._buf) < HEADER.size:
             return None
-        (n,) = _HEADER.unpack_from(self._buf)
+        (n,) = HEADER.unpack_from(self._buf)
         if n > self.max_bytes:
             raise WireError(f"frame of {n} bytes exceeds the limit of {self.max_bytes}")
-        if len(self._buf) < _HEADER.size + n:
+        if len(self._buf) < HEADER.size + n:
             return None
-        body = bytes(self._buf[_HEADER.size : _HEADER.size + n])
-        del self._buf[: _HEADER.size + n]
+        body = bytes(self._buf[HEADER.size : HEADER.size + n])
+        del self._buf[: HEADER.size + n]
         return loads(body)

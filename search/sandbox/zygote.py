@@ -32,11 +32,23 @@ The child speaks to the judge over one socket (fd 3); its stdout and stderr
 per reply at the sizes each reply reports, and bounded by ``RLIMIT_FSIZE``. It
 only ever receives inputs: the judge keeps expected outputs and assertion code
 to itself, so nothing the program writes on the socket can claim a pass it did
-not earn (see ``verifier.py``). Standard library only.
+not earn (see ``verifier.py``). Requests come as ``marshal`` data of plain values
+(``wire.pack_request``), replies go back as JSON (``wire.dump_value``), the
+format the judge decodes safely.
+
+Every object a child touches that it shares with the zygote costs a
+copy-on-write page fault (a few microseconds each), and so does every one the
+zygote touches after each fork while its children share it: both hot paths use
+plain descriptors, fixed binary control records and as few objects as they can.
+Standard library only.
 """
 
 from __future__ import annotations
 
+# the C modules behind socket and signal: their Python wrappers (enums, selectors, ...) would add half a
+# megabyte to the zygote, whose page tables every fork copies and every exit tears down
+import _signal as signal
+import _socket as socket
 import builtins
 import ctypes
 import fcntl
@@ -44,11 +56,10 @@ import gc
 import importlib
 import importlib.machinery
 import linecache
+import marshal
 import os
 import resource
-import shutil
-import signal
-import socket
+import struct
 import sys
 import traceback
 
@@ -57,6 +68,7 @@ try:  # imported as search.sandbox.zygote (tests) or as top-level zygote (sandbo
 except ImportError:  # pragma: no cover - exercised in the zygote process
     import wire
 
+F_SETFL, O_APPEND = fcntl.F_SETFL, os.O_APPEND
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
@@ -209,11 +221,11 @@ def _spawn(state: _State, uid: int) -> None:
     # pread, and RLIMIT_FSIZE bounds them (a flood ends in EFBIG)
     out, err = os.memfd_create("stdout", os.MFD_CLOEXEC), os.memfd_create("stderr", os.MFD_CLOEXEC)
     for fd in (out, err):
-        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
+        _check(_libc.fcntl(fd, F_SETFL, O_APPEND), "fcntl(F_SETFL, O_APPEND)")
     in_r, in_w = os.pipe()
     theirs = [ctl_child.detach(), out, err, in_r]
     state.n_runs += 1
-    run_dir = os.path.join(state.run_root, f"run{state.n_runs}")
+    run_dir = f"{state.run_root}/run{state.n_runs}"
     os.mkdir(run_dir, 0o700)
     if state.full:
         os.chown(run_dir, uid, uid)
@@ -263,8 +275,27 @@ def _reap(state: _State, pid: int) -> tuple[int, float]:
         try:
             os.rmdir(run_dir)  # most programs leave it empty
         except OSError:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _rmtree(run_dir)
     return status, cpu
+
+
+def _rmtree(path: str) -> None:
+    """Remove a run directory and whatever the program left in it, ignoring errors (what
+    ``shutil.rmtree(path, ignore_errors=True)`` does, without importing shutil into the zygote)."""
+    for top, dirs, files in os.walk(path, topdown=False):
+        for name in files + dirs:
+            p = f"{top}/{name}"
+            try:
+                if name in dirs and not os.path.islink(p):
+                    os.rmdir(p)
+                else:
+                    os.unlink(p)
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _kill_all_of_uid(uid: int) -> None:
@@ -296,7 +327,10 @@ def _count_user_tasks(uid: int) -> int:
 
 def _place_fds(fds: list[int]) -> None:
     """ctl -> 3, stdout file -> 1, stderr file -> 2, stdin pipe -> 0; close everything else."""
-    ctl, out_w, err_w, in_r = (fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds)
+    # out of the way first, with dup2 (fcntl(F_DUPFD) raises and clears an exception inside, whose
+    # first time in a fresh process costs some 25 copy-on-write faults)
+    base = max(64, *fds) + 1
+    ctl, out_w, err_w, in_r = (os.dup2(fd, base + i) for i, fd in enumerate(fds))
     os.dup2(in_r, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
@@ -322,7 +356,6 @@ def _set_limits(cfg: dict, full: bool, uid: int) -> None:
 def _child_main(state: _State, fds: list[int], run_dir: str, uid: int) -> None:  # pragma: no cover - child
     cfg = state.cfg
     os.setsid()
-    state.sock.detach()  # its fd is closed below; the object must not close a reused number later
     _place_fds(fds)
     os.chdir(run_dir)
     _set_limits(cfg, state.full, uid)
@@ -335,14 +368,11 @@ def _child_main(state: _State, fds: list[int], run_dir: str, uid: int) -> None: 
     # after the uid change (which clears it): die with the zygote
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
     # the environment is the zygote's, scrubbed (verifier.PROGRAM_ENV); HOME and TMPDIR are ".";
-    # sys.stdin/stdout/stderr already wrap fds 0, 1 and 2, which now are the program's
-    sys.argv = [PROGRAM_FILE]
-    if "random" in sys.modules:  # preloaded on request after all
+    # sys.stdin/stdout/stderr already wrap fds 0, 1 and 2, which now are the program's; sys.argv and
+    # the hook that seeds ``random`` on import were set in the zygote
+    if "random" in sys.modules:  # preloaded on request after all (its after-fork hook reseeded it)
         sys.modules["random"].seed(0)
-    else:
-        sys.meta_path.insert(0, _SeedRandomOnImport())
-    sock = socket.socket(fileno=3)
-    _serve(sock, cfg)
+    _serve(3, cfg)
 
 
 class _SeedRandomOnImport:
@@ -426,13 +456,32 @@ def _output_sizes() -> list[int]:
     return sizes
 
 
-def _serve(sock: socket.socket, cfg: dict) -> None:  # pragma: no cover - child
+def _serve(fd: int, cfg: dict) -> None:  # pragma: no cover - child
     """Answer the judge: load the program once, then one reply per call (or run it once on stdin)."""
-    send = wire.send_frame
-    encode, decode = wire.encode_value, wire.decode_value
+    dump, unmarshal, header = wire.dump_value, marshal.loads, wire.HEADER.pack
+    LOADED: dict = {"op": "loaded"}
+    buf = bytearray()
+    read, write = os.read, os.write
 
-    def recv() -> dict | None:  # plain recv: a buffered socket file costs a fresh process ~100 page faults
-        return wire.recv_frame(sock)
+    def recv() -> dict | None:  # plain reads of the descriptor (a socket object costs page faults)
+        while True:
+            if len(buf) >= 4:
+                n = int.from_bytes(buf[:4], "big")
+                if len(buf) >= 4 + n:
+                    body = bytes(buf[4 : 4 + n])
+                    del buf[: 4 + n]
+                    return unmarshal(body)  # the judge's requests (wire.pack_request)
+            chunk = read(fd, 1 << 16)
+            if not chunk:
+                return None
+            buf.extend(chunk)
+
+    def sendall(data: bytes) -> None:
+        while data:
+            data = data[write(fd, data) :]
+
+    def send(obj: dict) -> None:
+        sendall(wire.pack_frame(obj))
 
     msg = recv()
     if msg is None:
@@ -447,24 +496,31 @@ def _serve(sock: socket.socket, cfg: dict) -> None:  # pragma: no cover - child
         except BaseException as e:
             code, exc = 1, _describe(e)
         _flush()
-        send(sock, {"op": "done", "code": code, "exc": exc, "o": _output_sizes()})
+        send({"op": "done", "code": code, "exc": exc, "o": _output_sizes()})
         recv()  # wait to be killed
         return
 
     limit = int(cfg["max_result_bytes"])
 
-    def reply(obj: dict) -> None:
+    def reply(obj: dict | str) -> None:
+        """Send a reply: a message, or (a string) the JSON text of the value the function returned."""
         _flush()
-        obj["o"] = _output_sizes()  # lets the judge cut the output at the same point as the replies
+        o = _output_sizes()  # lets the judge cut the output at the same point as the replies
         try:
-            data = wire.pack_frame(obj)
+            if type(obj) is str or obj is LOADED:  # the common replies, without the JSON encoder
+                text = '{"op":"loaded"' if obj is LOADED else '{"op":"ret","value":' + obj
+                body = (text + f',"o":[{o[0]:d},{o[1]:d}]}}').encode()
+                data = header(len(body)) + body
+            else:
+                obj["o"] = o
+                data = wire.pack_frame(obj)
         except MemoryError:
             data = b""
         if not data or len(data) - 4 > limit:
             size = f"{len(data) - 4} bytes" if data else "too large to encode"
-            obj = {"op": "unser", "msg": f"the value is too large ({size}; limit {limit})", "o": obj["o"]}
-            data = wire.pack_frame(obj)
-        sock.sendall(data)
+            msg = f"the value is too large ({size}; limit {limit})"
+            data = wire.pack_frame({"op": "unser", "msg": msg, "o": o})
+        sendall(data)
 
     try:
         fn = _resolve(_load(msg["program"], "__solution__"), msg["entry"])
@@ -472,19 +528,18 @@ def _serve(sock: socket.socket, cfg: dict) -> None:  # pragma: no cover - child
         reply(_describe(e))
         recv()
         return
-    reply({"op": "loaded"})
+    reply(LOADED)
     while True:
         msg = recv()
         if msg is None or msg.get("op") != "call":
             return
         try:
-            args, kwargs = decode(msg["args"]), decode(msg["kwargs"])
-            value = fn(*args, **kwargs)
+            value = fn(*msg["args"], **msg["kwargs"])
         except BaseException as e:  # SystemExit and KeyboardInterrupt included: they are the program's
             out = _describe(e)
         else:
             try:
-                out = {"op": "ret", "value": encode(value)}
+                out = dump(value)
             except wire.Unserializable as e:
                 out = {"op": "unser", "msg": str(e)}
             except RecursionError:
@@ -530,25 +585,28 @@ def main(ctl_fd: int) -> None:
     except Exception as e:
         sock.send(wire.dumps({"op": "fatal", "error": f"{type(e).__name__}: {e}"}))
         return
+    sys.argv = [PROGRAM_FILE]
+    if "random" not in sys.modules:
+        sys.meta_path.insert(0, _SeedRandomOnImport())  # takes effect in the children only
     gc.collect()
     gc.freeze()  # children never scan (and so never copy-on-write) the zygote's objects
     try:
         sock.send(wire.dumps({"op": "ready", "preloaded": loaded}))
         for uid in state.uids:
             _push_standby(state, uid)
+        reap, reaped = wire.REAP, wire.REAPED
         while True:
             msg = sock.recv(1 << 16)
             if not msg:
                 break
-            req = wire.loads(msg)
-            if req["op"] == "reap":
-                uid = state.runs.get(int(req["pid"]), ("", state.uids[0]))[1]
-                status, cpu = _reap(state, int(req["pid"]))
-                reply = {"op": "reaped", "pid": int(req["pid"]), "status": status, "cpu_s": cpu}
-                sock.send(wire.dumps(reply))
+            if len(msg) == reap.size and msg[:1] == b"R":
+                pid = reap.unpack(msg)[1]
+                uid = state.runs.get(pid, ("", state.uids[0]))[1]
+                status, cpu = _reap(state, pid)
+                sock.send(reaped.pack(b"D", pid, status, cpu))
                 _push_standby(state, uid)  # ready for the program after next, while the next one runs
             else:
-                error = f"unknown request {str(req.get('op'))[:40]!r}"
+                error = f"unknown request {msg[:40]!r}"
                 sock.send(wire.dumps({"op": "error", "error": error}))
     except OSError:  # the judge went away
         pass
@@ -591,6 +649,10 @@ def _push_standby(state: _State, uid: int) -> None:
     assert state.standby is not None
     pid, fds = state.standby
     state.standby = None
-    socket.send_fds(state.sock, [wire.dumps({"op": "standby", "pid": pid})], fds)
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _FDS.pack(*fds))]
+    state.sock.sendmsg([wire.STANDBY.pack(b"S", pid)], rights)
     for fd in fds:
         os.close(fd)
+
+
+_FDS = struct.Struct("4i")  # the descriptors a standby child's channels travel in (SCM_RIGHTS)

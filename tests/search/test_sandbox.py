@@ -18,6 +18,7 @@ from search.sandbox import (
     outputs_match,
     stdout_matches,
     wire,
+    zygote,
 )
 from search.sandbox.judge import floats_close
 from search.sandbox.verifier import describe_status, static_calls
@@ -55,6 +56,53 @@ from search.tasks import CodeTask, TestCase
 def test_wire_round_trip_keeps_exact_types(value):
     back = wire.decode_value(wire.loads(wire.dumps(wire.encode_value(value))))
     assert back == value and type(back) is type(value)
+
+
+def test_dump_value_writes_what_encode_value_and_dumps_write():
+    # the program's side sends return values with dump_value, the judge decodes them with loads +
+    # decode_value: every value of the round-trip test, and the edges of the int and float rules
+    class Sneaky(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    values = [
+        None, True, False, 0, -7, 3.5, -0.0, 1e300, 5e-324, "héllo\n\"\\\u2603", [1, [2, [3]]],
+        (1, "a", (2.0,)), {"a": 1, (1, 2): [3]}, {1, 2}, frozenset({"x"}), b"\x00\xff", 1 + 2j,
+        complex(math.inf, math.nan), 10**40, -(10**40), 2**62, -(2**62), 2**62 - 1, math.inf, -math.inf,
+        math.nan, {}, (), [], Sneaky(5), [Sneaky(-3)],
+    ]  # fmt: skip
+    for v in values:
+        text = wire.dump_value(v)
+        assert text == wire.dumps(wire.encode_value(v)).decode(), v
+        back = wire.decode_value(wire.loads(text.encode()))
+        assert type(back) is type(v) or isinstance(v, Sneaky)
+    assert wire.dump_value(2**62) == '{"I":"4000000000000000"}'
+    assert wire.dump_value(2**62 - 1) == str(2**62 - 1)
+    cyclic: list = []
+    cyclic.append(cyclic)
+    for bad in (object(), cyclic, (x for x in ())):
+        with pytest.raises(wire.Unserializable):
+            wire.dump_value(bad)
+
+
+def test_pack_request_is_marshal_of_exact_plain_types_only():
+    import marshal
+
+    msg = {"op": "call", "args": [[1, 2.5, "x", None, (1, b"\x00")], {1, 2}], "kwargs": {"k": frozenset({3})}}
+    frame = wire.pack_request(msg)
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+    assert marshal.loads(frame[4:]) == msg
+    shared = [1]
+    back = marshal.loads(wire.pack_request([shared, shared])[4:])
+    assert back == [[1], [1]] and back[0] is not back[1]  # version 2: no shared references
+
+    class Sub(int):
+        pass
+
+    with pytest.raises(ValueError):
+        wire.pack_request([Sub(1)])
 
 
 def test_wire_nan_round_trip():
@@ -456,6 +504,24 @@ def test_assert_tests_see_program_exceptions_as_builtin_types():
         assert s.run("def f(x):\n    return x\n", task).status == "failed"
 
 
+def test_test_arguments_of_other_types_reach_the_program_as_plain_values():
+    # the judge sends arguments as marshal data, which takes exact built-in types only: subclasses
+    # of int, float and str go as their base values, so the program never sees the test's classes
+    task = _assert_task(
+        [
+            "class Five(int):\n    pass\nassert candidate(Five(5)) == 'int'",
+            "class Half(float):\n    pass\nassert candidate([Half(0.5)]) == 'list float'",
+            "assert candidate((1, {2: b'x'})) == 'tuple'",
+        ],
+    )
+    with Sandbox(SandboxConfig(workers=1)) as s:
+        program = (
+            "def f(x):\n    return ' '.join(type(v).__name__ for v in [x, *(x if type(x) is list else [])])\n"
+        )
+        r = s.run(program, task)
+        assert [t.status for t in r.tests] == ["passed"] * 3, [t.message for t in r.tests]
+
+
 # -- stdin/stdout tasks ------------------------------------------------------------------------------
 SUM2 = CodeTask(
     "t/sum2",
@@ -527,3 +593,18 @@ def test_closed_sandbox_refuses_work():
     s.close()
     with pytest.raises(RuntimeError, match="closed"):
         s.run("def add(a, b):\n    return a + b\n", ADD)
+
+
+def test_run_directory_removal_never_follows_links(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    run = tmp_path / "run1"
+    (run / "a" / "b").mkdir(parents=True)
+    (run / "a" / "b" / "f.txt").write_text("y")
+    (run / "g.txt").write_text("z")
+    (run / "link_dir").symlink_to(outside)
+    (run / "a" / "link_file").symlink_to(outside / "keep.txt")
+    zygote._rmtree(str(run))
+    assert not run.exists()
+    assert (outside / "keep.txt").read_text() == "x"
