@@ -207,6 +207,9 @@ class _State:
         self.runs: dict[int, tuple[str, int]] = {}  # pid -> (run dir, uid)
         self.sock: socket.socket | None = None  # control socket to the judge
         self.standby: tuple[int, list[int]] | None = None  # forked child waiting for a program
+        self.std: list[int] = []  # the zygote's own 0, 1, 2 and a placeholder for 3, kept at 16 and up
+        self.limits: list[tuple[int, tuple[int, int]]] = []  # every child's (full isolation: the same)
+        self.fd_limit = 1024  # the zygote's RLIMIT_NOFILE: children close every descriptor from 4 below it
 
 
 def _spawn(state: _State, uid: int) -> None:
@@ -233,19 +236,32 @@ def _spawn(state: _State, uid: int) -> None:
         # and when init dies the kernel kills every other process in it.
         _check(_libc.setns(state.pidns_fd, CLONE_NEWPID), "setns(own pid namespace)")
         _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
-    pid = os.fork()
+    # the child's channels go to 0-3 right before the fork and the zygote's own come back right after,
+    # so the child only closes the rest (every descriptor it does not need is one more page fault)
+    dup2 = os.dup2
+    dup2(in_r, 0)
+    dup2(out, 1)
+    dup2(err, 2)
+    dup2(theirs[0], 3, inheritable=False)
+    try:
+        pid = os.fork()
+    except OSError:
+        _restore_std(state)
+        raise
     if pid == 0:  # pragma: no cover - runs in the child
         try:
-            _child_main(state, theirs, run_dir, uid)
+            _child_main(state, run_dir, uid)
         except BaseException:
             try:
                 os.write(2, traceback.format_exc().encode()[-MAX_TB_CHARS:])
             finally:
                 os._exit(70)
         os._exit(0)
+    _restore_std(state)
     for fd in (theirs[0], in_r):
         os.close(fd)
     state.runs[pid] = (run_dir, uid)
+
     state.standby = (pid, [ctl_judge.detach(), out, err, in_w])
 
 
@@ -325,40 +341,52 @@ def _count_user_tasks(uid: int) -> int:
     return n
 
 
-def _place_fds(fds: list[int]) -> None:
-    """ctl -> 3, stdout file -> 1, stderr file -> 2, stdin pipe -> 0; close everything else."""
-    # out of the way first, with dup2 (fcntl(F_DUPFD) raises and clears an exception inside, whose
-    # first time in a fresh process costs some 25 copy-on-write faults)
-    base = max(64, *fds) + 1
-    ctl, out_w, err_w, in_r = (os.dup2(fd, base + i) for i, fd in enumerate(fds))
-    os.dup2(in_r, 0)
-    os.dup2(out_w, 1)
-    os.dup2(err_w, 2)
-    os.dup2(ctl, 3, inheritable=False)
-    os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+def _high_copy(fd: int) -> int:
+    """A copy of ``fd`` at 16 or above (of /dev/null if ``fd`` is closed)."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16)
+    except OSError:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            return fcntl.fcntl(null, fcntl.F_DUPFD_CLOEXEC, 16)
+        finally:
+            os.close(null)
 
 
-def _set_limits(cfg: dict, full: bool, uid: int) -> None:
+def _restore_std(state: _State) -> None:
+    """The zygote's own 0, 1, 2 and the placeholder on 3 back, after a fork."""
+    for i, fd in enumerate(state.std):
+        os.dup2(fd, i, inheritable=i < 3)
+
+
+def _limits(cfg: dict, full: bool, uid: int) -> list[tuple[int, tuple[int, int]]]:
+    """The resource limits of a program's process, as (resource, (soft, hard)) pairs."""
     mb = 1024 * 1024
     cpu = max(1, int(-(-float(cfg["cpu_s"]) // 1)))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (cfg["memory_mb"] * mb, cfg["memory_mb"] * mb))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (cfg["fsize_mb"] * mb, cfg["fsize_mb"] * mb))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (cfg["max_open_files"], cfg["max_open_files"]))
-    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
     nproc = cfg["max_processes"]
     if not full:  # our own uid: its existing processes count too
         nproc += _count_user_tasks(uid)
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    return [
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_AS, (cfg["memory_mb"] * mb, cfg["memory_mb"] * mb)),
+        (resource.RLIMIT_FSIZE, (cfg["fsize_mb"] * mb, cfg["fsize_mb"] * mb)),
+        (resource.RLIMIT_CORE, (0, 0)),
+        (resource.RLIMIT_NOFILE, (cfg["max_open_files"], cfg["max_open_files"])),
+        (resource.RLIMIT_MEMLOCK, (0, 0)),
+        (resource.RLIMIT_NPROC, (nproc, nproc)),
+    ]
 
 
-def _child_main(state: _State, fds: list[int], run_dir: str, uid: int) -> None:  # pragma: no cover - child
-    cfg = state.cfg
+def _child_main(state: _State, run_dir: str, uid: int) -> None:  # pragma: no cover - child
+    """Runs in a fresh child with its channels at 0-3 (ctl socket 3, stdout file 1, stderr file 2, stdin
+    pipe 0), placed by the zygote right before the fork."""
     os.setsid()
-    _place_fds(fds)
+    os.closerange(4, state.fd_limit)
     os.chdir(run_dir)
-    _set_limits(cfg, state.full, uid)
+    # here, not by prlimit from the zygote: that needs CAP_SYS_RESOURCE once the child has another uid
+    setrlimit = resource.setrlimit
+    for res, lim in state.limits or _limits(state.cfg, state.full, uid):
+        setrlimit(res, lim)
     if state.full:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
@@ -372,7 +400,7 @@ def _child_main(state: _State, fds: list[int], run_dir: str, uid: int) -> None: 
     # the hook that seeds ``random`` on import were set in the zygote
     if "random" in sys.modules:  # preloaded on request after all (its after-fork hook reseeded it)
         sys.modules["random"].seed(0)
-    _serve(3, cfg)
+    _serve(3, state.cfg)
 
 
 class _SeedRandomOnImport:
@@ -553,9 +581,16 @@ def main(ctl_fd: int) -> None:
     """Zygote entry point: read settings, isolate, preload, then serve spawn/reap requests."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the judge
-    sock = socket.socket(fileno=ctl_fd)  # SOCK_SEQPACKET: one message per request, fds attached
+    # the zygote's descriptors live at 16 and up: 0-3 are where each child's channels go (_spawn)
+    high = fcntl.fcntl(ctl_fd, fcntl.F_DUPFD_CLOEXEC, 16)
+    os.close(ctl_fd)
+    std = [_high_copy(fd) for fd in (0, 1, 2)]
+    os.dup2(std[0], 3, inheritable=False)  # a placeholder, so no new descriptor lands on 3
+    sock = socket.socket(fileno=high)  # SOCK_SEQPACKET: one message per request, fds attached
     state = _State(wire.loads(sock.recv(1 << 20)))
     state.sock = sock
+    state.std = [*std, std[0]]
+    state.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     cfg = state.cfg
     try:
         if state.full:
@@ -585,6 +620,8 @@ def main(ctl_fd: int) -> None:
     except Exception as e:
         sock.send(wire.dumps({"op": "fatal", "error": f"{type(e).__name__}: {e}"}))
         return
+    if state.full:
+        state.limits = _limits(cfg, True, state.uids[0])
     sys.argv = [PROGRAM_FILE]
     if "random" not in sys.modules:
         sys.meta_path.insert(0, _SeedRandomOnImport())  # takes effect in the children only
