@@ -43,7 +43,7 @@ from search import metrics as smetrics
 from search.export import draw_tree, save_tree_json
 from search.prompts import STYLES, Failure, extract_program, failures_of
 from search.sandbox import Sandbox, SandboxConfig
-from search.select import METHODS, POSTERIORS, arm_stats, select_expansion
+from search.select import METHODS, POSTERIORS, arm_stats, forest_draw, select_expansion
 from search.tasks import CodeTask, load_humaneval, load_jsonl, synthetic_suite
 from search.warmstart import (
     WarmStartConfig,
@@ -121,9 +121,9 @@ class SearchConfig:
     uct_c: float = 1.0
     """UCT exploration constant."""
     action_choice: str = "tree"
-    """How a tree that has programs but no solution picks between a fresh program and a refinement:
-    ``tree`` (AB-MCTS: the arms of that tree alone) or ``forest`` (first a Thompson draw between the
-    two from how often each has solved a so-far-unsolved tree of this batch, then the tree's arms)."""
+    """How a tree without a solution picks its next move: ``tree`` (AB-MCTS: the arms of that tree
+    alone) or ``forest`` (first a Thompson draw of (fresh program or refinement, agent) from how often
+    each has solved a so-far-unsolved tree of this batch, then the tree's arms pick where to refine)."""
     virtual_loss: bool = True
     """Count a pending expansion as a 0-reward visit so the picks of one round spread out."""
     solved_at: float = 1.0
@@ -359,9 +359,10 @@ def grow_trees(
     left = np.full(len(tasks), budget, dtype=np.int64)
     t_gen = t_run = 0.0
     n_refine = 0
-    # forest-level evidence (action_choice=forest): [solved, tried] of fresh programs and of refinements
-    # made in trees that had programs but no solution yet
-    solves = {"fresh": [0.0, 0.0], "refine": [0.0, 0.0]}
+    # forest-level evidence (action_choice=forest): [solved, tried] of the picks made in trees without a
+    # solution yet, per (fresh program or refinement, agent)
+    forest = search.action_choice == "forest" and search.selection != "independent"
+    solves = {(act, int(a)): [0.0, 0.0] for act in ("fresh", "refine") for a in agent_idx}
     while left.sum() > 0:
         # 1. select: (parent, agent) pairs for every tree, from one snapshot of the arm statistics
         stats = arm_stats(
@@ -374,19 +375,19 @@ def grow_trees(
             solved_at=search.solved_at,
         )
         picks: list[tuple[int, int, int]] = []  # (tree b, parent node, agent index)
-        contested: dict[int, str] = {}  # pick index -> the action drawn for it (forest choice)
-        open_trees = np.zeros(len(roots), dtype=bool)
-        if search.action_choice == "forest" and search.selection != "independent":
+        contested: dict[int, tuple[str, int]] = {}  # pick index -> (action, agent) it counts for (forest)
+        unsolved = has_programs = np.zeros(len(roots), dtype=bool)
+        if forest:
             ro, prog = tree.root_of(), tree.parent >= 0
-            open_trees = np.isin(roots, ro[prog]) & ~np.isin(
-                roots, ro[prog & (tree.reward >= search.solved_at)]
-            )
+            has_programs = np.isin(roots, ro[prog])
+            unsolved = ~np.isin(roots, ro[prog & (tree.reward >= search.solved_at)])
         for b, root in enumerate(roots.tolist()):
             for _ in range(int(min(search.expansions_per_round, left[b]))):
-                action = "any"
-                if open_trees[b]:
-                    draw = {k: rng.beta(1.0 + s_, 1.0 + n_ - s_) for k, (s_, n_) in solves.items()}
-                    action = "fresh" if draw["fresh"] >= draw["refine"] else "refine"
+                action, allowed = "any", agent_idx
+                if unsolved[b]:  # forest: (action, agent) drawn from what has been solving such trees
+                    act, agent = forest_draw(solves, rng, refine_ok=bool(has_programs[b]))
+                    action = act if has_programs[b] else "any"
+                    allowed = np.array([agent], dtype=np.int64)
                 v, a = select_expansion(
                     stats,
                     root,
@@ -399,11 +400,11 @@ def grow_trees(
                     prior_strength=search.prior_strength,
                     noise_std=search.noise_std,
                     uct_c=search.uct_c,
-                    agents=agent_idx,
+                    agents=allowed,
                     action=action,
                 )
-                if open_trees[b]:
-                    contested[len(picks)] = "refine" if v != root else "fresh"
+                if unsolved[b]:
+                    contested[len(picks)] = ("refine" if v != root else "fresh", a)
                 if search.virtual_loss:
                     stats.gen_count[v, a] += 1.0
                     u = v

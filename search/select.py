@@ -181,6 +181,19 @@ def arm_stats(
     )
 
 
+def forest_draw(
+    evidence: dict[tuple[str, int], list[float]], rng: np.random.Generator, *, refine_ok: bool = True
+) -> tuple[str, int]:
+    """Thompson draw of ``(action, agent)`` from forest-level counts ``evidence[(action, agent)] =
+    [solved, tried]``: one ``Beta(1 + s, 1 + n - s)`` draw per arm, the largest wins. ``action`` is
+    ``fresh`` or ``refine``; refinement arms take part only when ``refine_ok`` (the tree has programs)."""
+    arms = [k for k in evidence if refine_ok or k[0] == "fresh"]
+    if not arms:
+        raise ValueError("forest_draw needs at least one fresh-program arm in evidence")
+    draws = [rng.beta(1.0 + evidence[k][0], 1.0 + evidence[k][1] - evidence[k][0]) for k in arms]
+    return arms[int(np.argmax(draws))]
+
+
 def select_expansion(
     stats: ArmStats,
     root: int,

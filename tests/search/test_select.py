@@ -9,6 +9,7 @@ from numpy.testing import assert_allclose
 from search.select import (
     arm_stats,
     beta_thompson,
+    forest_draw,
     gaussian_thompson,
     select_expansion,
     subtree_totals,
@@ -155,3 +156,27 @@ def test_errors_name_the_rule():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         arm_stats(PARENT, DEPTH, AGENT, np.array([np.nan, 2.0, 0, 0, 0]), 2, max_depth=2)
     assert math.isfinite(uct_scores([0.0], [0], 0)[0])
+
+
+def test_forest_draw_follows_the_batch_evidence():
+    rng = np.random.default_rng(0)
+    # agent 0's fresh programs solved 9 of 10 unsolved trees, agent 1's 0 of 10; refinements 1 of 20 each
+    ev = {
+        ("fresh", 0): [9.0, 10.0],
+        ("fresh", 1): [0.0, 10.0],
+        ("refine", 0): [1.0, 20.0],
+        ("refine", 1): [1.0, 20.0],
+    }
+    picks = [forest_draw(ev, rng) for _ in range(400)]
+    # P(Beta(10, 2) < max of Beta(1, 11), Beta(2, 20), Beta(2, 20)) is well under 1 %
+    assert sum(p == ("fresh", 0) for p in picks) >= 390
+    # a tree without programs can only get a fresh program, by either agent
+    assert {forest_draw(ev, rng, refine_ok=False)[0] for _ in range(50)} == {"fresh"}
+    # no evidence: every arm is Beta(1, 1), so each of the four wins about a quarter of the draws
+    flat = {k: [0.0, 0.0] for k in ev}
+    counts = {k: 0 for k in ev}
+    for _ in range(4000):
+        counts[forest_draw(flat, rng)] += 1
+    assert all(900 < c < 1100 for c in counts.values())
+    with pytest.raises(ValueError, match="fresh"):
+        forest_draw({("refine", 0): [0.0, 0.0]}, rng, refine_ok=False)
