@@ -10,6 +10,9 @@ uid, another PID namespace), from information the program never holds:
   process. Every HumanEval-style ``check(candidate)`` chunk runs here, with
   ``candidate`` a proxy that ships the arguments to the child and returns the
   decoded reply; the assertion itself, and any helper it uses, run here.
+* Requests to the child travel as ``marshal`` data of plain values (cheap to
+  decode in a freshly forked process); only the child unmarshals. The judge
+  never unmarshals anything: replies are JSON.
 * Whatever the child sends back is only "the value the program returned",
   decoded by ``wire.decode_value`` into fresh plain objects. Forging that
   channel (writing frames on the socket, patching ``json``, builtins or the
