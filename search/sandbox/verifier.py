@@ -634,20 +634,21 @@ class Judge:
                     stop = ("error", f"the task's test setup failed (a task bug, not the program's): {err}")
                     results.append(_result(name, *stop))
                     continue
-            if live is None:
-                live, res = self._load(job, tdl)
-                if res is not None:
-                    stop = (res["status"], res["message"])
-                    results.append(_result(name, res["status"], res["message"], res["output"]))
-                    continue
-            assert live is not None
-            if not live.pipeline.ahead:  # send ahead the known calls of this test and the next known ones
-                run: list[tuple[list, dict]] = []
+            run: list[tuple[list, dict]] = []  # the known calls of this test and the next known ones
+            if live is None or not live.pipeline.ahead:
                 for plan, t in zip(plans[k:], tests[k:]):
                     if plan is None or t["kind"] == "stdio":
                         break
                     run += plan
+            if live is None:
+                live, res = self._load(job, tdl, run)
+                if res is not None:
+                    stop = (res["status"], res["message"])
+                    results.append(_result(name, res["status"], res["message"], res["output"]))
+                    continue
+            elif not live.pipeline.ahead:
                 live.pipeline.prefetch(run)
+            assert live is not None
             res, dead = self._call_test(job, test, live, tdl, base_ns)
             results.append(res)
             if dead:
@@ -691,10 +692,16 @@ class Judge:
             return "timeout", _SIGNALS[signal.SIGXCPU], _join(out, err)
         return e.status, message, _join(out, err)
 
-    def _load(self, job: dict, deadline: float) -> tuple[_Live | None, dict | None]:
+    def _load(
+        self, job: dict, deadline: float, calls: list[tuple[list, dict]]
+    ) -> tuple[_Live | None, dict | None]:
+        """A fresh child with the program loaded; ``calls`` (known ahead) go out right behind the program,
+        so the child runs them as soon as it has loaded, without a round trip."""
         child = self.zygote.spawn()
         child.close_stdin()
         child.send({"op": "load", "program": job["program"], "entry": job["entry_point"]})
+        live = _Live(child)
+        live.pipeline.prefetch(calls)
         try:
             reply = child.receive(deadline)
         except _Fatal as e:
@@ -704,7 +711,7 @@ class Judge:
             return None, {"status": status, "message": message, "output": output}
         out, err = child.take_output()
         if reply["op"] == "loaded":
-            return _Live(child), None
+            return live, None
         self.zygote.reap(child, wait=False)
         if reply["op"] == "exc":
             status, message = "error", "the program failed to load:\n" + str(reply.get("tb", ""))[-4000:]
