@@ -69,6 +69,7 @@ except ImportError:  # pragma: no cover - exercised in the zygote process
     import wire
 
 F_SETFL, O_APPEND = fcntl.F_SETFL, os.O_APPEND
+_FDS = struct.Struct("4i")  # the descriptors a standby child's channels travel in (SCM_RIGHTS)
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
@@ -237,7 +238,7 @@ def _spawn(state: _State, uid: int) -> None:
         _check(_libc.setns(state.pidns_fd, CLONE_NEWPID), "setns(own pid namespace)")
         _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
     # the child's channels go to 0-3 right before the fork and the zygote's own come back right after,
-    # so the child only closes the rest (every descriptor it does not need is one more page fault)
+    # so the child only has to close the rest (each call it makes costs page faults)
     dup2 = os.dup2
     dup2(in_r, 0)
     dup2(out, 1)
@@ -261,7 +262,6 @@ def _spawn(state: _State, uid: int) -> None:
     for fd in (theirs[0], in_r):
         os.close(fd)
     state.runs[pid] = (run_dir, uid)
-
     state.standby = (pid, [ctl_judge.detach(), out, err, in_w])
 
 
@@ -298,11 +298,11 @@ def _reap(state: _State, pid: int) -> tuple[int, float]:
 def _rmtree(path: str) -> None:
     """Remove a run directory and whatever the program left in it, ignoring errors (what
     ``shutil.rmtree(path, ignore_errors=True)`` does, without importing shutil into the zygote)."""
-    for top, dirs, files in os.walk(path, topdown=False):
-        for name in files + dirs:
+    for top, dirs, files in os.walk(path, topdown=False):  # never descends into links
+        for name, is_dir in [(n, False) for n in files] + [(n, True) for n in dirs]:
             p = f"{top}/{name}"
             try:
-                if name in dirs and not os.path.islink(p):
+                if is_dir and not os.path.islink(p):
                     os.rmdir(p)
                 else:
                     os.unlink(p)
@@ -690,6 +690,3 @@ def _push_standby(state: _State, uid: int) -> None:
     state.sock.sendmsg([wire.STANDBY.pack(b"S", pid)], rights)
     for fd in fds:
         os.close(fd)
-
-
-_FDS = struct.Struct("4i")  # the descriptors a standby child's channels travel in (SCM_RIGHTS)
