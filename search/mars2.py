@@ -385,8 +385,7 @@ def grow_trees(
             for _ in range(int(min(search.expansions_per_round, left[b]))):
                 action, allowed = "any", agent_idx
                 if unsolved[b]:  # forest: (action, agent) drawn from what has been solving such trees
-                    act, agent = forest_draw(solves, rng, refine_ok=bool(has_programs[b]))
-                    action = act if has_programs[b] else "any"
+                    action, agent = forest_draw(solves, rng, refine_ok=bool(has_programs[b]))
                     allowed = np.array([agent], dtype=np.int64)
                 v, a = select_expansion(
                     stats,

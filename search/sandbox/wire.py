@@ -9,7 +9,7 @@ tuple stays a tuple and ``1`` stays distinct from ``1.0`` and from ``True``::
     frozenset -> {"Z": [...]}  bytes -> {"B": base64}         complex -> {"C": [re, im]}
     big int -> {"I": hex}      nan / inf / -inf -> {"F": "nan" | "inf" | "-inf"}
 
-``encode_value`` runs inside the untrusted process, so whatever it produces is
+``dump_value`` runs inside the untrusted process, so whatever it produces is
 only a claim; ``decode_value`` is the trust boundary: it accepts nothing but
 well-formed tagged JSON within the size and depth limits and returns fresh
 plain objects, never calling code that the program could have defined
@@ -56,56 +56,15 @@ class Unserializable(TypeError):
     """A value the program returned that is not plain data."""
 
 
-def encode_value(v: Any, depth: int = 0) -> Any:
-    """Map a plain Python value to its JSON-compatible tagged form.
+def dump_value(v: Any, depth: int = 0) -> str:
+    """A plain Python value as tagged JSON text, in one pass.
 
     Subclasses of ``int``, ``float`` and ``str`` are reduced to their base value
     through the base-class slot (so an overridden ``__eq__`` or ``__int__`` never
     matters); numpy scalars and arrays go through ``tolist()``. Anything else
-    raises ``Unserializable``.
-    """
-    if depth > MAX_DEPTH:
-        raise Unserializable(f"value nested deeper than {MAX_DEPTH} levels (or cyclic)")
-    t = type(v)
-    if v is None or t is bool or t is str:
-        return v
-    if t is int:
-        return v if -_BIG < v < _BIG else {"I": format(v, "x")}
-    if t is float:
-        if math.isfinite(v):
-            return v
-        return {"F": "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")}
-    if t is list:
-        return [encode_value(x, depth + 1) for x in v]
-    if t is tuple:
-        return {"T": [encode_value(x, depth + 1) for x in v]}
-    if t is dict:
-        return {"D": [[encode_value(k, depth + 1), encode_value(x, depth + 1)] for k, x in v.items()]}
-    if t is set:
-        return {"S": [encode_value(x, depth + 1) for x in v]}
-    if t is frozenset:
-        return {"Z": [encode_value(x, depth + 1) for x in v]}
-    if t is bytes:
-        return {"B": base64.b64encode(v).decode("ascii")}
-    if t is complex:
-        return {"C": [encode_value(v.real, depth + 1), encode_value(v.imag, depth + 1)]}
-    if isinstance(v, int):
-        return encode_value(int.__int__(v), depth)
-    if isinstance(v, float):
-        return encode_value(float.__float__(v), depth)
-    if isinstance(v, str):
-        return str.__str__(v)
-    if getattr(t, "__module__", "") == "numpy" and hasattr(v, "tolist"):
-        return encode_value(v.tolist(), depth + 1)
-    raise Unserializable(f"a value of type {t.__name__!r} is not plain data")
-
-
-def dump_value(v: Any, depth: int = 0) -> str:
-    """``dumps(encode_value(v))`` as text, in one pass and without building the tagged form.
-
-    What the untrusted process sends its return values with: in a freshly forked process, every
-    object that JSON's encoder machinery touches costs a copy-on-write page fault, and this path
-    touches few. Same rules and errors as ``encode_value``.
+    raises ``Unserializable``. What the untrusted process sends its return values
+    with: in a freshly forked process every object that JSON's encoder machinery
+    touches costs a copy-on-write page fault, and this path touches few.
     """
     if depth > MAX_DEPTH:
         raise Unserializable(f"value nested deeper than {MAX_DEPTH} levels (or cyclic)")
@@ -147,6 +106,11 @@ def dump_value(v: Any, depth: int = 0) -> str:
     if getattr(t, "__module__", "") == "numpy" and hasattr(v, "tolist"):
         return dump_value(v.tolist(), d)
     raise Unserializable(f"a value of type {t.__name__!r} is not plain data")
+
+
+def encode_value(v: Any) -> Any:
+    """``v``'s tagged form as parsed JSON (``dump_value``'s rules and errors)."""
+    return _DECODER.decode(dump_value(v))
 
 
 def _decode(j: Any, depth: int) -> Any:
