@@ -400,7 +400,7 @@ def _child_main(state: _State, run_dir: str, uid: int) -> None:  # pragma: no co
     # the hook that seeds ``random`` on import were set in the zygote
     if "random" in sys.modules:  # preloaded on request after all (its after-fork hook reseeded it)
         sys.modules["random"].seed(0)
-    _serve(3, state.cfg)
+    _serve(3)
 
 
 class _SeedRandomOnImport:
@@ -475,43 +475,90 @@ def _resolve(ns: dict, entry: str):
 
 
 def _output_sizes() -> list[int]:
+    """Sizes of the output files (the end offset: ``lseek`` returns it without the stat object)."""
     sizes = []
     for fd in (1, 2):
         try:
-            sizes.append(os.fstat(fd).st_size)
+            sizes.append(_lseek(fd, 0, 2))
         except OSError:
             sizes.append(-1)
     return sizes
 
 
-def _serve(fd: int, cfg: dict) -> None:  # pragma: no cover - child
+# The child's side of its channel (descriptor 3) is made of module-level functions: they exist in the
+# zygote already, so a child creates no function objects (each new object can cost a page fault).
+_lseek, _read, _write, _unmarshal = os.lseek, os.read, os.write, marshal.loads
+_LIMIT = [1 << 20]  # max_result_bytes, set by the zygote from its settings
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from ``fd`` (None at end of file): plain reads of the descriptor, exact sizes, so no
+    buffer to keep and no copies."""
+    data = _read(fd, n)
+    while len(data) < n:
+        more = _read(fd, n - len(data))
+        if not more:
+            return None
+        data += more
+    return data
+
+
+def _recv(fd: int) -> dict | None:
+    """The judge's next request (``wire.pack_request``: a length header, then marshal data)."""
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    body = _read_exact(fd, int.from_bytes(head, "big"))
+    return None if body is None else _unmarshal(body)
+
+
+def _sendall(fd: int, data: bytes) -> None:
+    while data:
+        data = data[_write(fd, data) :]
+
+
+def _reply(fd: int, obj: dict | str | None) -> None:
+    """Send a reply: a message, ``None`` for "loaded", or (a string) the JSON text of the value the
+    function returned; each with the output sizes."""
+    _flush()
+    o = _output_sizes()  # lets the judge cut the output at the same point as the replies
+    limit = _LIMIT[0]
+    try:
+        if obj is None or type(obj) is str:  # the common replies, without the JSON encoder
+            text = '{"op":"loaded"' if obj is None else '{"op":"ret","value":' + obj
+            body = (text + f',"o":[{o[0]:d},{o[1]:d}]}}').encode()
+            data = wire.HEADER.pack(len(body)) + body
+        else:
+            obj["o"] = o
+            data = wire.pack_frame(obj)
+    except MemoryError:
+        data = b""
+    if not data or len(data) - 4 > limit:
+        size = f"{len(data) - 4} bytes" if data else "too large to encode"
+        msg = f"the value is too large ({size}; limit {limit})"
+        data = wire.pack_frame({"op": "unser", "msg": msg, "o": o})
+    _sendall(fd, data)
+
+
+def _call(fn, msg: dict) -> dict | str:
+    """Call the program's function as the request says: the JSON text of its value, or a message."""
+    try:
+        value = fn(*msg["args"], **msg["kwargs"])
+    except BaseException as e:  # SystemExit and KeyboardInterrupt included: they are the program's
+        return _describe(e)
+    try:
+        return wire.dump_value(value)
+    except wire.Unserializable as e:
+        return {"op": "unser", "msg": str(e)}
+    except RecursionError:
+        return {"op": "unser", "msg": "value nested too deeply (or cyclic)"}
+    except MemoryError:
+        return {"op": "unser", "msg": "value too large to encode"}
+
+
+def _serve(fd: int) -> None:  # pragma: no cover - child
     """Answer the judge: load the program once, then one reply per call (or run it once on stdin)."""
-    dump, unmarshal, header = wire.dump_value, marshal.loads, wire.HEADER.pack
-    LOADED: dict = {"op": "loaded"}
-    buf = bytearray()
-    read, write = os.read, os.write
-
-    def recv() -> dict | None:  # plain reads of the descriptor (a socket object costs page faults)
-        while True:
-            if len(buf) >= 4:
-                n = int.from_bytes(buf[:4], "big")
-                if len(buf) >= 4 + n:
-                    body = bytes(buf[4 : 4 + n])
-                    del buf[: 4 + n]
-                    return unmarshal(body)  # the judge's requests (wire.pack_request)
-            chunk = read(fd, 1 << 16)
-            if not chunk:
-                return None
-            buf.extend(chunk)
-
-    def sendall(data: bytes) -> None:
-        while data:
-            data = data[write(fd, data) :]
-
-    def send(obj: dict) -> None:
-        sendall(wire.pack_frame(obj))
-
-    msg = recv()
+    msg = _recv(fd)
     if msg is None:
         return
     if msg["op"] == "stdio":
@@ -524,57 +571,21 @@ def _serve(fd: int, cfg: dict) -> None:  # pragma: no cover - child
         except BaseException as e:
             code, exc = 1, _describe(e)
         _flush()
-        send({"op": "done", "code": code, "exc": exc, "o": _output_sizes()})
-        recv()  # wait to be killed
+        _sendall(fd, wire.pack_frame({"op": "done", "code": code, "exc": exc, "o": _output_sizes()}))
+        _recv(fd)  # wait to be killed
         return
-
-    limit = int(cfg["max_result_bytes"])
-
-    def reply(obj: dict | str) -> None:
-        """Send a reply: a message, or (a string) the JSON text of the value the function returned."""
-        _flush()
-        o = _output_sizes()  # lets the judge cut the output at the same point as the replies
-        try:
-            if type(obj) is str or obj is LOADED:  # the common replies, without the JSON encoder
-                text = '{"op":"loaded"' if obj is LOADED else '{"op":"ret","value":' + obj
-                body = (text + f',"o":[{o[0]:d},{o[1]:d}]}}').encode()
-                data = header(len(body)) + body
-            else:
-                obj["o"] = o
-                data = wire.pack_frame(obj)
-        except MemoryError:
-            data = b""
-        if not data or len(data) - 4 > limit:
-            size = f"{len(data) - 4} bytes" if data else "too large to encode"
-            msg = f"the value is too large ({size}; limit {limit})"
-            data = wire.pack_frame({"op": "unser", "msg": msg, "o": o})
-        sendall(data)
-
     try:
         fn = _resolve(_load(msg["program"], "__solution__"), msg["entry"])
     except BaseException as e:
-        reply(_describe(e))
-        recv()
+        _reply(fd, _describe(e))
+        _recv(fd)
         return
-    reply(LOADED)
+    _reply(fd, None)
     while True:
-        msg = recv()
+        msg = _recv(fd)
         if msg is None or msg.get("op") != "call":
             return
-        try:
-            value = fn(*msg["args"], **msg["kwargs"])
-        except BaseException as e:  # SystemExit and KeyboardInterrupt included: they are the program's
-            out = _describe(e)
-        else:
-            try:
-                out = dump(value)
-            except wire.Unserializable as e:
-                out = {"op": "unser", "msg": str(e)}
-            except RecursionError:
-                out = {"op": "unser", "msg": "value nested too deeply (or cyclic)"}
-            except MemoryError:
-                out = {"op": "unser", "msg": "value too large to encode"}
-        reply(out)
+        _reply(fd, _call(fn, msg))
 
 
 def main(ctl_fd: int) -> None:
@@ -592,6 +603,7 @@ def main(ctl_fd: int) -> None:
     state.std = [*std, std[0]]
     state.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     cfg = state.cfg
+    _LIMIT[0] = int(cfg["max_result_bytes"])
     try:
         if state.full:
             state.run_root = isolate_filesystem_and_network(
