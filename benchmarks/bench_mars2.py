@@ -3,7 +3,8 @@
 Loads the agents of a mars2 config (warm-started, from the warm-start cache when present) or of a
 run's latest checkpoint, grows one tree per held-out problem with each selection rule and prints
 pass@1 (best node by public tests, judged on private tests) and pass@N (any node passes the
-private tests), averaged over several seeds.
+private tests), averaged over several seeds, and each search rule's seed-by-seed difference from
+independent sampling with its standard error.
 
     python benchmarks/bench_mars2.py configs/search/mars2_synthetic.yaml [--seeds 5] [--budget 16]
     python benchmarks/bench_mars2.py CONFIG --run-dir RUN [--step N]   # a run's checkpoint
@@ -88,17 +89,30 @@ def main() -> None:
             f"{len(heldout)} held-out problems, {budget} nodes per tree, {args.seeds} seeds, "
             f"torch threads {torch.get_num_threads()}"
         )
+        per_rule = {}
         for sel in selections:
             search = mars2.SearchConfig(**{**cfg.search.__dict__, "selection": sel})
             res = np.array(
                 [search_once(agents, heldout, sandbox, search, s, budget) for s in range(args.seeds)]
             )
+            per_rule[sel] = res
             p1, pn, sec = res.mean(0)
             sd = res.std(0)
             print(
                 f"{sel:12s} pass@1 {100 * p1:5.1f} ± {100 * sd[0]:4.1f}   "
                 f"pass@N {100 * pn:5.1f} ± {100 * sd[1]:4.1f}   {sec:5.1f} s/search"
             )
+        if "independent" in per_rule and args.seeds > 1:
+            # seed by seed differences (same weights, same problems): mean and its standard error
+            for sel, res in per_rule.items():
+                if sel == "independent":
+                    continue
+                d = 100 * (res[:, :2] - per_rule["independent"][:, :2])
+                se = d.std(0, ddof=1) / np.sqrt(len(d))
+                print(
+                    f"{sel} - independent: pass@1 {d[:, 0].mean():+5.2f} (SE {se[0]:.2f})   "
+                    f"pass@N {d[:, 1].mean():+5.2f} (SE {se[1]:.2f})   over {len(d)} seeds"
+                )
 
 
 if __name__ == "__main__":
