@@ -8,6 +8,7 @@ independent sampling with its standard error.
 
     python benchmarks/bench_mars2.py configs/search/mars2_synthetic.yaml [--seeds 5] [--budget 16]
     python benchmarks/bench_mars2.py CONFIG --run-dir RUN [--step N]   # a run's checkpoint
+    python benchmarks/bench_mars2.py CONFIG --refine-vs-fresh 8   # how often refining beats writing afresh
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from marl.runner import Runner
 from marl.seeding import derive_seed
 from marl.tree import TurnTree
 from search import mars2
+from search.prompts import failures_of
 from search.sandbox import Sandbox
 
 
@@ -45,6 +47,37 @@ def search_once(agents, tasks, sandbox, search, seed, budget):
     return m["b/pass@1"], m["b/pass@N"], time.perf_counter() - t0
 
 
+def refine_vs_fresh(agents, tasks, sandbox, search, k, seed):
+    """Is refining worth a node? For every (author, refiner) pair of agents: the share of the author's
+    failing programs (``k`` fresh ones per problem) whose refinement by the refiner passes the public
+    tests, next to the share of the refiner's own fresh programs that pass on the same problems."""
+    gens = {n: torch.Generator().manual_seed(derive_seed(seed, "bench-refine", n)) for n in agents}
+    fresh = {}
+    for name, agent in agents.items():
+        requests = [(t, None, []) for t in tasks for _ in range(k)]
+        _, progs = mars2.write_programs(agent, mars2.style_of(search, name), requests, search, gens[name])
+        res = sandbox.run_many([(p, t) for p, (t, _, _) in zip(progs, requests)], "public")
+        ok = np.array([r.fraction >= search.solved_at for r in res]).reshape(len(tasks), k)
+        fresh[name] = (progs, res, ok)
+        print(f"{name}: {100 * ok.mean():5.1f} % of fresh programs pass the public tests")
+    for author, (progs, res, ok) in fresh.items():
+        failed = np.flatnonzero(~ok.reshape(-1)).tolist()
+        if not failed:
+            continue
+        for refiner, agent in agents.items():
+            requests = [(tasks[i // k], progs[i], failures_of(res[i])) for i in failed]
+            _, fixed = mars2.write_programs(
+                agent, mars2.style_of(search, refiner), requests, search, gens[refiner]
+            )
+            res2 = sandbox.run_many([(p, t) for p, (t, _, _) in zip(fixed, requests)], "public")
+            solved = np.mean([r.fraction >= search.solved_at for r in res2])
+            base = np.mean([fresh[refiner][2][i // k].mean() for i in failed])
+            print(
+                f"{author}'s {len(failed)} failing programs refined by {refiner}: {100 * solved:5.1f} % pass;"
+                f" {refiner}'s fresh programs for the same problems: {100 * base:5.1f} %"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
@@ -55,6 +88,13 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=0, help="with --run-dir: this checkpoint, not the latest")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=0, help="nodes per tree (0 = the config's)")
+    ap.add_argument(
+        "--refine-vs-fresh",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also compare refinement with fresh programs (K fresh programs per problem and agent)",
+    )
     ap.add_argument(
         "--selections",
         default="thompson,uct,independent",
@@ -113,6 +153,8 @@ def main() -> None:
                     f"{sel} - independent: pass@1 {d[:, 0].mean():+5.2f} (SE {se[0]:.2f})   "
                     f"pass@N {d[:, 1].mean():+5.2f} (SE {se[1]:.2f})   over {len(d)} seeds"
                 )
+        if args.refine_vs_fresh > 0:
+            refine_vs_fresh(agents, heldout, sandbox, cfg.search, args.refine_vs_fresh, cfg.run.seed)
 
 
 if __name__ == "__main__":

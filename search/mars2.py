@@ -319,6 +319,44 @@ def _generate(agent: Agent, prompts: list[list[int]], generator: torch.Generator
     )
 
 
+def write_programs(
+    agent: Agent,
+    style: str,
+    requests: list[tuple[CodeTask, str | None, list[Failure]]],
+    search: SearchConfig,
+    generator: torch.Generator | None,
+) -> tuple[list[Turn], list[str]]:
+    """One batched generation of ``agent``: for each (task, parent program or None, the parent's
+    failures) a fresh program (no parent) or a refinement. Returns each expansion's turn (prompt,
+    completion, log-probabilities) and the program to run."""
+    prompts = [
+        _encode_prompt(
+            agent.policy,
+            prompt_text(
+                task, parent, fails, style, max_tests=search.feedback_tests, max_chars=search.feedback_chars
+            ),
+            search.max_prompt_tokens,
+        )
+        for task, parent, fails in requests
+    ]
+    gen = _generate(agent, prompts, generator, greedy=False)
+    turns, programs = [], []
+    for k, (task, _, _) in enumerate(requests):
+        comp = gen.completion(k)
+        text = agent.policy.decode(comp, skip_special_tokens=True)
+        programs.append(extract_program(task.prompt, text, task.entry_point, style))
+        turns.append(
+            Turn(
+                prompt_ids=np.asarray(prompts[k], dtype=np.int32),
+                completion_ids=np.asarray(comp, dtype=np.int32),
+                logprobs=gen.logprobs[k, : len(comp)].numpy().astype(np.float32),
+                text=text,
+                finish_reason=gen.finish_reasons[k],
+            )
+        )
+    return turns, programs
+
+
 def add_program_nodes(
     tree: TurnTree,
     parents: np.ndarray,
@@ -413,7 +451,6 @@ def grow_trees(
                 picks.append((b, v, a))
             left[b] -= min(search.expansions_per_round, left[b])
         # 2. prompts, one batched generation call per agent
-        texts: list[str] = [""] * len(picks)
         programs: list[str] = [""] * len(picks)
         payloads: list[Turn | None] = [None] * len(picks)
         t0 = time.perf_counter()
@@ -422,40 +459,24 @@ def grow_trees(
             rows = [j for j, p in enumerate(picks) if p[2] == a]
             if not rows:
                 continue
-            agent = agents[name]
-            style = style_of(search, name)
-            prompts = []
+            requests = []
             for j in rows:
                 b, v, _ = picks[j]
-                task = tasks[b]
                 parent_prog, fails = None, []
                 if tree.parent[v] >= 0:
                     d = tree.payloads[v].data
                     parent_prog = d["program"]
                     fails = [Failure(n_, m) for n_, m in d["failures"]]
-                prompt = prompt_text(
-                    task,
-                    parent_prog,
-                    fails,
-                    style,
-                    max_tests=search.feedback_tests,
-                    max_chars=search.feedback_chars,
-                )
-                prompts.append(_encode_prompt(agent.policy, prompt, search.max_prompt_tokens))
-            gen = _generate(agent, prompts, None if generators is None else generators[name], greedy=False)
+                requests.append((tasks[b], parent_prog, fails))
+            gen_turns, gen_programs = write_programs(
+                agents[name],
+                style_of(search, name),
+                requests,
+                search,
+                None if generators is None else generators[name],
+            )
             for k, j in enumerate(rows):
-                b, v, _ = picks[j]
-                comp = gen.completion(k)
-                text = agent.policy.decode(comp, skip_special_tokens=True)
-                texts[j] = text
-                programs[j] = extract_program(tasks[b].prompt, text, tasks[b].entry_point, style)
-                payloads[j] = Turn(
-                    prompt_ids=np.asarray(prompts[k], dtype=np.int32),
-                    completion_ids=np.asarray(comp, dtype=np.int32),
-                    logprobs=gen.logprobs[k, : len(comp)].numpy().astype(np.float32),
-                    text=text,
-                    finish_reason=gen.finish_reasons[k],
-                )
+                payloads[j], programs[j] = gen_turns[k], gen_programs[k]
         t1 = time.perf_counter()
         # 3. run every program of the round in one sandbox batch; reward = share of public tests passed
         results = sandbox.run_many([(programs[j], tasks[p[0]]) for j, p in enumerate(picks)], "public")
