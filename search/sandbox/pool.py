@@ -38,6 +38,7 @@ ISOLATIONS = ("auto", "full", "rlimit")
 WHICH = ("public", "private", "all")
 _UID_SPAN = 4096
 QUEUE_DEPTH = 2  # jobs sent ahead to each worker, so it never waits for the parent
+_CPU_LOCK_DIR: str | None = None  # where the per-core lock files live (None: <tempdir>/marl-sandbox-cpus)
 
 
 @dataclass
@@ -72,6 +73,10 @@ class SandboxConfig:
     """Absolute tolerance when a float is compared (call and stdio tests)."""
     isolation: str = "auto"
     """'full' (root: namespaces + unprivileged uid), 'rlimit' (limits only) or 'auto' (full if possible)."""
+    pin_cpus: bool = True
+    """Run each worker (its judge, zygote and programs) on a core of its own, one that no other sandbox
+    on this machine holds (an flock per core): a program's calls and replies then hand off within one
+    core. Workers beyond the free cores run unpinned."""
     uid_base: int = 1_900_000
     """First uid tried for the sandbox users (full isolation); each worker locks two of its own."""
     hide_paths: list[str] = field(default_factory=list)
@@ -206,6 +211,32 @@ class _UidLock:
         os.close(self.fd)
 
 
+class _CpuLock:
+    """Holds an flock on a per-core file so concurrent sandboxes pin their workers to different cores."""
+
+    def __init__(self, cpu: int, fd: int):
+        self.cpu, self.fd = cpu, fd
+
+    @classmethod
+    def take(cls) -> _CpuLock | None:
+        """A core this process may run on that no sandbox holds (the highest-numbered first: core 0
+        tends to serve the machine's interrupts), or None when every one is held."""
+        lock_dir = _CPU_LOCK_DIR or os.path.join(tempfile.gettempdir(), "marl-sandbox-cpus")
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        for cpu in sorted(os.sched_getaffinity(0), reverse=True):
+            fd = os.open(os.path.join(lock_dir, f"{cpu}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return cls(cpu, fd)
+        return None
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
 class _Worker:
     """One judge process (and, behind it, its zygote and sandbox uid)."""
 
@@ -278,6 +309,7 @@ class Sandbox:
             )
         self._lock = threading.Lock()
         self._uids: list[_UidLock] = []
+        self._cpus: list[_CpuLock | None] = []  # per worker slot: the core it is pinned to, if any
         self._workers: list[_Worker] = []
         self._run_root = "" if self.isolation == "full" else tempfile.mkdtemp(prefix="marl-sandbox-")
         try:
@@ -302,9 +334,21 @@ class Sandbox:
         s["run_root"] = self._run_root
         s["site_paths"] = _site_paths()
         s["slot"] = slot
+        if self.cfg.pin_cpus:
+            while len(self._cpus) < slot + 1:
+                self._cpus.append(_CpuLock.take())
+        lock = self._cpus[slot] if slot < len(self._cpus) else None
+        s["cpu"] = -1 if lock is None else lock.cpu
         return s
 
     # -- public API ---------------------------------------------------------------------------------
+    @property
+    def pinned_cpus(self) -> list[int | None]:
+        """The core each worker runs on (``pin_cpus``), None for an unpinned one."""
+        return [c.cpu if c is not None else None for c in self._cpus] + [None] * (
+            len(self._workers) - len(self._cpus)
+        )
+
     def run(self, program: str, task: CodeTask, which: str = "public") -> ExecResult:
         """Run ``program`` on the ``which`` tests ("public", "private" or "all") of ``task``."""
         return self.run_many([(program, task)], which)[0]
@@ -334,6 +378,10 @@ class Sandbox:
         for u in self._uids:
             u.release()
         self._uids = []
+        for c in self._cpus:
+            if c is not None:
+                c.release()
+        self._cpus = []
         if self._run_root:
             import shutil
 

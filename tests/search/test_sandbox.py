@@ -602,6 +602,29 @@ def test_rlimit_isolation_still_judges_correctly():
         assert s.run("import sys\nsys.exit(0)\n", ADD).status == "error"
 
 
+def test_workers_are_pinned_to_cores_no_other_sandbox_holds(tmp_path, monkeypatch):
+    from search.sandbox import pool
+
+    monkeypatch.setattr(pool, "_CPU_LOCK_DIR", str(tmp_path))  # no other sandbox's locks in here
+    allowed = sorted(os.sched_getaffinity(0))
+    prog = "import os\ndef add(a, b):\n    return sorted(os.sched_getaffinity(0))\n"
+
+    def runs_on(s: Sandbox, cores: list[int]) -> bool:  # the program sees exactly these cores
+        return s.run(prog, _call_task([((0, 0), cores)])).status == "passed"
+
+    cfg = SandboxConfig(workers=1, timeout_s=3.0, test_timeout_s=1.0)
+    with Sandbox(cfg) as a, Sandbox(cfg) as b:
+        assert a.pinned_cpus == [allowed[-1]]  # the highest-numbered core first
+        assert b.pinned_cpus == [allowed[-2] if len(allowed) > 1 else None]  # never a held one
+        assert runs_on(a, [allowed[-1]])
+        assert runs_on(b, [allowed[-2]] if len(allowed) > 1 else allowed)
+    with Sandbox(cfg) as c:  # closing released the cores
+        assert c.pinned_cpus == [allowed[-1]]
+    with Sandbox(SandboxConfig(workers=1, timeout_s=3.0, test_timeout_s=1.0, pin_cpus=False)) as d:
+        assert d.pinned_cpus == [None]
+        assert runs_on(d, allowed)
+
+
 def test_closed_sandbox_refuses_work():
     s = Sandbox(SandboxConfig(workers=1))
     s.close()
