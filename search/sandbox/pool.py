@@ -74,9 +74,10 @@ class SandboxConfig:
     isolation: str = "auto"
     """'full' (root: namespaces + unprivileged uid), 'rlimit' (limits only) or 'auto' (full if possible)."""
     pin_cpus: bool = True
-    """Run each worker (its judge, zygote and programs) on a core of its own, one that no other sandbox
-    on this machine holds (an flock per core): a program's calls and replies then hand off within one
-    core. Workers beyond the free cores run unpinned."""
+    """Split the cores this process may use among the workers: each worker (its judge, zygote and
+    programs) runs on cores of its own (``cores // workers`` of them) that no other sandbox on this
+    machine holds (an flock per core). With a core per worker, a program's calls and replies hand off
+    within one core. Workers left without a free core run unpinned."""
     uid_base: int = 1_900_000
     """First uid tried for the sandbox users (full isolation); each worker locks two of its own."""
     hide_paths: list[str] = field(default_factory=list)
@@ -309,7 +310,7 @@ class Sandbox:
             )
         self._lock = threading.Lock()
         self._uids: list[_UidLock] = []
-        self._cpus: list[_CpuLock | None] = []  # per worker slot: the core it is pinned to, if any
+        self._cpus: list[list[_CpuLock]] = []  # per worker slot: the cores it is pinned to (none: unpinned)
         self._workers: list[_Worker] = []
         self._run_root = "" if self.isolation == "full" else tempfile.mkdtemp(prefix="marl-sandbox-")
         try:
@@ -335,17 +336,20 @@ class Sandbox:
         s["site_paths"] = _site_paths()
         s["slot"] = slot
         if self.cfg.pin_cpus:
+            share = max(1, len(os.sched_getaffinity(0)) // self.cfg.workers)
             while len(self._cpus) < slot + 1:
-                self._cpus.append(_CpuLock.take())
-        lock = self._cpus[slot] if slot < len(self._cpus) else None
-        s["cpu"] = -1 if lock is None else lock.cpu
+                locks = []
+                while len(locks) < share and (lock := _CpuLock.take()) is not None:
+                    locks.append(lock)
+                self._cpus.append(locks)
+        s["cpus"] = [lock.cpu for lock in self._cpus[slot]] if slot < len(self._cpus) else []
         return s
 
     # -- public API ---------------------------------------------------------------------------------
     @property
-    def pinned_cpus(self) -> list[int | None]:
-        """The core each worker runs on (``pin_cpus``), None for an unpinned one."""
-        return [c.cpu if c is not None else None for c in self._cpus] + [None] * (
+    def worker_cpus(self) -> list[list[int]]:
+        """The cores each worker is pinned to (``pin_cpus``); an empty list for an unpinned one."""
+        return [[lock.cpu for lock in locks] for locks in self._cpus] + [[]] * (
             len(self._workers) - len(self._cpus)
         )
 
@@ -378,9 +382,9 @@ class Sandbox:
         for u in self._uids:
             u.release()
         self._uids = []
-        for c in self._cpus:
-            if c is not None:
-                c.release()
+        for locks in self._cpus:
+            for lock in locks:
+                lock.release()
         self._cpus = []
         if self._run_root:
             import shutil

@@ -844,9 +844,9 @@ def main(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     sys.stdout = open(os.devnull, "w")  # trusted test code may print; our channel is the socket
     cfg = wire.recv_frame(sock)
-    if cfg.get("cpu", -1) >= 0:  # the zygote and every program inherit it
+    if cfg.get("cpus"):  # the zygote and every program inherit them
         try:
-            os.sched_setaffinity(0, {cfg["cpu"]})
+            os.sched_setaffinity(0, cfg["cpus"])
         except OSError:
             pass
     try:

@@ -606,23 +606,30 @@ def test_workers_are_pinned_to_cores_no_other_sandbox_holds(tmp_path, monkeypatc
     from search.sandbox import pool
 
     monkeypatch.setattr(pool, "_CPU_LOCK_DIR", str(tmp_path))  # no other sandbox's locks in here
-    allowed = sorted(os.sched_getaffinity(0))
-    prog = "import os\ndef add(a, b):\n    return sorted(os.sched_getaffinity(0))\n"
+    allowed = sorted(os.sched_getaffinity(0), reverse=True)  # taken from the highest-numbered core
+    prog = "import os\ndef add(a, b):\n    print(sorted(os.sched_getaffinity(0)))\n"
+    task = _call_task([((0, 0), None)])
 
-    def runs_on(s: Sandbox, cores: list[int]) -> bool:  # the program sees exactly these cores
-        return s.run(prog, _call_task([((0, 0), cores)])).status == "passed"
+    def cores_seen(s: Sandbox, n: int) -> set[str]:  # what n programs print: the cores they ran on
+        res = s.run_many([(prog, task)] * n)
+        assert all(r.status == "passed" for r in res)
+        return {r.tests[0].output.strip() for r in res}
 
-    cfg = SandboxConfig(workers=1, timeout_s=3.0, test_timeout_s=1.0)
-    with Sandbox(cfg) as a, Sandbox(cfg) as b:
-        assert a.pinned_cpus == [allowed[-1]]  # the highest-numbered core first
-        assert b.pinned_cpus == [allowed[-2] if len(allowed) > 1 else None]  # never a held one
-        assert runs_on(a, [allowed[-1]])
-        assert runs_on(b, [allowed[-2]] if len(allowed) > 1 else allowed)
-    with Sandbox(cfg) as c:  # closing released the cores
-        assert c.pinned_cpus == [allowed[-1]]
-    with Sandbox(SandboxConfig(workers=1, timeout_s=3.0, test_timeout_s=1.0, pin_cpus=False)) as d:
-        assert d.pinned_cpus == [None]
-        assert runs_on(d, allowed)
+    def cfg(workers: int, **kw) -> SandboxConfig:
+        return SandboxConfig(workers=workers, timeout_s=3.0, test_timeout_s=1.0, **kw)
+
+    with Sandbox(cfg(1)) as a, Sandbox(cfg(1)) as b:
+        assert a.worker_cpus == [allowed]  # one worker: every core
+        assert b.worker_cpus == [[]]  # all held by a: b runs unpinned
+        assert cores_seen(a, 2) == cores_seen(b, 2) == {str(sorted(allowed))}
+    with Sandbox(cfg(2)) as c:  # a and b released theirs; two workers share the cores out
+        k = max(1, len(allowed) // 2)
+        shares = [allowed[:k], allowed[k : 2 * k]] if len(allowed) > 1 else [allowed, []]
+        assert c.worker_cpus == shares
+        assert cores_seen(c, 8) == {str(sorted(x or allowed)) for x in shares}  # both workers ran some
+    with Sandbox(cfg(1, pin_cpus=False)) as d:
+        assert d.worker_cpus == [[]]
+        assert cores_seen(d, 1) == {str(sorted(allowed))}
 
 
 def test_closed_sandbox_refuses_work():
