@@ -189,53 +189,48 @@ def full_isolation_available() -> bool:
     return sys.platform.startswith("linux") and os.geteuid() == 0 and os.path.exists("/proc/self/ns/net")
 
 
-class _UidLock:
-    """Holds an flock on a per-uid file so concurrent sandboxes never share a sandbox uid."""
+class _Lock:
+    """An flock on a per-key file in a shared directory: what keeps concurrent sandboxes on one machine
+    from sharing a sandbox uid or a core."""
 
-    def __init__(self, base: int):
-        lock_dir = os.path.join(tempfile.gettempdir(), "marl-sandbox-uids")
-        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-        for uid in range(base, base + _UID_SPAN):
-            fd = os.open(os.path.join(lock_dir, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            self.uid, self.fd = uid, fd
-            return
-        raise RuntimeError(
-            f"all sandbox uids {base}..{base + _UID_SPAN - 1} are in use; set uid_base elsewhere"
-        )
-
-    def release(self) -> None:
-        os.close(self.fd)
-
-
-class _CpuLock:
-    """Holds an flock on a per-core file so concurrent sandboxes pin their workers to different cores."""
-
-    def __init__(self, cpu: int, fd: int):
-        self.cpu, self.fd = cpu, fd
+    def __init__(self, key: int, fd: int):
+        self.key, self.fd = key, fd
 
     @classmethod
-    def take(cls) -> _CpuLock | None:
-        """A core this process may run on that no sandbox holds (the highest-numbered first: core 0
-        tends to serve the machine's interrupts), or None when every one is held."""
-        lock_dir = _CPU_LOCK_DIR or os.path.join(tempfile.gettempdir(), "marl-sandbox-cpus")
+    def first_free(cls, lock_dir: str, keys) -> _Lock | None:
+        """The lock of the first key in ``keys`` that nobody holds, or None."""
         os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-        for cpu in sorted(os.sched_getaffinity(0), reverse=True):
-            fd = os.open(os.path.join(lock_dir, f"{cpu}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        for key in keys:
+            fd = os.open(os.path.join(lock_dir, f"{key}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
-            return cls(cpu, fd)
+            return cls(key, fd)
         return None
 
     def release(self) -> None:
         os.close(self.fd)
+
+
+def _lock_uid(base: int) -> _Lock:
+    """A sandbox uid from ``base`` on that no other sandbox holds."""
+    lock = _Lock.first_free(
+        os.path.join(tempfile.gettempdir(), "marl-sandbox-uids"), range(base, base + _UID_SPAN)
+    )
+    if lock is None:
+        raise RuntimeError(
+            f"all sandbox uids {base}..{base + _UID_SPAN - 1} are in use; set uid_base elsewhere"
+        )
+    return lock
+
+
+def _lock_cpu() -> _Lock | None:
+    """A core this process may run on that no sandbox holds (the highest-numbered first: core 0 tends
+    to serve the machine's interrupts), or None when every one is held."""
+    lock_dir = _CPU_LOCK_DIR or os.path.join(tempfile.gettempdir(), "marl-sandbox-cpus")
+    return _Lock.first_free(lock_dir, sorted(os.sched_getaffinity(0), reverse=True))
 
 
 class _Worker:
@@ -309,8 +304,8 @@ class Sandbox:
                 "and network access; only rlimits, a new session and a process-group kill contain them"
             )
         self._lock = threading.Lock()
-        self._uids: list[_UidLock] = []
-        self._cpus: list[list[_CpuLock]] = []  # per worker slot: the cores it is pinned to (none: unpinned)
+        self._uids: list[_Lock] = []
+        self._cpus: list[list[_Lock]] = []  # per worker slot: the cores it is pinned to (none: unpinned)
         self._workers: list[_Worker] = []
         self._run_root = "" if self.isolation == "full" else tempfile.mkdtemp(prefix="marl-sandbox-")
         try:
@@ -326,8 +321,8 @@ class Sandbox:
     def _settings(self, slot: int) -> dict:
         if self.isolation == "full":
             while len(self._uids) < 2 * (slot + 1):  # two per worker: one runs, one stands by
-                self._uids.append(_UidLock(self.cfg.uid_base))
-            uids = [self._uids[2 * slot].uid, self._uids[2 * slot + 1].uid]
+                self._uids.append(_lock_uid(self.cfg.uid_base))
+            uids = [self._uids[2 * slot].key, self._uids[2 * slot + 1].key]
         else:
             uids = [os.getuid(), os.getuid()]
         s = asdict(self.cfg)
@@ -339,17 +334,17 @@ class Sandbox:
             share = max(1, len(os.sched_getaffinity(0)) // self.cfg.workers)
             while len(self._cpus) < slot + 1:
                 locks = []
-                while len(locks) < share and (lock := _CpuLock.take()) is not None:
+                while len(locks) < share and (lock := _lock_cpu()) is not None:
                     locks.append(lock)
                 self._cpus.append(locks)
-        s["cpus"] = [lock.cpu for lock in self._cpus[slot]] if slot < len(self._cpus) else []
+        s["cpus"] = [lock.key for lock in self._cpus[slot]] if slot < len(self._cpus) else []
         return s
 
     # -- public API ---------------------------------------------------------------------------------
     @property
     def worker_cpus(self) -> list[list[int]]:
         """The cores each worker is pinned to (``pin_cpus``); an empty list for an unpinned one."""
-        return [[lock.cpu for lock in locks] for locks in self._cpus] + [[]] * (
+        return [[lock.key for lock in locks] for locks in self._cpus] + [[]] * (
             len(self._workers) - len(self._cpus)
         )
 

@@ -488,7 +488,7 @@ def _output_sizes() -> list[int]:
 # The child's side of its channel (descriptor 3) is made of module-level functions: they exist in the
 # zygote already, so a child creates no function objects (each new object can cost a page fault).
 _lseek, _read, _write, _unmarshal = os.lseek, os.read, os.write, marshal.loads
-_LIMIT = [1 << 20]  # max_result_bytes, set by the zygote from its settings
+_LIMIT = 1 << 20  # max_result_bytes, set by the zygote from its settings
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -522,7 +522,7 @@ def _reply(fd: int, obj: dict | str | None) -> None:
     function returned; each with the output sizes."""
     _flush()
     o = _output_sizes()  # lets the judge cut the output at the same point as the replies
-    limit = _LIMIT[0]
+    limit = _LIMIT
     try:
         if obj is None or type(obj) is str:  # the common replies, without the JSON encoder
             text = '{"op":"loaded"' if obj is None else '{"op":"ret","value":' + obj
@@ -603,7 +603,8 @@ def main(ctl_fd: int) -> None:
     state.std = [*std, std[0]]
     state.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     cfg = state.cfg
-    _LIMIT[0] = int(cfg["max_result_bytes"])
+    global _LIMIT
+    _LIMIT = int(cfg["max_result_bytes"])
     try:
         if state.full:
             state.run_root = isolate_filesystem_and_network(

@@ -82,7 +82,7 @@ def sb():
 
 def _sandbox_processes(sb: Sandbox) -> list[tuple[int, int, int]]:
     """(pid, ppid, uid) of every process running under one of the sandbox's uids."""
-    uids = {u.uid for u in sb._uids}
+    uids = {u.key for u in sb._uids}
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
