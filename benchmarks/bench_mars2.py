@@ -29,6 +29,7 @@ from marl.tree import TurnTree
 from search import mars2
 from search.prompts import failures_of
 from search.sandbox import Sandbox
+from search.tasks import task_families
 
 
 def search_once(agents, tasks, sandbox, search, seed, budget):
@@ -44,7 +45,9 @@ def search_once(agents, tasks, sandbox, search, seed, budget):
     )
     ok = np.array([r.status == "passed" for r in priv])
     m = mars2.tree_metrics(tree, roots, ok, "b")
-    return m["b/pass@1"], m["b/pass@N"], time.perf_counter() - t0
+    mf = mars2.family_metrics(tree, roots, tasks, ok, "b")
+    by_family = {f: (mf[f"b/{f}/pass@1"], mf[f"b/{f}/pass@N"]) for f in task_families(tasks)}
+    return m["b/pass@1"], m["b/pass@N"], time.perf_counter() - t0, by_family
 
 
 def refine_vs_fresh(agents, tasks, sandbox, search, k, seed):
@@ -70,12 +73,21 @@ def refine_vs_fresh(agents, tasks, sandbox, search, k, seed):
                 agent, mars2.style_of(search, refiner), requests, search, gens[refiner]
             )
             res2 = sandbox.run_many([(p, t) for p, (t, _, _) in zip(fixed, requests)], "public")
-            solved = np.mean([r.fraction >= search.solved_at for r in res2])
-            base = np.mean([fresh[refiner][2][i // k].mean() for i in failed])
+            solved = np.array([r.fraction >= search.solved_at for r in res2])
+            base = np.array([fresh[refiner][2][i // k].mean() for i in failed])
             print(
-                f"{author}'s {len(failed)} failing programs refined by {refiner}: {100 * solved:5.1f} % pass;"
-                f" {refiner}'s fresh programs for the same problems: {100 * base:5.1f} %"
+                f"{author}'s {len(failed)} failing programs refined by {refiner}: "
+                f"{100 * solved.mean():5.1f} % pass; {refiner}'s fresh programs for the same problems: "
+                f"{100 * base.mean():5.1f} %"
             )
+            fam = np.array([tasks[i // k].meta.get("family") for i in failed])
+            for f in task_families(tasks):
+                sel = fam == f
+                if sel.any():
+                    print(
+                        f"  {f:10s} {sel.sum():4d} programs: refined {100 * solved[sel].mean():5.1f} %,"
+                        f" fresh {100 * base[sel].mean():5.1f} %"
+                    )
 
 
 def main() -> None:
@@ -130,29 +142,35 @@ def main() -> None:
             f"torch threads {torch.get_num_threads()}"
         )
         per_rule = {}
+        fams = task_families(heldout)
+        count = {f: sum(t.meta.get("family") == f for t in heldout) for f in fams}
         for sel in selections:
             search = mars2.SearchConfig(**{**cfg.search.__dict__, "selection": sel})
-            res = np.array(
-                [search_once(agents, heldout, sandbox, search, s, budget) for s in range(args.seeds)]
-            )
-            per_rule[sel] = res
+            runs = [search_once(agents, heldout, sandbox, search, s, budget) for s in range(args.seeds)]
+            res = np.array([r[:3] for r in runs])
+            # (seeds, 1 + families, 2): all problems, then each family's
+            per_rule[sel] = np.array([[r[:2], *(r[3][f] for f in fams)] for r in runs])
             p1, pn, sec = res.mean(0)
             sd = res.std(0)
             print(
                 f"{sel:12s} pass@1 {100 * p1:5.1f} ± {100 * sd[0]:4.1f}   "
                 f"pass@N {100 * pn:5.1f} ± {100 * sd[1]:4.1f}   {sec:5.1f} s/search"
             )
+            for j, fam in enumerate(fams, 1):
+                f1, fn = per_rule[sel][:, j].mean(0)
+                print(f"  {fam:10s} pass@1 {100 * f1:5.1f}   pass@N {100 * fn:5.1f}   {count[fam]} problems")
         if "independent" in per_rule and args.seeds > 1:
             # seed by seed differences (same weights, same problems): mean and its standard error
             for sel, res in per_rule.items():
                 if sel == "independent":
                     continue
-                d = 100 * (res[:, :2] - per_rule["independent"][:, :2])
-                se = d.std(0, ddof=1) / np.sqrt(len(d))
-                print(
-                    f"{sel} - independent: pass@1 {d[:, 0].mean():+5.2f} (SE {se[0]:.2f})   "
-                    f"pass@N {d[:, 1].mean():+5.2f} (SE {se[1]:.2f})   over {len(d)} seeds"
-                )
+                for j, what in enumerate(["all problems", *fams]):
+                    d = 100 * (res[:, j] - per_rule["independent"][:, j])
+                    se = d.std(0, ddof=1) / np.sqrt(len(d))
+                    print(
+                        f"{sel} - independent ({what}): pass@1 {d[:, 0].mean():+5.2f} (SE {se[0]:.2f})   "
+                        f"pass@N {d[:, 1].mean():+5.2f} (SE {se[1]:.2f})   over {len(d)} seeds"
+                    )
         if args.refine_vs_fresh > 0:
             refine_vs_fresh(agents, heldout, sandbox, cfg.search, args.refine_vs_fresh, cfg.run.seed)
 

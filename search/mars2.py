@@ -44,7 +44,15 @@ from search.export import draw_tree, save_tree_json
 from search.prompts import STYLES, Failure, extract_program, failures_of
 from search.sandbox import Sandbox, SandboxConfig
 from search.select import METHODS, POSTERIORS, arm_stats, forest_draw, select_expansion
-from search.tasks import CodeTask, load_humaneval, load_jsonl, synthetic_suite
+from search.tasks import (
+    DEFAULT_FAMILIES,
+    FAMILIES,
+    CodeTask,
+    load_humaneval,
+    load_jsonl,
+    synthetic_suite,
+    task_families,
+)
 from search.warmstart import (
     WarmStartConfig,
     cache_key,
@@ -80,6 +88,9 @@ class CodeTasksConfig:
     """synthetic: private tests per task (reported only)."""
     max_k: int = 9
     """synthetic: largest integer parameter of the arithmetic templates (99: about 850 tasks)."""
+    families: list[str] = field(default_factory=lambda: list(DEFAULT_FAMILIES))
+    """synthetic: template families (arith, list, string state everything the tests check; shown
+    leaves a constant that only a failing test's message shows, see ``synthetic_suite``)."""
     public_fraction: float = 0.5
     """humaneval: share of each problem's tests that are public."""
     heldout_fraction: float = 0.25
@@ -92,6 +103,9 @@ class CodeTasksConfig:
             raise ValueError("tasks.source=jsonl needs tasks.path (a JSONL task file)")
         if not 0 < self.heldout_fraction < 1:
             raise ValueError(f"tasks.heldout_fraction ({self.heldout_fraction}) must be in (0, 1)")
+        unknown = sorted(set(self.families) - set(FAMILIES))
+        if unknown or not self.families:
+            raise ValueError(f"tasks.families {unknown or self.families}: choose from {', '.join(FAMILIES)}")
 
 
 @dataclass
@@ -220,7 +234,9 @@ Config = Mars2Config
 def load_tasks(cfg: CodeTasksConfig) -> tuple[list[CodeTask], list[CodeTask]]:
     """(train, held-out) tasks of the configured source."""
     if cfg.source == "synthetic":
-        return synthetic_suite(cfg.seed, cfg.n_train, cfg.n_heldout, cfg.n_public, cfg.n_private, cfg.max_k)
+        return synthetic_suite(
+            cfg.seed, cfg.n_train, cfg.n_heldout, cfg.n_public, cfg.n_private, cfg.max_k, cfg.families
+        )
     if cfg.source == "humaneval":
         tasks = load_humaneval(cfg.seed, cfg.public_fraction, cfg.path or None)
     else:
@@ -536,6 +552,21 @@ def tree_metrics(
     )
 
 
+def family_metrics(
+    tree: TurnTree, roots: np.ndarray, tasks: list[CodeTask], private_pass: np.ndarray, prefix: str
+) -> dict[str, float]:
+    """``{prefix}/{family}/pass@1`` and ``pass@N`` of the trees of each task family (``roots[i]`` is
+    the tree of ``tasks[i]``, ``private_pass`` follows ``program_nodes(tree, roots)``); {} when the
+    tasks have no families."""
+    nodes = program_nodes(tree, roots)
+    out = {}
+    for fam in task_families(tasks):
+        sub = roots[[t.meta["family"] == fam for t in tasks]]
+        m = tree_metrics(tree, sub, private_pass[np.isin(nodes, program_nodes(tree, sub))], "s")
+        out[f"{prefix}/{fam}/pass@1"], out[f"{prefix}/{fam}/pass@N"] = m["s/pass@1"], m["s/pass@N"]
+    return out
+
+
 # ============================================================================ evaluation
 def evaluate(
     agents: dict[str, Agent],
@@ -549,6 +580,7 @@ def evaluate(
     """Held-out private-test metrics: each agent alone (one greedy program per task: pass@1) and
     the joint search at fixed weights (pass@1 by best public score, pass@N, shares)."""
     tasks = heldout if cfg.eval_tasks <= 0 else heldout[: cfg.eval_tasks]
+    families = task_families(tasks)  # per-family figures too, when the tasks have families
     out: dict[str, float] = {}
     for name, agent in agents.items():
         style = style_of(cfg.search, name)
@@ -566,7 +598,10 @@ def evaluate(
             for i, t in enumerate(tasks)
         ]
         res = sandbox.run_many([(p, t) for p, t in zip(progs, tasks)], "private")
-        out[f"eval/{name}/pass@1"] = float(np.mean([r.status == "passed" for r in res]))
+        ok = np.array([r.status == "passed" for r in res])
+        out[f"eval/{name}/pass@1"] = float(ok.mean())
+        for fam in families:
+            out[f"eval/{name}/{fam}/pass@1"] = float(ok[[t.meta["family"] == fam for t in tasks]].mean())
     tree = TurnTree(list(agents))
     rng = np.random.default_rng(derive_seed(cfg.run.seed, "eval-select", step))
     gens = {n: torch.Generator().manual_seed(derive_seed(cfg.run.seed, "eval-gen", n, step)) for n in agents}
@@ -581,6 +616,7 @@ def evaluate(
     for i, ok in zip(nodes.tolist(), private_pass.tolist()):
         tree.payloads[i].data["private_pass"] = bool(ok)
     out.update(tree_metrics(tree, roots, private_pass, prefix="eval/search"))
+    out.update(family_metrics(tree, roots, tasks, private_pass, "eval/search"))
     if export_dir is not None:
         for r in roots[: cfg.export_trees].tolist():
             stem = export_dir / f"step_{step:07d}_tree_{r}"

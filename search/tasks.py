@@ -14,10 +14,12 @@ the untrusted process (see ``search/sandbox/verifier.py``):
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -440,7 +442,35 @@ _TEMPLATES: list[tuple[str, str, list, str, str, str, Any]] = [
      "Return the first character of s.", "return s[0]", _nonempty_words),
     ("string", "is_palindrome", [None], "s",
      "Return True if s reads the same backwards, else False.", "return s == s[::-1]", _palindromish),
+    # "shown": the statement leaves a constant that only the tests show (the name's tag does not
+    # give it away); a failing test's message tells it, so refinement has what a fresh program lacks
+    ("shown", "offset_{tag}", ("k", 1), "x",
+     "Return x plus the offset the tests show.", "return x + {k}", _ints),
+    ("shown", "scale_{tag}_each", ("k", 2), "xs",
+     "Return xs with each element times the factor the tests show.", "return [x * {k} for x in xs]", _lists),
+    ("shown", "suffix_{tag}", [a + b for a in "abcde" for b in "abcde"], "s",
+     "Return s followed by the suffix the tests show.", "return s + '{k}'", _words),
 ]  # fmt: skip
+
+FAMILIES = ("arith", "list", "string", "shown")
+DEFAULT_FAMILIES = ("arith", "list", "string")
+
+# the input whose expected answer shows a "shown" task's constant: always its first public test
+_SHOWING_INPUT = {"offset_{tag}": (0,), "scale_{tag}_each": ([1],), "suffix_{tag}": ("",)}
+
+
+def _tag(name_fmt: str, k: Any) -> str:
+    """Three letters naming parameter ``k`` of a "shown" template without showing it: the index of
+    ``k`` (an integer, or its rank among two-letter strings) times 7919 plus a per-template salt,
+    modulo 26**3, in base 26. 7919 is prime to 26**3, so distinct parameters get distinct tags."""
+    i = k if isinstance(k, int) else int.from_bytes(str(k).encode(), "big")
+    salt = int(hashlib.sha256(name_fmt.encode()).hexdigest()[:8], 16)
+    v = (i * 7919 + salt) % 26**3
+    return "".join(chr(ord("a") + (v // 26**j) % 26) for j in (2, 1, 0))
+
+
+def _task_name(template: tuple, k: Any) -> str:
+    return template[1].format(k=k, tag=_tag(template[1], k) if "{tag}" in template[1] else "")
 
 
 def _template_fn(template: tuple, k: Any):
@@ -459,7 +489,8 @@ def _near_misses(template: tuple, k: Any) -> list[tuple[tuple, Any]]:
     another parameter, and every other template with the same signature at the same parameter."""
     out = [(template, k2) for k2 in _params(template[2], max(_NEAR_MISS_KS, _int_k(k))) if k2 != k]
     for other in _TEMPLATES:
-        if other is not template and other[3] == template[3]:
+        same_fn = other[5] == template[5]  # offset_{tag} at k is add_{k}: not a near miss
+        if other is not template and other[3] == template[3] and not same_fn:
             ks = _params(other[2], max(_NEAR_MISS_KS, _int_k(k)))
             if k in ks or ks == [None]:
                 out.append((other, k if k in ks else None))
@@ -489,7 +520,7 @@ def _synthetic_task(seed: int, template: tuple, k: Any, n_public: int, n_private
     fails the private tests, and usually some public test too.
     """
     family, name_fmt, _, sig, doc, body, gen = template
-    name = name_fmt.format(k=k)
+    name = _task_name(template, k)
     prompt = f'def {name}({sig}):\n    """{doc.format(k=k)}"""\n'
     reference = prompt + f"    {body.format(k=k)}\n"
     fn = _template_fn(template, k)
@@ -503,6 +534,8 @@ def _synthetic_task(seed: int, template: tuple, k: Any, n_public: int, n_private
             seen.add(repr(x))
             pool.append(x)
 
+    if name_fmt in _SHOWING_INPUT:  # first, so it is the first public test
+        add(_SHOWING_INPUT[name_fmt])
     for _ in range(4 * (n_public + n_private)):
         add(gen(rng, k))
     for tpl2, k2 in misses:
@@ -591,6 +624,7 @@ def synthetic_suite(
     n_public: int = 3,
     n_private: int = 5,
     max_k: int = 9,
+    families: Sequence[str] = DEFAULT_FAMILIES,
 ) -> tuple[list[CodeTask], list[CodeTask]]:
     """Small list, string and arithmetic functions with generated tests and reference solutions.
 
@@ -610,26 +644,37 @@ def synthetic_suite(
     copying a digit it never wrote for that template; with ``max_k=99`` there
     are about 430 tasks and copying the parameter from the name into the body is
     the cheaper thing to learn.
+
+    ``families`` picks the templates: ``arith``, ``list`` and ``string`` state everything the
+    tests check; ``shown`` (``offset_{tag}``, ``scale_{tag}_each``, ``suffix_{tag}``) leaves a
+    constant that only the tests show (its first public test gives it away: ``offset_kqd(0)``
+    returned 12, expected 37), as in real tasks whose tests settle what the statement leaves
+    open. A fresh program can only guess it; a refinement reads it from the failing test.
     """
     if max_k < 2:
         raise ValueError(f"max_k ({max_k}) must be >= 2")
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown or not families:
+        raise ValueError(f"synthetic_suite families {unknown or list(families)}: pick from {list(FAMILIES)}")
     rng = random.Random(f"synthetic-split/{seed}")
-    families: list[list[tuple]] = []
+    groups: list[list[tuple]] = []
     for tpl in _TEMPLATES:
+        if tpl[0] not in families:
+            continue
         members = [(tpl, k) for k in _params(tpl[2], max_k)]
         rng.shuffle(members)
-        families.append(members)
-    total = sum(len(m) for m in families)
-    param_slots = sum(len(m) - 1 for m in families if len(m) > 1)  # keep one of each template for training
+        groups.append(members)
+    total = sum(len(m) for m in groups)
+    param_slots = sum(len(m) - 1 for m in groups if len(m) > 1)  # keep one of each template for training
     if n_heldout > param_slots or n_train + n_heldout > total or min(n_train, n_public) < 1 or n_heldout < 0:
         raise ValueError(
             f"synthetic_suite has {total} tasks ({param_slots} can be held out): n_train ({n_train}) + "
             f"n_heldout ({n_heldout}) must fit, with n_train >= 1 and n_public ({n_public}) >= 1"
         )
-    order = list(range(len(families)))
+    order = list(range(len(groups)))
     rng.shuffle(order)
     # each template gives held-out tasks in proportion to its size (largest remainder), keeping one
-    slots = [len(m) - 1 for m in families]
+    slots = [len(m) - 1 for m in groups]
     quota = [n_heldout * n / param_slots for n in slots]
     share = [int(q) for q in quota]
     by_remainder = sorted(order, key=lambda f: share[f] - quota[f])  # largest remainder first, stable
@@ -639,9 +684,16 @@ def synthetic_suite(
     while len(heldout) < n_heldout:  # interleaved, so a prefix of the held-out list spans the templates
         for f in order:
             if share[f] > 0:
-                heldout.append(families[f].pop())
+                heldout.append(groups[f].pop())
                 share[f] -= 1
-    pool = [m for fam in families for m in fam]
+    pool = [m for fam in groups for m in fam]
     rng.shuffle(pool)
     build = lambda pairs: [_synthetic_task(seed, tpl, k, n_public, n_private) for tpl, k in pairs]  # noqa: E731
     return build(pool[:n_train]), build(heldout)
+
+
+def task_families(tasks: Sequence[CodeTask]) -> list[str]:
+    """The families (``task.meta["family"]``) of the tasks in first-seen order, when there are
+    several and every task has one; else []."""
+    fams = list(dict.fromkeys(t.meta.get("family") for t in tasks))
+    return fams if len(fams) > 1 and None not in fams else []

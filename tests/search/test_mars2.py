@@ -320,3 +320,24 @@ def test_override_empties_a_mapping():
     assert cfg.warmstart.steps_per_agent == {} and cfg.warmstart.steps_for("small") == 7
     with pytest.raises(ConfigError, match="nope"):
         load_config(Mars2Config, [path], ["warmstart.nope={}"])
+
+
+def test_family_metrics_split_the_trees_by_task_family():
+    from types import SimpleNamespace
+
+    from search.mars2 import family_metrics
+
+    tree = TurnTree(["a", "b"])
+    r0 = tree.add_nodes([-1])
+    add_program_nodes(tree, [0, 0], ["a", "b"], [_turn(), _turn()], [1.0, 0.0])  # nodes 1, 2
+    add_program_nodes(tree, [2], ["b"], [_turn()], [0.5])  # node 3 refines node 2
+    r4 = tree.add_nodes([-1])
+    add_program_nodes(tree, [4, 4], ["a", "a"], [_turn(), _turn()], [0.0, 1.0])  # nodes 5, 6
+    roots = np.concatenate([r0, r4])
+    tasks = [SimpleNamespace(meta={"family": "arith"}), SimpleNamespace(meta={"family": "shown"})]
+    private = np.array([False, True, True, False, True])  # nodes 1, 2, 3, 5, 6
+    m = family_metrics(tree, roots, tasks, private, "x")
+    # arith: the best node by public reward is node 1, which fails privately; nodes 2 and 3 pass
+    # shown: the best node is node 6, which passes
+    assert m == {"x/arith/pass@1": 0.0, "x/arith/pass@N": 1.0, "x/shown/pass@1": 1.0, "x/shown/pass@N": 1.0}
+    assert family_metrics(tree, roots, tasks[:1] * 2, private, "x") == {}  # one family: nothing to split

@@ -4,6 +4,7 @@ loader (native call/stdio/assert and LiveCodeBench records) and the synthetic su
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -366,3 +367,39 @@ def test_heldout_tasks_in_proportion_to_template_size():
     assert all("{k}" in tpl for tpl in per) and per["repeat_{k}"] == 0 and per["append_{k}"] == 0
     # interleaved: the first eight held-out tasks come from eight different templates
     assert len({t.meta["template"] for t in held[:8]}) == 8
+
+
+def test_shown_family_constants_only_the_tests_show():
+    families = ("arith", "list", "string", "shown")
+    train, held = synthetic_suite(seed=0, n_train=700, n_heldout=64, max_k=99, families=families)
+    shown = [t for t in train + held if t.meta["family"] == "shown"]
+    assert {t.meta["template"] for t in shown} == {"offset_{tag}", "scale_{tag}_each", "suffix_{tag}"}
+    assert sum(t.meta["family"] == "shown" for t in held) >= 10  # held out like the other templates
+    names = [t.entry_point for t in train + held]
+    assert len(set(names)) == len(names)
+    offset = next(t for t in held if t.meta["template"] == "offset_{tag}")
+    k = offset.meta["param"]
+    # neither the name nor the statement gives the constant; the first public test does
+    assert str(k) not in offset.prompt and re.fullmatch(r"offset_[a-z]{3}", offset.entry_point)
+    assert offset.reference == offset.prompt + f"    return x + {k}\n"
+    assert (offset.public_tests[0].args, offset.public_tests[0].expected) == ([0], k)
+    for t in shown:  # every task's first public test shows its constant
+        c = t.meta["param"]
+        shows = {"offset_{tag}": c, "scale_{tag}_each": [c], "suffix_{tag}": c}
+        assert t.public_tests[0].expected == shows[t.meta["template"]]
+    # the tags of a template's 99 parameters are distinct, and the other families are as before
+    tpl = next(x for x in tasks_mod._TEMPLATES if x[1] == "offset_{tag}")
+    assert len({tasks_mod._task_name(tpl, k) for k in range(1, 100)}) == 99
+    assert all(t.meta["family"] != "shown" for s in synthetic_suite(seed=0) for t in s)
+    with pytest.raises(ValueError, match="families"):
+        synthetic_suite(seed=0, families=("arith", "lists"))
+    from search.mars2 import CodeTasksConfig
+
+    with pytest.raises(ValueError, match="tasks.families"):
+        CodeTasksConfig(families=["arith", "lists"]).validate()
+    # a program with another constant fails the showing test, and its message names the constant
+    with Sandbox(SandboxConfig(workers=1)) as sb:
+        wrong = offset.prompt + f"    return x + {k % 99 + 1}\n"
+        ref, miss = sb.run_many([(offset.reference, offset), (wrong, offset)], "all")
+    assert ref.status == "passed" and miss.status == "failed"
+    assert miss.tests[0].message == f"{offset.entry_point}(0) returned {k % 99 + 1}, expected {k}"
