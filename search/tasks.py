@@ -460,9 +460,10 @@ _SHOWING_INPUT = {"offset_{tag}": (0,), "scale_{tag}_each": ([1],), "suffix_{tag
 
 
 def _tag(name_fmt: str, k: Any) -> str:
-    """Three letters naming parameter ``k`` of a "shown" template without showing it: the index of
-    ``k`` (an integer, or its rank among two-letter strings) times 7919 plus a per-template salt,
-    modulo 26**3, in base 26. 7919 is prime to 26**3, so distinct parameters get distinct tags."""
+    """Three letters naming parameter ``k`` of a "shown" template without showing it: ``k`` as an
+    integer (a string's bytes read big-endian: 24929 to 25957 for 'aa' to 'ee') times 7919 plus a
+    per-template salt, modulo 26**3, in base 26. 7919 is prime to 26**3, so parameters less than
+    26**3 apart get distinct tags."""
     i = k if isinstance(k, int) else int.from_bytes(str(k).encode(), "big")
     salt = int(hashlib.sha256(name_fmt.encode()).hexdigest()[:8], 16)
     v = (i * 7919 + salt) % 26**3
