@@ -17,7 +17,7 @@ from pathlib import Path
 
 from marl.config import load_config
 from marl.recipes import get_recipe
-from marl.run import read_metrics
+from marl.rundir import read_metrics
 from marl.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,10 +39,10 @@ def bench_ours(model_dir: Path, steps: int, warmup: int) -> list[float]:
     from marl.agent import Agent
     from marl.config import AgentConfig, OptimConfig, SamplingConfig
     from marl.credit import CreditAssigner, CreditConfig
+    from marl.digits import DigitTask, DigitTaskConfig
     from marl.policies import PolicyConfig
     from marl.recipes.single_turn import rollout
     from marl.samples import tree_to_batches
-    from marl.tasks import DigitTask, DigitTaskConfig
     from marl.tree import TurnTree
 
     cfg = AgentConfig(
@@ -75,7 +75,7 @@ def bench_trl(model_dir: Path, steps: int, warmup: int, work: Path) -> list[floa
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from marl.tasks import DigitTask, DigitTaskConfig
+    from marl.digits import DigitTask, DigitTaskConfig
 
     task = DigitTask(DigitTaskConfig())
     answers = {p.prompt: p.answer for p in task.train}

@@ -22,14 +22,19 @@ import numpy as np
 import torch
 
 from marl.config import load_config
-from marl.run import Checkpointer
+from marl.rundir import Checkpointer
 from marl.runner import Runner
+from marl.scenario import make_agents
 from marl.seeding import derive_seed
 from marl.tree import TurnTree
 from search import mars2
+from search.engine import SearchConfig, grow_trees, style_of, write_programs
+from search.loaders import load_tasks
+from search.metrics import family_metrics, program_nodes, tree_metrics
 from search.prompts import failures_of
 from search.sandbox import Sandbox
 from search.tasks import task_families
+from search.warmstart import warm_start
 
 
 def search_once(agents, tasks, sandbox, search, seed, budget):
@@ -37,15 +42,15 @@ def search_once(agents, tasks, sandbox, search, seed, budget):
     rng = np.random.default_rng(derive_seed(seed, "bench-select"))
     gens = {n: torch.Generator().manual_seed(derive_seed(seed, "bench-gen", n)) for n in agents}
     t0 = time.perf_counter()
-    roots, _ = mars2.grow_trees(tree, tasks, agents, sandbox, search, rng, budget=budget, generators=gens)
-    nodes = mars2.program_nodes(tree, roots)
+    roots, _ = grow_trees(tree, tasks, agents, sandbox, search, rng, budget=budget, generators=gens)
+    nodes = program_nodes(tree, roots)
     task_of = {int(r): t for r, t in zip(roots, tasks)}
     priv = sandbox.run_many(
         [(tree.payloads[i].data["program"], task_of[int(tree.root_of()[i])]) for i in nodes], "private"
     )
     ok = np.array([r.status == "passed" for r in priv])
-    m = mars2.tree_metrics(tree, roots, ok, "b")
-    mf = mars2.family_metrics(tree, roots, tasks, ok, "b")
+    m = tree_metrics(tree, roots, ok, "b")
+    mf = family_metrics(tree, roots, tasks, ok, "b")
     by_family = {f: (mf[f"b/{f}/pass@1"], mf[f"b/{f}/pass@N"]) for f in task_families(tasks)}
     return m["b/pass@1"], m["b/pass@N"], time.perf_counter() - t0, by_family
 
@@ -58,7 +63,7 @@ def refine_vs_fresh(agents, tasks, sandbox, search, k, seed):
     fresh = {}
     for name, agent in agents.items():
         requests = [(t, None, []) for t in tasks for _ in range(k)]
-        _, progs = mars2.write_programs(agent, mars2.style_of(search, name), requests, search, gens[name])
+        _, progs = write_programs(agent, style_of(search, name), requests, search, gens[name])
         res = sandbox.run_many([(p, t) for p, (t, _, _) in zip(progs, requests)], "public")
         ok = np.array([r.fraction >= search.solved_at for r in res]).reshape(len(tasks), k)
         fresh[name] = (progs, res, ok)
@@ -69,9 +74,7 @@ def refine_vs_fresh(agents, tasks, sandbox, search, k, seed):
             continue
         for refiner, agent in agents.items():
             requests = [(tasks[i // k], progs[i], failures_of(res[i])) for i in failed]
-            _, fixed = mars2.write_programs(
-                agent, mars2.style_of(search, refiner), requests, search, gens[refiner]
-            )
+            _, fixed = write_programs(agent, style_of(search, refiner), requests, search, gens[refiner])
             res2 = sandbox.run_many([(p, t) for p, (t, _, _) in zip(fixed, requests)], "public")
             solved = np.array([r.fraction >= search.solved_at for r in res2])
             base = np.array([fresh[refiner][2][i // k].mean() for i in failed])
@@ -123,8 +126,8 @@ def main() -> None:
     )
     torch.set_num_threads(max(cfg.run.threads, 1))
     runner = Runner(cfg, cfg.run, "mars2", resume=args.run_dir)
-    agents = mars2.build_agents(cfg, runner)
-    train_tasks, heldout = mars2.load_tasks(cfg.tasks)
+    agents = make_agents(cfg, runner.cache_dir)
+    train_tasks, heldout = load_tasks(cfg.tasks)
     budget = args.budget or cfg.search.nodes_per_tree
     with Sandbox(cfg.sandbox) as sandbox:
         if args.run_dir and args.step:
@@ -135,7 +138,15 @@ def main() -> None:
         elif args.run_dir:
             print(f"agents from {args.run_dir} step {runner.load_latest(agents)}")
         else:
-            mars2.warm_start(cfg, agents, train_tasks, sandbox, runner.cache_dir)
+            warm_start(
+                agents,
+                train_tasks,
+                sandbox,
+                cfg.warmstart,
+                cfg.search,
+                seed=cfg.run.seed,
+                cache_dir=runner.cache_dir,
+            )
             print("agents: warm-started (cached)")
         print(
             f"{len(heldout)} held-out problems, {budget} nodes per tree, {args.seeds} seeds, "
@@ -145,7 +156,7 @@ def main() -> None:
         fams = task_families(heldout)
         count = {f: sum(t.meta.get("family") == f for t in heldout) for f in fams}
         for sel in selections:
-            search = mars2.SearchConfig(**{**cfg.search.__dict__, "selection": sel})
+            search = SearchConfig(**{**cfg.search.__dict__, "selection": sel})
             runs = [search_once(agents, heldout, sandbox, search, s, budget) for s in range(args.seeds)]
             res = np.array([r[:3] for r in runs])
             # (seeds, 1 + families, 2): all problems, then each family's

@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from search.loaders import load_humaneval  # noqa: E402
 from search.sandbox import Sandbox, SandboxConfig  # noqa: E402
-from search.tasks import load_humaneval  # noqa: E402
 
 
 class _NoReturns(ast.NodeTransformer):

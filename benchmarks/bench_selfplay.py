@@ -2,7 +2,7 @@
 
     python benchmarks/bench_selfplay.py [--games 512] [--repeats 5] [--threads 1] [--prompt-format state]
 
-Runs ``games.selfplay.play_step`` (the exact path training uses: per ply, all pending decisions of
+Runs ``games.selfplay_env.play_step`` (the exact path training uses: per ply, all pending decisions of
 the learner in one ``Agent.act`` call under the legal-action mask, the random player for the other
 seat, every learner decision recorded as a TurnTree node, rewards set at the end) and prints
 decisions/s (learner + opponent decisions, and learner only), with the share of time spent inside
@@ -24,11 +24,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from games.league import SnapshotPool  # noqa: E402
 from games.opponents import RandomPlayer  # noqa: E402
-from games.selfplay import MatchupConfig, SelfPlayConfig, build_agents, play_step  # noqa: E402
+from games.selfplay import SelfPlayConfig  # noqa: E402
+from games.selfplay_env import MatchupConfig, play_step  # noqa: E402
 from games.text import GameConfig  # noqa: E402
 from marl.config import AgentConfig, RunSettings, SamplingConfig  # noqa: E402
 from marl.policies import PolicyConfig  # noqa: E402
 from marl.runner import Runner  # noqa: E402
+from marl.scenario import make_agents  # noqa: E402
 from marl.tree import TurnTree  # noqa: E402
 
 
@@ -56,7 +58,7 @@ def main() -> None:
         matchups=[MatchupConfig(["lm", "random"], args.games)],
     )
     runner = Runner(cfg, cfg.run, "selfplay")
-    agents = build_agents(cfg, runner)
+    agents = make_agents(cfg, runner.cache_dir)
     agent = agents["lm"]
     league = SnapshotPool({"lm": agent.policy})
     gen_time = [0.0]
@@ -76,7 +78,19 @@ def main() -> None:
         tree = TurnTree(["lm"])
         gen_time[0] = 0.0
         t0 = time.perf_counter()
-        played = play_step(cfg, agents, {"random": RandomPlayer()}, league, tree, rng)
+        played = play_step(
+            tree,
+            agents,
+            {"random": RandomPlayer()},
+            league,
+            rng,
+            game=cfg.game,
+            matchups=cfg.matchups,
+            group_size=cfg.group_size,
+            invalid=cfg.invalid,
+            prompt=cfg.prompt,
+            hash_states=False,
+        )
         dt = time.perf_counter() - t0
         if r == 0:
             continue  # warm-up

@@ -1,10 +1,13 @@
 """Batched play between any players, round-robin tournaments, and their reports (markdown, JSON, PNG).
 
-``play_games`` advances all games together: each round it gathers every pending decision, groups
-them by player object (so one LLM sitting in both seats of self-play gets one batched call), calls
-``act`` once per player, parses each output with ``parse_action`` and applies it. Unparseable output
-follows ``InvalidActionConfig``: retry (ask again next round) or forfeit (offender gets the penalty,
-the opponent the win). A misbehaving model can lose games; it cannot crash the run.
+``play`` is the game engine every scenario shares: it advances all games together; each round it
+gathers every pending decision, groups them by player object (so one LLM sitting in both seats of
+self-play gets one batched call), calls ``act`` once per player, parses each output with
+``parse_action`` and applies it. Unparseable output follows ``InvalidActionConfig``: retry (ask again
+next round) or forfeit (offender gets the penalty, the opponent the win). A misbehaving model can lose
+games; it cannot crash the run. A hook sees every batch of decisions before it is applied (self-play
+records its learners' decisions into the turn tree there). ``play_games`` plays ``n`` seeded games
+between fixed seats.
 
 ``round_robin`` plays every pairing equally often in both seats (the two halves share game seeds,
 so chance games such as poker are dealt identically with the seats swapped), then fits Bradley–Terry
@@ -19,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +31,7 @@ import numpy as np
 from games.opponents import Player
 from games.parsing import InvalidActionConfig, forfeit_returns, parse_action
 from games.ratings import bootstrap_ci, fit_bradley_terry
-from games.text import GameConfig, make_game
+from games.text import GameConfig, TextGame, make_game
 
 logger = logging.getLogger(__name__)
 
@@ -60,53 +63,63 @@ def _seeds(seed: int, n: int) -> list[int]:
     return [int(s) for s in np.random.default_rng([seed, 0]).integers(0, 2**31 - 1, size=n)]
 
 
-def play_games(
-    game_cfg: GameConfig | str,
-    players: Sequence[Player],
-    n_games: int,
-    seed: int = 0,
-    invalid: InvalidActionConfig | None = None,
-) -> list[GameRecord]:
-    """Play ``n_games`` (B) games, ``players[s]`` in seat s, all advancing together; one record per game.
+TurnHook = Callable[[Player, list[int], list[int], list[str], list[str | None]], None]
+"""``hook(player, games, seats, outputs, actions)``: called after each batched ``act`` with the game
+indices, the seats, the raw outputs and their parsed actions (None = invalid), before any is
+applied, so the games still show the states the player saw."""
 
-    Game b is ``make_game(game_cfg, seeds[b])`` with seeds drawn from ``seed``; players' randomness
-    comes from one generator also derived from ``seed``, so the same seed replays the same games.
+
+def play(
+    games: Sequence[TextGame],
+    seats: Sequence[Sequence[Player]],
+    rng: np.random.Generator,
+    invalid: InvalidActionConfig | None = None,
+    *,
+    on_turns: TurnHook | None = None,
+) -> list[GameRecord]:
+    """Play the games to the end, all advancing together (mutates them); one record per game.
+
+    ``seats[b][p]`` is the player in seat ``p`` of game ``b``. Each round gathers every active
+    game's pending decision and groups them by player object, so one player answers all of its
+    pending decisions in one ``act`` call (a learner in both seats of self-play included); each
+    output goes through ``parse_action`` (never raises, never returns an illegal action), then
+    ``invalid``'s rule: retry (ask again next round) or forfeit (offender gets the penalty, the
+    others share its opposite). A misbehaving player can lose games; it cannot crash the run.
+    ``on_turns`` sees every batch of decisions (see ``TurnHook``): self-play records a learner's
+    decisions into its turn tree there.
     """
     invalid = invalid or InvalidActionConfig()
-    if n_games < 0:
-        raise ValueError(f"n_games must be >= 0, got {n_games}")
-    seeds = _seeds(seed, n_games)
-    games = [make_game(game_cfg, s) for s in seeds]
-    if games and len(players) != games[0].num_players:
-        raise ValueError(
-            f"{games[0].name} has {games[0].num_players} seats but {len(players)} players were given; "
-            f"pass one player per seat"
-        )
-    names = [p.name for p in players]
-    records = [GameRecord(seed=s, seats=list(names)) for s in seeds]
-    attempts = [0] * n_games
-    rng = np.random.default_rng([seed, 1])
-    active = [b for b in range(n_games) if not games[b].is_terminal()]
-    t0 = time.perf_counter()
-    decisions = 0
+    records = [
+        GameRecord(seed=getattr(g, "seed", -1), seats=[p.name for p in seats[b]]) for b, g in enumerate(games)
+    ]
+    for b, g in enumerate(games):
+        if len(seats[b]) != g.num_players:
+            raise ValueError(
+                f"{g.name} has {g.num_players} seats but game {b} was given {len(seats[b])} players; "
+                "pass one player per seat"
+            )
+    attempts = [0] * len(games)
+    active = [b for b in range(len(games)) if not games[b].is_terminal()]
     while active:
         groups: dict[int, list[int]] = {}  # id(player) -> game indices, in game order
         for b in active:
-            groups.setdefault(id(players[games[b].current_player()]), []).append(b)
+            groups.setdefault(id(seats[b][games[b].current_player()]), []).append(b)
         done: set[int] = set()
         for idx in groups.values():
-            seats = [games[b].current_player() for b in idx]
-            player = players[seats[0]]
-            outputs = player.act([games[b] for b in idx], seats, rng)
+            turn_seats = [games[b].current_player() for b in idx]
+            player = seats[idx[0]][turn_seats[0]]
+            legal = [games[b].legal_actions() for b in idx]
+            outputs = player.act([games[b] for b in idx], turn_seats, rng)
             if len(outputs) != len(idx):
                 raise ValueError(
                     f"player {player.name!r} returned {len(outputs)} outputs for {len(idx)} decisions"
                 )
-            decisions += len(idx)
-            for b, seat, raw in zip(idx, seats, outputs):
+            actions = [parse_action(raw, ok) for raw, ok in zip(outputs, legal)]
+            if on_turns is not None:
+                on_turns(player, idx, turn_seats, list(outputs), actions)
+            for b, seat, raw, action in zip(idx, turn_seats, outputs, actions):
                 g, rec = games[b], records[b]
                 rec.num_decisions += 1
-                action = parse_action(raw, g.legal_actions())
                 if action is None:
                     rec.invalid.append((seat, str(raw)[:RAW_KEEP]))
                     attempts[b] += 1
@@ -125,6 +138,35 @@ def play_games(
     for b, g in enumerate(games):
         if not records[b].returns:  # terminal from the start
             records[b].returns = g.returns()
+    return records
+
+
+def play_games(
+    game_cfg: GameConfig | str,
+    players: Sequence[Player],
+    n_games: int,
+    seed: int = 0,
+    invalid: InvalidActionConfig | None = None,
+) -> list[GameRecord]:
+    """Play ``n_games`` (B) games, ``players[s]`` in seat s, all advancing together; one record per game.
+
+    Game b is ``make_game(game_cfg, seeds[b])`` with seeds drawn from ``seed``; players' randomness
+    comes from one generator also derived from ``seed``, so the same seed replays the same games.
+    """
+    if n_games < 0:
+        raise ValueError(f"n_games must be >= 0, got {n_games}")
+    seeds = _seeds(seed, n_games)
+    games = [make_game(game_cfg, s) for s in seeds]
+    if games and len(players) != games[0].num_players:
+        raise ValueError(
+            f"{games[0].name} has {games[0].num_players} seats but {len(players)} players were given; "
+            f"pass one player per seat"
+        )
+    t0 = time.perf_counter()
+    records = play(games, [players] * n_games, np.random.default_rng([seed, 1]), invalid)
+    for rec, s in zip(records, seeds):
+        rec.seed = s
+    decisions = sum(r.num_decisions for r in records)
     dt = time.perf_counter() - t0
     logger.info(
         "played %d games, %d decisions, %.0f decisions/s", n_games, decisions, decisions / max(dt, 1e-9)

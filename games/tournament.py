@@ -40,6 +40,8 @@ SPEC_KINDS = ("random", "mcts-N", "cfr-N", "run:PATH[:AGENT]", "hf:PATH")
 class TournamentConfig:
     """A round robin between any players and where its reports go."""
 
+    recipe: str = "tournament"
+    """Config kind (selects this schema); run it with ``marl tournament CONFIG``."""
     game: GameConfig = field(default_factory=GameConfig)
     """The game (and, for hf: players, the prompt style and legal-action mask)."""
     players: list[str] = field(default_factory=list)
@@ -104,7 +106,8 @@ def _runs(pattern: str) -> list[Path]:
 
 def run_player(spec: str, cfg: TournamentConfig) -> tuple[str, Player]:
     """``run:PATH[:AGENT]`` -> (display name, LLM player with the run's latest weights and settings)."""
-    from games.selfplay import SelfPlayConfig, llm_player
+    from games.selfplay import SelfPlayConfig
+    from games.selfplay_env import llm_player
     from marl.agent import Agent
     from marl.config import load_config, peek_yaml_key
 
@@ -146,7 +149,7 @@ def run_player(spec: str, cfg: TournamentConfig) -> tuple[str, Player]:
     load_model(agent.model, str(weights), strict=True)
     agent.model.eval()
     name = f"{path.name}/{agent_name}"
-    return name, llm_player(name, agent, run_cfg, greedy=cfg.greedy)
+    return name, llm_player(name, agent, run_cfg.prompt, greedy=cfg.greedy)
 
 
 def hf_player(spec: str, cfg: TournamentConfig) -> tuple[str, Player]:
@@ -213,3 +216,15 @@ def run_tournament(cfg: TournamentConfig) -> tuple[TournamentResult, Path]:
     result.plot(out / "tournament.png")
     logger.info("tournament of %d players in %.1fs -> %s", len(players), time.perf_counter() - t0, out)
     return result, out
+
+
+def run(cfg: TournamentConfig) -> str:
+    """The ``marl tournament`` command: play, write the reports, return the summary to print."""
+    result, out = run_tournament(cfg)
+    return (
+        f"{result.to_markdown()}\nreports: {out / 'tournament.md'}  {out / 'tournament.json'}  "
+        f"{out / 'tournament.png'}"
+    )
+
+
+Config = TournamentConfig

@@ -11,6 +11,7 @@ import copy
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,13 @@ from safetensors.torch import load_model, save_model
 from marl.config import AgentConfig, NormalizerConfig, OptimConfig
 from marl.credit.normalizers import Normalizer, make_normalizer
 from marl.losses import aggregation_norm, clip_grad_norm, micro_batches, total_loss
-from marl.policies import Policy, load_policy
+from marl.policies import Policy, frozen_copy, load_policy
 from marl.types import Generation, SampleBatch
 
 logger = logging.getLogger(__name__)
+
+OWN = object()
+"""``Agent.act(generator=OWN)``: sample with the agent's own generator."""
 
 
 def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, schedule: str, min_lr_ratio: float) -> float:
@@ -109,36 +113,47 @@ class Agent:
         params = [p for p in self.model.parameters() if p.requires_grad]
         updates_per_step = cfg.ppo_epochs * cfg.mini_batches
         self.optimizer, self.scheduler = build_optimizer(params, cfg.optim, total_steps * updates_per_step)
-        self.reference: Policy | None = None
-        if cfg.loss.kl_coef > 0:
-            self.reference = copy.copy(self.policy)
-            self.reference.model = copy.deepcopy(self.model).eval()
-            for p in self.reference.model.parameters():
-                p.requires_grad_(False)
+        self.updates_per_step = updates_per_step
+        self.reference: Policy | None = frozen_copy(self.policy) if cfg.loss.kl_coef > 0 else None
         self.normalizer = make_agent_normalizer(cfg.normalizer)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.num_trainable = sum(p.numel() for p in params)
 
     # ---------------------------------------------------------------- acting
-    def act(self, prompts: list[list[int]], *, logits_processor=None, greedy: bool = False) -> Generation:
-        """One batched generation call for every pending prompt of this agent."""
+    def act(
+        self, prompts: list[list[int]], *, logits_processor=None, greedy: bool = False, generator: Any = OWN
+    ) -> Generation:
+        """One batched generation call for every pending prompt of this agent, with its sampling
+        settings. ``generator``: the agent's own (default: training rollouts), or another one (or
+        None) so that evaluation never shifts the training stream."""
         s = self.cfg.sampling
         return self.policy.generate(
             prompts,
             max_new_tokens=s.max_new_tokens,
             temperature=0.0 if greedy else s.temperature,
             top_p=1.0 if greedy else s.top_p,
-            generator=self.generator,
+            generator=self.generator if generator is OWN else generator,
             logits_processor=logits_processor,
         )
 
     # ---------------------------------------------------------------- learning
-    def learn(self, batch: SampleBatch) -> dict[str, float]:
-        """PPO-style update(s) on this agent's own samples; returns metrics (floats)."""
+    def learn(
+        self, batch: SampleBatch, *, step: int | None = None, measure_kl: bool = False
+    ) -> dict[str, float]:
+        """PPO-style update(s) on this agent's own samples; returns metrics (floats).
+
+        ``step`` (1-based training step of the run) places the learning-rate schedule: the ``u``-th
+        update of this call uses the rate of update ``(step - 1) * U + u`` (``U = ppo_epochs x
+        mini_batches``), however many times a recipe calls ``learn`` in one step; without it the
+        schedule advances by one per update. ``measure_kl`` adds ``policy_kl``: the mean per-token
+        KL (k3) from the policy that sampled the batch to the updated one, one extra forward pass.
+        """
         if len(batch) == 0:
             return {"samples": 0.0}
         cfg = self.cfg
+        if step is not None:
+            self._place_schedule((step - 1) * self.updates_per_step)
         batch = _normalize_rows(batch, self.normalizer)
         temperature = cfg.sampling.temperature if cfg.sampling.temperature > 0 else 1.0
         n = len(batch)
@@ -151,7 +166,7 @@ class Agent:
                 if mb_idx.numel() == 0:
                     continue
                 mb = batch.select(mb_idx)
-                norm = aggregation_norm(mb.loss_mask)
+                norm = aggregation_norm(mb.loss_mask, max_len=cfg.loss.sum_norm_max_len)
                 lengths = mb.attention_mask.sum(1).numpy()
                 self.optimizer.zero_grad(set_to_none=True)
                 stats_acc: dict[str, float] = {}
@@ -202,7 +217,33 @@ class Agent:
         out["lr"] = float(self.scheduler.get_last_lr()[0])
         out["samples"] = float(n)
         out["tokens"] = float(batch.loss_mask.sum())
+        if measure_kl:
+            out["policy_kl"] = self.policy_kl(batch, temperature)
         return out
+
+    def _place_schedule(self, update: int) -> None:
+        """Set the learning rate to the schedule's value at optimizer update ``update`` (0-based)."""
+        if self.scheduler.last_epoch != update:
+            self.scheduler.last_epoch = update - 1
+            self.scheduler.step()
+
+    @torch.no_grad()
+    def policy_kl(self, batch: SampleBatch, temperature: float = 1.0) -> float:
+        """Mean per-token ``k3`` KL from the sampling policy (``old_logprobs``) to the current one over
+        the batch's completion tokens: ``mean(e^d - d - 1)``, ``d = log pi_old - log pi``."""
+        total, count = 0.0, 0.0
+        for micro in micro_batches(batch.attention_mask.sum(1).numpy(), self.cfg.micro_batch_tokens):
+            sub = batch.select(torch.as_tensor(np.asarray(micro), dtype=torch.long))
+            t = int(sub.attention_mask.sum(1).max())
+            allowed = None if sub.allowed_ids is None else sub.allowed_ids[:, :t]
+            logp = self.policy.token_logprobs(
+                sub.input_ids[:, :t], sub.attention_mask[:, :t], temperature=temperature, allowed_ids=allowed
+            )
+            mask = sub.loss_mask[:, :t]
+            d = (sub.old_logprobs[:, :t] - logp).clamp(-20.0, 20.0)
+            total += float(((d.exp() - d - 1.0) * mask).sum())
+            count += float(mask.sum())
+        return total / max(count, 1.0)
 
     # ---------------------------------------------------------------- state
     def save(self, folder: str | Path) -> None:

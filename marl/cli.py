@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from marl.config import ConfigError, load_config, peek_yaml_key, to_yaml
+from marl.credit.config import RETIRED_KEYS as CREDIT_RETIRED_KEYS
 
 EXAMPLES = """examples:
   marl train configs/single_turn.yaml
@@ -20,7 +21,7 @@ EXAMPLES = """examples:
 """
 
 
-def _schema_for(config: str | None, resume: str | None):
+def _schema_for(config: str | None, resume: str | None, default: str | None = None):
     from marl.recipes import get_recipe
 
     yaml_paths: list[str] = []
@@ -35,25 +36,41 @@ def _schema_for(config: str | None, resume: str | None):
         raise ConfigError("give a CONFIG file or --resume RUN_DIR")
     if not Path(yaml_paths[-1]).is_file():
         raise ConfigError(f"config file not found: {yaml_paths[-1]}")
-    recipe_name = peek_yaml_key(yaml_paths[-1], "recipe")
+    recipe_name = peek_yaml_key(yaml_paths[-1], "recipe", default)
     if recipe_name is None:
         raise ConfigError(f"{yaml_paths[-1]}: missing required value 'recipe' (the recipe to run)")
-    recipe = get_recipe(recipe_name)
+    try:
+        recipe = get_recipe(recipe_name)
+    except ValueError as exc:
+        raise ConfigError(f"{yaml_paths[-1]}: {exc}") from None
     return recipe, recipe_name, yaml_paths
 
 
-def _load(args):
-    recipe, name, paths = _schema_for(getattr(args, "config", None), getattr(args, "resume", None))
-    cfg = load_config(recipe.Config, paths, args.overrides)
+def _load(args, default: str | None = None):
+    recipe, name, paths = _schema_for(getattr(args, "config", None), getattr(args, "resume", None), default)
+    retired = {**CREDIT_RETIRED_KEYS, **getattr(recipe, "RETIRED_KEYS", {})}
+    cfg = load_config(recipe.Config, paths, args.overrides, retired=retired)
+    if cfg.recipe != name:
+        raise ConfigError(
+            f"recipe '{cfg.recipe}' does not match the config file's '{name}': the file's recipe picks the "
+            "schema, so change the recipe in the file, not by an override"
+        )
     return recipe, name, cfg
+
+
+def _training_recipe(recipe, name: str, where: str):
+    if not hasattr(recipe, "train"):
+        raise ConfigError(f"{where}: a '{name}' config is not trained; run it with `marl {name} {where}`")
+    return recipe
 
 
 def cmd_train(args) -> int:
     from marl.runner import Runner
 
     recipe, name, cfg = _load(args)
+    _training_recipe(recipe, name, args.config or args.resume)
     print(to_yaml(cfg))
-    runner = Runner(cfg, cfg.run, name, resume=args.resume)
+    runner = Runner(cfg, cfg.run, cfg.recipe, resume=args.resume)
     print(f"run directory: {runner.dir}", flush=True)
     last = recipe.train(cfg, runner)
     summary = {k: round(v, 4) for k, v in last.items() if k.startswith("eval/")}
@@ -68,7 +85,8 @@ def cmd_eval(args) -> int:
     args.resume = str(run_dir)
     args.config = None
     recipe, name, cfg = _load(args)
-    runner = Runner(cfg, cfg.run, name, resume=run_dir)
+    _training_recipe(recipe, name, str(run_dir))
+    runner = Runner(cfg, cfg.run, cfg.recipe, resume=run_dir)
     metrics = recipe.evaluate_run(cfg, runner)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -81,13 +99,12 @@ def cmd_show_config(args) -> int:
 
 
 def cmd_tournament(args) -> int:
-    from games.tournament import TournamentConfig, run_tournament
-
-    cfg = load_config(TournamentConfig, [args.config], args.overrides)
+    args.resume = None
+    recipe, name, cfg = _load(args, default="tournament")
+    if not hasattr(recipe, "run"):
+        raise ConfigError(f"{args.config}: a '{name}' config is trained: `marl train {args.config}`")
     print(to_yaml(cfg))
-    result, out = run_tournament(cfg)
-    print(result.to_markdown())
-    print(f"reports: {out / 'tournament.md'}  {out / 'tournament.json'}  {out / 'tournament.png'}")
+    print(recipe.run(cfg))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,7 @@ class RunSettings:
     keep_checkpoints: int = 2
     """How many of the most recent checkpoints to keep."""
     eval_every: int = 10
-    """Evaluate every this many steps (and at step 0 and the end); 0 disables."""
+    """Evaluate every this many steps (and at step 0 and the end); 0 disables evaluation."""
     threads: int = 0
     """torch intra-op threads; 0 = leave torch's default."""
     cache_dir: str = ""
@@ -190,9 +191,13 @@ def _valid_keys(schema: type, full_key: str) -> list[str]:
     return []
 
 
-def _explain(exc: OmegaConfBaseException, schema: type, where: str) -> ConfigError:
+def _explain(
+    exc: OmegaConfBaseException, schema: type, where: str, retired: Mapping[str, str] | None = None
+) -> ConfigError:
     full_key = getattr(exc, "full_key", None) or ""
     msg = str(exc).splitlines()[0]
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and retired and full_key in retired:
+        return ConfigError(f"{where}: '{full_key}' is no longer a key: {retired[full_key]}")
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
         valid = ", ".join(_valid_keys(schema, full_key)) or "?"
         return ConfigError(f"{where}: unknown key '{full_key}'. Valid keys at this level: {valid}")
@@ -205,12 +210,20 @@ def _explain(exc: OmegaConfBaseException, schema: type, where: str) -> ConfigErr
     return ConfigError(f"{where}: {full_key}: {msg}")
 
 
-def load_config(schema: type, yaml_paths: list[str | Path] = (), overrides: list[str] = ()) -> Any:
+def load_config(
+    schema: type,
+    yaml_paths: list[str | Path] = (),
+    overrides: list[str] = (),
+    *,
+    retired: Mapping[str, str] | None = None,
+) -> Any:
     """Merge YAML files and ``key=value`` overrides onto ``schema`` and return the dataclass object.
 
     Raises ``ConfigError`` naming the full key path for an unknown key, a wrong type or a
-    missing required value. An override ``key={}`` empties the mapping at ``key``.
+    missing required value; a key of ``retired`` (an old key -> what replaced it) is named with its
+    replacement. An override ``key={}`` empties the mapping at ``key``.
     """
+    retired = {k: (v if " " in v else f"use '{v}'") for k, v in (retired or {}).items()}
     base = OmegaConf.structured(schema)  # dataclass nodes are in struct mode; agent dicts stay open
     merged = base
     for path in yaml_paths:
@@ -224,7 +237,7 @@ def load_config(schema: type, yaml_paths: list[str | Path] = (), overrides: list
         try:
             merged = OmegaConf.merge(merged, data)
         except OmegaConfBaseException as exc:
-            raise _explain(exc, schema, str(path)) from None
+            raise _explain(exc, schema, str(path), retired) from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (for example run.seed=3)")
@@ -235,11 +248,11 @@ def load_config(schema: type, yaml_paths: list[str | Path] = (), overrides: list
             else:
                 merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
-            raise _explain(exc, schema, f"override '{item}'") from None
+            raise _explain(exc, schema, f"override '{item}'", retired) from None
     try:
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        raise _explain(exc, schema, "config") from None
+        raise _explain(exc, schema, "config", retired) from None
     validate(obj)
     return obj
 
@@ -252,7 +265,7 @@ def validate(obj: Any, path: str = "") -> None:
             try:
                 check()
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{path or '<root>'}: {exc}") from None
+                raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
         for f in dataclasses.fields(obj):
             validate(getattr(obj, f.name), f"{path}.{f.name}" if path else f.name)
     elif isinstance(obj, dict):

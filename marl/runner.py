@@ -4,11 +4,14 @@ evaluation schedule, checkpoint/resume and the final export.
 A recipe keeps its loop visible in one function and calls the runner at the edges::
 
     start = runner.restore(agents, extra={...})      # 0 for a fresh run
+    if start == 0 and runner.should_eval(0):
+        runner.log(0, evaluate(...))
     for step in runner.steps(start):                 # 1 .. cfg.run.steps
         ...grow tree, credit, learn...
-        runner.log(step, metrics)
-        runner.maybe_checkpoint(step, agents, extra={...})
-    runner.finish(agents)
+        if runner.should_eval(step):
+            metrics.update(evaluate(...))
+        runner.end_step(step, metrics, agents, extra={...})   # log, checkpoint when due
+    return runner.finish(agents)                     # export, plots; the last step's metrics
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 
 from marl.config import RunSettings, to_yaml
-from marl.run import Checkpointer, MetricsLogger, plot_metrics
+from marl.rundir import Checkpointer, MetricsLogger, plot_metrics
 from marl.seeding import global_rng_state, seed_everything, set_global_rng_state
 
 logger = logging.getLogger(__name__)
@@ -73,6 +76,7 @@ class Runner:
         self.metrics: MetricsLogger | None = None
         self._bar = None
         self._t_step = time.perf_counter()
+        self.last_metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------- resume
     def restore(self, agents: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> int:
@@ -117,14 +121,17 @@ class Runner:
             self._bar = None
 
     def should_eval(self, step: int) -> bool:
+        """Whether the schedule evaluates after ``step`` (0: before training): every ``eval_every``
+        steps, at step 0 and at the last step; never when ``eval_every`` is 0."""
         e = self.settings.eval_every
-        return step == self.settings.steps or (e > 0 and step % e == 0)
+        return e > 0 and (step == 0 or step == self.settings.steps or step % e == 0)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         assert self.metrics is not None, "call runner.restore(...) before logging"
         now = time.perf_counter()
         row = dict(metrics)
         if step > 0:
+            self.last_metrics = dict(metrics)
             row["time/step_s"] = now - self._t_step
         self._t_step = now
         self.metrics.log(step, row)
@@ -136,6 +143,13 @@ class Runner:
             self._bar.set_postfix(shown, refresh=False)
         else:
             logger.info("step %d %s", step, {k: round(v, 4) for k, v in metrics.items() if "eval/" in k})
+
+    def end_step(
+        self, step: int, metrics: Mapping[str, float], agents: Mapping[str, Any], extra: Mapping[str, Any]
+    ) -> None:
+        """The edge of every loop iteration: log the step's metrics, checkpoint when due."""
+        self.log(step, metrics)
+        self.maybe_checkpoint(step, agents, extra=extra)
 
     def maybe_checkpoint(
         self,
@@ -153,10 +167,12 @@ class Runner:
         }
         return self.ckpt.save(step, agents, state)
 
-    def finish(self, agents: Mapping[str, Any]) -> None:
-        """Export every agent with save_pretrained, draw the plots, close the logs."""
+    def finish(self, agents: Mapping[str, Any]) -> dict[str, float]:
+        """Export every agent with save_pretrained, draw the plots, close the logs; returns the metrics
+        of the last training step this process logged ({} when it logged none)."""
         if self.metrics is not None:
             self.metrics.close()
         for name, agent in agents.items():
             agent.export(self.dir / "export" / name)
         plot_metrics(self.dir)
+        return self.last_metrics

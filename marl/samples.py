@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,31 +83,15 @@ def tree_to_batches(
                 raise ValueError(
                     f"node {int(i)}: {len(p.logprobs)} log-probs for {len(p.completion_ids)} tokens"
                 )
-        lp = np.array([len(p.prompt_ids) for p in payloads], dtype=np.int64)
-        lc = np.array([len(p.completion_ids) for p in payloads], dtype=np.int64)
-        total = lp + lc
-        n, t_max = rows.shape[0], int(total.max(initial=0))
-        row_of = np.repeat(np.arange(n), total)
-        starts = np.concatenate([[0], np.cumsum(total)[:-1]])
-        col = np.arange(int(total.sum())) - np.repeat(starts, total)
-        is_comp = col >= np.repeat(lp, total)
-        tokens = (
-            np.concatenate(
-                [np.concatenate([np.asarray(p.prompt_ids), np.asarray(p.completion_ids)]) for p in payloads]
-            ).astype(np.int64)
-            if n
-            else np.zeros(0, np.int64)
-        )
-        logp = np.concatenate([np.asarray(p.logprobs, dtype=np.float64) for p in payloads])
-
-        input_ids = np.full((n, t_max), pad_id, dtype=np.int64)
-        input_ids[row_of, col] = tokens
-        attn = np.zeros((n, t_max), dtype=np.int64)
-        attn[row_of, col] = 1
-        loss = np.zeros((n, t_max), dtype=np.float32)
-        loss[row_of[is_comp], col[is_comp]] = 1.0
+        prompts = [np.asarray(p.prompt_ids) for p in payloads]
+        completions = [np.asarray(p.completion_ids) for p in payloads]
+        input_ids, attn, loss = pack_rows(prompts, completions, pad_id)
+        n, t_max = input_ids.shape
+        lp = np.array([len(x) for x in prompts], dtype=np.int64)
+        lc = np.array([len(x) for x in completions], dtype=np.int64)
+        is_comp = loss > 0
         old = np.zeros((n, t_max), dtype=np.float32)
-        old[row_of[is_comp], col[is_comp]] = logp
+        old[is_comp] = np.concatenate([np.asarray(p.logprobs, dtype=np.float64) for p in payloads])
         adv_mat = np.zeros((n, t_max), dtype=np.float32)
         if per_token:
             tok_adv = [adv_list[r] for r in rows]
@@ -119,9 +104,9 @@ def tree_to_batches(
         else:
             flat = np.repeat(adv[rows], lc)
         if not np.isfinite(flat).all():
-            bad_row = row_of[is_comp][np.flatnonzero(~np.isfinite(flat))[0]]
+            bad_row = np.nonzero(is_comp)[0][np.flatnonzero(~np.isfinite(flat))[0]]
             raise ValueError(f"node {int(ids[bad_row])} has a non-finite advantage")
-        adv_mat[row_of[is_comp], col[is_comp]] = flat
+        adv_mat[is_comp] = flat
         allowed = _allowed_ids(payloads, lp, n, t_max)
         name = tree.agent_names[int(a)]
         out[name] = SampleBatch(
@@ -135,6 +120,40 @@ def tree_to_batches(
         )
         logger.debug("agent %s: %d samples, T=%d", name, n, t_max)
     return out
+
+
+def right_pad(rows: Sequence[np.ndarray], value: float = 0, dtype=np.int64) -> np.ndarray:
+    """``(N, T_max)`` array holding each 1-D row at the left of its line, ``value`` after it."""
+    lens = np.array([len(r) for r in rows], dtype=np.int64)
+    out = np.full((len(rows), int(lens.max(initial=0))), value, dtype=dtype)
+    if lens.sum():
+        out[np.arange(out.shape[1])[None, :] < lens[:, None]] = np.concatenate(
+            [np.asarray(r).reshape(-1) for r in rows]
+        )
+    return out
+
+
+def pack_rows(
+    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prompt + completion rows, right-padded: ``input_ids`` (N, T) int64 (``pad_id`` after each row),
+    ``attention_mask`` (N, T) int64 (1 on real tokens), ``loss_mask`` (N, T) float32 (1 on the
+    completion's tokens)."""
+    rows = [
+        np.concatenate([np.asarray(p, dtype=np.int64), np.asarray(c, dtype=np.int64)])
+        for p, c in zip(prompts, completions)
+    ]
+    input_ids = right_pad(rows, pad_id, np.int64)
+    attn = right_pad([np.ones(len(r), np.int64) for r in rows], 0, np.int64)
+    loss = right_pad(
+        [
+            np.concatenate([np.zeros(len(p), np.float32), np.ones(len(c), np.float32)])
+            for p, c in zip(prompts, completions)
+        ],
+        0.0,
+        np.float32,
+    )
+    return input_ids, attn, loss
 
 
 def _allowed_ids(payloads: list, prompt_lens: np.ndarray, n: int, t_max: int) -> torch.Tensor | None:
@@ -155,3 +174,62 @@ def _allowed_ids(payloads: list, prompt_lens: np.ndarray, n: int, t_max: int) ->
         start = int(prompt_lens[r])
         out[r, start : start + tc, : a.shape[1]] = a
     return torch.from_numpy(out)
+
+
+class SampleBuffer:
+    """FIFO of one agent's samples, stored unpadded; ``pop`` re-pads a batch of the oldest rows.
+
+    For recipes whose agents contribute a varying number of samples per step (an agent chosen less
+    often by a search still trains on full batches). ``state_dict``/``load_state_dict`` let a
+    checkpoint carry the buffer across a crash.
+    """
+
+    KEYS = ("input_ids", "loss_mask", "old_logprobs", "advantages")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"buffer capacity ({capacity}) must be >= 1")
+        self.capacity = capacity
+        self.rows: list[dict[str, Any]] = []
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, batch: SampleBatch) -> None:
+        """Append every row of ``batch`` (mutates); beyond ``capacity`` the oldest rows go."""
+        lens = batch.attention_mask.sum(1).tolist()
+        for i, n in enumerate(lens):
+            row = {k: getattr(batch, k)[i, :n].clone() for k in self.KEYS}
+            row["node_id"] = int(batch.node_ids[i])
+            self.rows.append(row)
+        if len(self.rows) > self.capacity:
+            extra = len(self.rows) - self.capacity
+            self.dropped += extra
+            del self.rows[:extra]
+
+    def pop(self, n: int, pad_id: int = 0) -> SampleBatch:
+        """Remove and return the ``n`` oldest rows as a right-padded ``SampleBatch``."""
+        take, self.rows = self.rows[:n], self.rows[n:]
+
+        def pad(key: str, value: float, dtype) -> torch.Tensor:
+            return torch.from_numpy(right_pad([r[key].numpy() for r in take], value, dtype))
+
+        return SampleBatch(
+            input_ids=pad("input_ids", pad_id, np.int64),
+            attention_mask=torch.from_numpy(
+                right_pad([np.ones(len(r["input_ids"]), np.int64) for r in take])
+            ),
+            loss_mask=pad("loss_mask", 0.0, np.float32),
+            old_logprobs=pad("old_logprobs", 0.0, np.float32),
+            advantages=pad("advantages", 0.0, np.float32),
+            node_ids=torch.tensor([r["node_id"] for r in take], dtype=torch.long),
+        )
+
+    def state_dict(self) -> dict:
+        return {"capacity": self.capacity, "rows": [dict(r) for r in self.rows], "dropped": self.dropped}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.capacity = int(d["capacity"])
+        self.rows = [dict(r) for r in d["rows"]]
+        self.dropped = int(d["dropped"])

@@ -49,6 +49,48 @@ KEY_FIELDS = ("node", "parent", "depth", "episode", "agent", "role", "turn", "gr
 _FORMAT_VERSION = 1
 
 
+def children_csr(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Children of every node in CSR form from a parent array ``(N,)`` (-1 = root): ``order`` holds
+    the non-root ids grouped by parent (id order inside a group), the children of ``v`` are
+    ``order[offsets[v]:offsets[v + 1]]``."""
+    p = np.asarray(parent, dtype=np.int64)
+    nonroot = np.flatnonzero(p >= 0)
+    order = nonroot[np.argsort(p[nonroot], kind="stable")]  # children grouped by parent, id order
+    offsets = np.zeros(p.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(p[nonroot], minlength=p.shape[0]), out=offsets[1:])
+    return order, offsets
+
+
+def depth_levels(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Node ids sorted by depth (id order inside a level) and the level bounds: the nodes at depth
+    ``d`` are ``order[bounds[d]:bounds[d + 1]]``."""
+    d = np.asarray(depth, dtype=np.int64)
+    order = np.argsort(d, kind="stable")
+    bounds = np.zeros(int(d.max(initial=-1)) + 2, dtype=np.int64)
+    np.cumsum(np.bincount(d), out=bounds[1:])
+    return order, bounds
+
+
+def subtree_sum(
+    parent: np.ndarray,
+    values: np.ndarray,
+    *,
+    depth: np.ndarray | None = None,
+    by_depth: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """(N,) sum of ``values`` over each node's subtree (the node included), from the parent array
+    (a parent before its children). One vectorised scatter-add per depth level, deepest first; give
+    ``depth`` or its ``depth_levels``. Floats stay floats (at least float64), integers int64."""
+    p = np.asarray(parent, dtype=np.int64)
+    v = np.asarray(values)
+    order, bounds = by_depth if by_depth is not None else depth_levels(depth)
+    acc = v.astype(np.result_type(v.dtype, np.float64) if v.dtype.kind == "f" else np.int64).copy()
+    for d in range(len(bounds) - 2, 0, -1):
+        lvl = order[bounds[d] : bounds[d + 1]]
+        np.add.at(acc, p[lvl], acc[lvl])
+    return acc
+
+
 class TurnTree:
     """Struct-of-arrays tree of turns.
 
@@ -316,16 +358,7 @@ class TurnTree:
         return self._cache[key]
 
     def _children_csr(self) -> tuple[np.ndarray, np.ndarray]:
-        def build() -> tuple[np.ndarray, np.ndarray]:
-            p = self.parent
-            nonroot = np.flatnonzero(p >= 0)
-            order = nonroot[np.argsort(p[nonroot], kind="stable")]  # children grouped by parent, id order
-            counts = np.bincount(p[nonroot], minlength=self._n)
-            offsets = np.zeros(self._n + 1, dtype=np.int64)
-            np.cumsum(counts, out=offsets[1:])
-            return order, offsets
-
-        return self._cached("csr", build)
+        return self._cached("csr", lambda: children_csr(self.parent))
 
     def num_children(self) -> np.ndarray:
         """(N,) number of children of every node."""
@@ -381,14 +414,7 @@ class TurnTree:
         return self._view("root")
 
     def _by_depth(self) -> tuple[np.ndarray, np.ndarray]:
-        def build() -> tuple[np.ndarray, np.ndarray]:
-            d = self.depth.astype(np.int64)
-            order = np.argsort(d, kind="stable")
-            bounds = np.zeros(int(d.max(initial=-1)) + 2, dtype=np.int64)
-            np.cumsum(np.bincount(d), out=bounds[1:])
-            return order, bounds
-
-        return self._cached("by_depth", build)
+        return self._cached("by_depth", lambda: depth_levels(self.depth))
 
     def subtree_sum(self, values: Any) -> np.ndarray:
         """(N,) sum of ``values`` over each node's subtree (the node included). One vectorised
@@ -396,13 +422,7 @@ class TurnTree:
         v = np.asarray(values)
         if v.shape != (self._n,):
             raise ValueError(f"subtree_sum: values must have shape ({self._n},), got {v.shape}")
-        acc = v.astype(np.result_type(v.dtype, np.float64) if v.dtype.kind == "f" else np.int64).copy()
-        order, bounds = self._by_depth()
-        p = self.parent
-        for d in range(len(bounds) - 2, 0, -1):
-            lvl = order[bounds[d] : bounds[d + 1]]
-            np.add.at(acc, p[lvl], acc[lvl])
-        return acc
+        return subtree_sum(self.parent, v, by_depth=self._by_depth())
 
     def subtree_size(self) -> np.ndarray:
         """(N,) number of nodes in each node's subtree (itself included)."""

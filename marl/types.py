@@ -32,6 +32,18 @@ class Generation:
     def completion(self, i: int) -> list[int]:
         return self.tokens[i, : int(self.lengths[i])].tolist()
 
+    def turn(self, i: int, prompt_ids, *, text: str = "", data: dict[str, Any] | None = None) -> Turn:
+        """Row ``i`` as a tree payload: the prompt, the completion, its sampling log-probs."""
+        n = int(self.lengths[i])
+        return Turn(
+            prompt_ids=np.asarray(prompt_ids, dtype=np.int32),
+            completion_ids=self.tokens[i, :n].numpy().astype(np.int32),
+            logprobs=self.logprobs[i, :n].numpy().astype(np.float32),
+            text=text,
+            finish_reason=self.finish_reasons[i],
+            data={} if data is None else data,
+        )
+
 
 @dataclass
 class Turn:

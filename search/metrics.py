@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from marl.tree import TurnTree
+from search.tasks import CodeTask, task_families
+
 
 def _tree_index(tree: np.ndarray, trees: np.ndarray) -> np.ndarray:
     trees = np.asarray(trees, dtype=np.int64)
@@ -117,4 +120,40 @@ def search_summary(
     out[f"{prefix}/nodes_to_first_success"] = (
         float(np.nanmean(first)) if np.isfinite(first).any() else float("nan")
     )
+    return out
+
+
+# ----------------------------------------------------------------------------- forests of search trees
+def program_nodes(tree: TurnTree, roots: np.ndarray) -> np.ndarray:
+    """Program (non-root) node ids of the given trees, in creation order."""
+    in_play = np.zeros(len(tree), dtype=bool)
+    in_play[roots] = True
+    return np.flatnonzero(in_play[tree.root_of()] & (tree.parent >= 0))
+
+
+def tree_metrics(
+    tree: TurnTree, roots: np.ndarray, private_pass: np.ndarray | None, prefix: str
+) -> dict[str, float]:
+    """pass@1 / pass@N / shares / nodes-to-first-success of the trees (private tests when given,
+    else "passes every public test" stands in for success)."""
+    nodes = program_nodes(tree, roots)
+    public = tree.reward[nodes]
+    success = public >= 1.0 if private_pass is None else private_pass
+    return search_summary(
+        tree.root_of()[nodes], public, success, tree.agent[nodes], roots, tree.agent_names, prefix=prefix
+    )
+
+
+def family_metrics(
+    tree: TurnTree, roots: np.ndarray, tasks: list[CodeTask], private_pass: np.ndarray, prefix: str
+) -> dict[str, float]:
+    """``{prefix}/{family}/pass@1`` and ``pass@N`` of the trees of each task family (``roots[i]`` is
+    the tree of ``tasks[i]``, ``private_pass`` follows ``program_nodes(tree, roots)``); {} when the
+    tasks have no families."""
+    nodes = program_nodes(tree, roots)
+    out = {}
+    for fam in task_families(tasks):
+        sub = roots[[t.meta["family"] == fam for t in tasks]]
+        m = tree_metrics(tree, sub, private_pass[np.isin(nodes, program_nodes(tree, sub))], "s")
+        out[f"{prefix}/{fam}/pass@1"], out[f"{prefix}/{fam}/pass@N"] = m["s/pass@1"], m["s/pass@N"]
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 STYLES = ("compact", "chat")
 ACTIONS = ("generate", "refine")
@@ -120,3 +121,17 @@ def extract_program(statement: str, completion: str, entry_point: str, style: st
     if entry_point and not re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.M):
         return statement + code
     return code
+
+
+def prompt_text(task, parent: str | None, failures, style: str, *, max_tests: int, max_chars: int) -> Any:
+    """The prompt of one expansion: a string (compact) or chat messages (chat)."""
+    if style == "chat":
+        return chat_messages(
+            task.prompt,
+            parent,
+            failures,
+            entry_point=task.entry_point,
+            max_tests=max_tests,
+            max_chars=max_chars,
+        )
+    return compact_prompt(task.prompt, parent, failures, max_tests=max_tests, max_chars=max_chars)

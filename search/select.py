@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from marl.tree import children_csr, depth_levels, subtree_sum
+
 METHODS = ("thompson", "uct", "independent")
 ACTIONS = ("any", "fresh", "refine")
 POSTERIORS = ("beta", "gaussian")
@@ -120,18 +122,6 @@ class ArmStats:
         return self.child_order[self.child_offsets[v] : self.child_offsets[v + 1]]
 
 
-def subtree_totals(parent: np.ndarray, depth: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """(N,) sum of ``values`` over each node's subtree (itself included); one scatter-add per depth
-    level, deepest first."""
-    parent = np.asarray(parent, dtype=np.int64)
-    depth = np.asarray(depth, dtype=np.int64)
-    acc = np.asarray(values, dtype=np.float64).copy()
-    for d in range(int(depth.max(initial=0)), 0, -1):
-        lvl = np.flatnonzero(depth == d)
-        np.add.at(acc, parent[lvl], acc[lvl])
-    return acc
-
-
 def arm_stats(
     parent: np.ndarray,
     depth: np.ndarray,
@@ -168,17 +158,27 @@ def arm_stats(
     gen_count = np.zeros((n, n_agents))
     np.add.at(gen_sum, (parent[child], agent[child]), r[child])
     np.add.at(gen_count, (parent[child], agent[child]), 1.0)
-    sub_sum = subtree_totals(parent, depth, r)
-    sub_count = subtree_totals(parent, depth, scored.astype(np.float64))
+    levels = depth_levels(depth)
+    sub_sum = subtree_sum(parent, r, by_depth=levels)
+    sub_count = subtree_sum(parent, scored.astype(np.float64), by_depth=levels)
     expandable = (depth < max_depth) & ((parent < 0) | (scored & (r < solved_at)))
-    open_below = subtree_totals(parent, depth, expandable.astype(np.float64)) > 0
-    nonroot = np.flatnonzero(parent >= 0)
-    order = nonroot[np.argsort(parent[nonroot], kind="stable")]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(parent[nonroot], minlength=n), out=offsets[1:])
+    open_below = subtree_sum(parent, expandable.astype(np.float64), by_depth=levels) > 0
+    order, offsets = children_csr(parent)
     return ArmStats(
         parent, depth, gen_sum, gen_count, sub_sum, sub_count, expandable, open_below, order, offsets
     )
+
+
+def add_virtual_loss(stats: ArmStats, node: int, agent: int) -> None:
+    """Count a pending expansion ``(node, agent)`` as a visit with reward 0 (mutates ``stats``): the
+    GEN arm ``(node, agent)`` and every CONT arm on the path from the root to ``node`` gain one
+    unscored-as-zero observation, so the next picks of the same round spread out (virtual loss, as
+    in parallel MCTS)."""
+    stats.gen_count[node, agent] += 1.0
+    u = int(node)
+    while u >= 0:
+        stats.sub_count[u] += 1.0
+        u = int(stats.parent[u])
 
 
 def forest_draw(

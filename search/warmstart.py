@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from search.prompts import chat_messages, compact_prompt, failures_of
+from marl.config import AgentConfig
+from marl.samples import pack_rows
+from marl.seeding import derive_seed
+from search.engine import SearchConfig, style_of
+from search.prompts import failures_of, prompt_text
+from search.tasks import CodeTask
 
 logger = logging.getLogger(__name__)
 
@@ -100,20 +105,6 @@ def reference_completion(statement: str, reference: str, style: str) -> str:
             f"statement {statement[:60]!r} is not a prefix of reference {reference[:60]!r}"
         )
     return reference[len(statement) :]
-
-
-def prompt_text(task, parent: str | None, failures, style: str, *, max_tests: int, max_chars: int) -> Any:
-    """The prompt of one expansion: a string (compact) or chat messages (chat)."""
-    if style == "chat":
-        return chat_messages(
-            task.prompt,
-            parent,
-            failures,
-            entry_point=task.entry_point,
-            max_tests=max_tests,
-            max_chars=max_chars,
-        )
-    return compact_prompt(task.prompt, parent, failures, max_tests=max_tests, max_chars=max_chars)
 
 
 def warmstart_texts(
@@ -189,13 +180,8 @@ def encode_pairs(
     """Token pairs: the prompt (``encode`` or ``encode_chat``, left-truncated to
     ``max_prompt_tokens`` when > 0) and the completion followed by the policy's stop token."""
     stop = policy.stop_ids[-1] if isinstance(pairs[0][0], list) else policy.eos_id
-    out = []
-    for prompt, completion in pairs:
-        p = policy.encode_chat(prompt) if isinstance(prompt, list) else policy.encode(prompt)
-        if max_prompt_tokens > 0 and len(p) > max_prompt_tokens:
-            p = p[-max_prompt_tokens:]
-        out.append((p, policy.encode(completion) + [stop]))
-    return out
+    prompts = policy.encode_prompts([p for p, _ in pairs], max_prompt_tokens)
+    return [(p, policy.encode(completion) + [stop]) for p, (_, completion) in zip(prompts, pairs)]
 
 
 # ----------------------------------------------------------------------------- training
@@ -206,15 +192,8 @@ def completion_cross_entropy(logprobs: torch.Tensor, loss_mask: torch.Tensor) ->
 
 def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
     """Right-padded ``(input_ids, attention_mask, loss_mask)``, each ``(B, T)``."""
-    t = max(len(p) + len(c) for p, c in pairs)
-    ids = torch.full((len(pairs), t), pad_id, dtype=torch.long)
-    att = torch.zeros((len(pairs), t), dtype=torch.long)
-    lm = torch.zeros((len(pairs), t), dtype=torch.float32)
-    for i, (p, c) in enumerate(pairs):
-        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-        att[i, : len(p) + len(c)] = 1
-        lm[i, len(p) : len(p) + len(c)] = 1.0
-    return ids, att, lm
+    ids, att, lm = pack_rows([p for p, _ in pairs], [c for _, c in pairs], pad_id)
+    return torch.from_numpy(ids), torch.from_numpy(att), torch.from_numpy(lm)
 
 
 def supervised_warm_start(
@@ -326,3 +305,89 @@ def warm_start_agent(
             torch.save(agent.optimizer.state_dict(), folder / "optimizer.pt")
         done.write_text(json.dumps(stats))
     return {**stats, "cached": 0.0}
+
+
+# ----------------------------------------------------------------------------- the run's warm start
+def warmstart_tasks(train_tasks: list[CodeTask], ws: WarmStartConfig, seed: int) -> list[CodeTask]:
+    """The training tasks whose references the warm start uses (the same for every agent), in
+    training order: those with an integer parameter of at most ``ws.max_param`` (when > 0), then a
+    subset of ``ws.task_fraction`` of them, drawn from the run ``seed``."""
+    if ws.max_param > 0:
+        train_tasks = [
+            t
+            for t in train_tasks
+            if not isinstance(t.meta.get("param"), int) or t.meta["param"] <= ws.max_param
+        ]
+    if ws.task_fraction >= 1.0:
+        return list(train_tasks)
+    n = max(1, int(round(ws.task_fraction * len(train_tasks))))
+    rng = np.random.default_rng(derive_seed(seed, "warmstart-tasks"))
+    keep = np.sort(rng.choice(len(train_tasks), size=n, replace=False))
+    return [train_tasks[i] for i in keep.tolist()]
+
+
+def warmstart_key(
+    agent_cfg: AgentConfig, ws: WarmStartConfig, search: SearchConfig, style: str, seed: int, train_tasks
+) -> str:
+    """Cache key of one agent's warm start: everything its pairs and training depend on (its policy,
+    the settings, its prompt style and feedback limits, the seed, the tasks with their public tests,
+    since refinement pairs carry their failure messages, and its optimizer when the warm start uses it)."""
+    return cache_key(
+        "mars2-warmstart-v3",
+        agent_cfg.policy,
+        ws,
+        style,
+        search.feedback_tests,
+        search.feedback_chars,
+        search.max_prompt_tokens,
+        seed,
+        [
+            (
+                t.task_id,
+                t.prompt,
+                t.reference,
+                [(c.kind, c.args, c.expected, c.stdin, c.code) for c in t.public_tests],
+            )
+            for t in train_tasks
+        ],
+        agent_cfg.optim if ws.optimizer == "agent" else None,
+    )
+
+
+def warm_start(
+    agents: Mapping[str, Any],
+    train_tasks: list[CodeTask],
+    sandbox: Any,
+    ws: WarmStartConfig,
+    search: SearchConfig,
+    *,
+    seed: int,
+    cache_dir: str | Path,
+) -> dict[str, float]:
+    """Supervised warm start of every agent on the training references (``warmstart_tasks``), each
+    in its own prompt style; cached under ``cache_dir`` by ``warmstart_key``."""
+    out: dict[str, float] = {}
+    train_tasks = warmstart_tasks(train_tasks, ws, seed)
+    for name, agent in agents.items():
+        style = style_of(search, name)
+        key = warmstart_key(agent.cfg, ws, search, style, seed, train_tasks)
+
+        def make_pairs(agent=agent, style=style, name=name):
+            rng = np.random.default_rng(derive_seed(seed, "warmstart-pairs", name))
+            texts = warmstart_texts(
+                train_tasks,
+                sandbox,
+                rng,
+                style=style,
+                refine_fraction=ws.refine_fraction,
+                max_tests=search.feedback_tests,
+                max_chars=search.feedback_chars,
+            )
+            return encode_pairs(texts, agent.policy, max_prompt_tokens=search.max_prompt_tokens)
+
+        stats = warm_start_agent(
+            agent, make_pairs, ws, cache_dir=cache_dir, key=key, seed=derive_seed(seed, "warmstart", name)
+        )
+        for k, v in stats.items():
+            out[f"warmstart/{name}/{k}"] = float(v)
+    return out

@@ -5,7 +5,19 @@ Advantage Alignment), ``marl.credit.treeshaping`` (MARS²), ``marl.credit.normal
 ``marl.credit.registry`` (``CreditConfig``, ``CREDIT_RULES``, ``CreditAssigner``).
 """
 
-from marl.credit.config import CreditConfig, CreditResult
+from marl.credit.config import (
+    AdvantageAlignmentSettings,
+    CreditConfig,
+    CreditResult,
+    GigpoSettings,
+    Mars2Settings,
+    McGrpoSettings,
+    NgrpoSettings,
+    ReinforcePPSettings,
+    SpiralRaeSettings,
+    SpoSettings,
+    check_settings,
+)
 from marl.credit.groups import check_finite, group_codes, whiten
 from marl.credit.multiturn import (
     advantage_alignment_credit,
@@ -14,6 +26,7 @@ from marl.credit.multiturn import (
     gigpo_advantages,
     loo_return_advantages,
     mars_turn_advantages,
+    returns_to_go,
     role_conditioned_advantages,
 )
 from marl.credit.normalizers import (
@@ -38,12 +51,35 @@ from marl.credit.outcome import (
     rloo_advantages,
     spo_advantages,
 )
-from marl.credit.registry import CREDIT_RULES, CreditAssigner, default_sample_nodes, get_rule
+from marl.credit.registry import (
+    CREDIT_RULES,
+    RULES,
+    CreditAssigner,
+    RuleSpec,
+    default_sample_nodes,
+    get_rule,
+    get_spec,
+    key_fields,
+)
 from marl.credit.treeshaping import path_level_advantages, tree_baselines, tree_shaped_rewards
 
 __all__ = [
     "CREDIT_RULES",
     "NORMALIZERS",
+    "RULES",
+    "AdvantageAlignmentSettings",
+    "GigpoSettings",
+    "Mars2Settings",
+    "McGrpoSettings",
+    "NgrpoSettings",
+    "ReinforcePPSettings",
+    "RuleSpec",
+    "SpiralRaeSettings",
+    "SpoSettings",
+    "check_settings",
+    "get_spec",
+    "key_fields",
+    "returns_to_go",
     "BatchNormalizer",
     "CreditAssigner",
     "CreditConfig",

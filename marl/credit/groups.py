@@ -30,7 +30,7 @@ def check_finite(values: np.ndarray, name: str = "rewards", node_ids: np.ndarray
         i = int(np.flatnonzero(bad.ravel())[0])
         where = f"node {int(np.asarray(node_ids).ravel()[i])}" if node_ids is not None else f"index {i}"
         raise ValueError(
-            f"{name} at {where} is {values.ravel()[i]!r}; every sample needs a finite value "
+            f"{name} at {where} is {float(values.ravel()[i])}; every sample needs a finite value "
             f"({int(bad.sum())} non-finite in total). Set it (TurnTree.set_reward) or leave the node out."
         )
 
@@ -160,11 +160,15 @@ def safe_divide(numerator: np.ndarray, denominator: np.ndarray, eps: float) -> n
     return out
 
 
-def whiten(values: np.ndarray, *, weights: np.ndarray | None = None, eps: float = 1e-8) -> np.ndarray:
-    """Batch whitening ``(x - mean) / sqrt(var + eps)`` with the (weighted) biased variance.
+def whiten(
+    values: np.ndarray, *, weights: np.ndarray | None = None, eps: float = 1e-8, unbiased: bool = True
+) -> np.ndarray:
+    """Batch whitening ``(x - mean) / sqrt(var + eps)`` with the (weighted) variance.
 
-    This is the masked whitening of OpenRLHF/verl used by REINFORCE++: with ``weights`` = token
-    counts it equals whitening every token of a sequence-constant advantage.
+    The masked whitening used by REINFORCE++: with ``weights`` = token counts it equals whitening
+    every token of a sequence-constant advantage. ``unbiased`` (verl's ``masked_whiten``, default)
+    divides the squared deviations by ``W - 1`` (``W`` = total weight, the token count), else by ``W``
+    (OpenRLHF); with ``W <= 1`` the unbiased variance is taken as 0 (one token deviates by 0).
     """
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -178,7 +182,11 @@ def whiten(values: np.ndarray, *, weights: np.ndarray | None = None, eps: float 
     shifted = x - x.flat[0]
     mean = (w * shifted).sum() / total
     dev = shifted - mean
-    var = (w * dev * dev).sum() / total
+    ss = (w * dev * dev).sum()
+    if unbiased:
+        var = ss / (total - 1.0) if total > 1.0 else 0.0
+    else:
+        var = ss / total
     return dev / np.sqrt(var + eps)
 
 
@@ -202,7 +210,7 @@ def sort_by_segment(codes: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, n
         j = int(np.flatnonzero(dup)[0])
         raise ValueError(
             f"samples {int(perm[j])} and {int(perm[j + 1])} are in the same sequence with the same "
-            f"turn order {so[j]!r}; each sequence (trajectory) needs distinct turn indices"
+            f"turn order {so[j].item()!r}; each sequence (trajectory) needs distinct turn indices"
         )
     starts = np.flatnonzero(new)
     seg_of = np.cumsum(new) - 1

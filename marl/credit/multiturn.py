@@ -19,6 +19,7 @@ from marl.credit.groups import (
     group_codes,
     group_deviation,
     segment_rank,
+    sort_by_segment,
     unique_sorted,
 )
 from marl.credit.outcome import grpo_advantages, rloo_advantages
@@ -39,6 +40,33 @@ def discounted_returns(
     r = _vec(rewards, "reward")
     codes, _ = group_codes(trajectory_ids, r.shape[0])
     return discounted_suffix_sum(r, codes, np.asarray(turn_order), gamma=gamma)
+
+
+def returns_to_go(
+    rewards: np.ndarray, trajectory_ids: GroupIds, turn_order: np.ndarray, *, gamma: float = 1.0
+) -> np.ndarray:
+    """Return-to-go of each turn in its trajectory, ``G_k = sum_{j >= k} gamma^(j - k) r_j``.
+
+    The same quantity as :func:`discounted_returns`, summed forward from turn ``k`` with explicit
+    powers ``gamma^d``: an outcome paid on a trajectory's last turn reaches turn ``k`` as exactly
+    ``gamma^(turns left) * r`` (the recursion ``r_k + gamma * G_{k+1}`` rounds once per turn). This is
+    what an outcome rule judges each turn of a multi-turn scenario by. One vectorised step per offset
+    ``d`` (the loop runs over the longest trajectory, never over samples).
+    """
+    r = _vec(rewards, "reward")
+    codes, _ = group_codes(trajectory_ids, r.shape[0])
+    perm, rank, is_last = sort_by_segment(codes, np.asarray(turn_order))
+    rs = r[perm]
+    ends = np.flatnonzero(is_last)
+    left = np.repeat(ends, np.diff(np.concatenate([[-1], ends]))) - np.arange(rs.shape[0])  # turns after
+    out = rs.copy()
+    powers = np.power(float(gamma), np.arange(int(left.max(initial=0)) + 1))
+    for d in range(1, powers.shape[0]):
+        pos = np.flatnonzero(left >= d)
+        out[pos] += rs[pos + d] * powers[d]
+    res = np.empty_like(out)
+    res[perm] = out
+    return res
 
 
 def mars_turn_advantages(

@@ -78,9 +78,15 @@ def rloo_advantages(rewards: np.ndarray, group_ids: GroupIds) -> np.ndarray:
 
 
 def reinforce_pp_returns(token_rewards: np.ndarray, mask: np.ndarray, *, gamma: float = 1.0) -> np.ndarray:
-    """Per-token discounted return ``G_t = r_t + gamma * G_{t+1}`` over the valid tokens of each row.
+    """Per-token discounted return ``G_t = r_t + gamma * G_{t'}`` over the valid tokens of each row,
+    ``t'`` the next *valid* token after ``t``.
 
-    ``token_rewards`` and ``mask`` are ``(B, T)``; masked-out positions contribute nothing and get 0.
+    ``token_rewards`` and ``mask`` are ``(B, T)``; masked positions contribute nothing and get 0. A
+    masked gap inside a row (observation or tool tokens of a multi-turn row) is carried through
+    undiscounted: the discount counts the policy's own tokens, and an outcome paid after the gap still
+    reaches the tokens before it. (verl's ``compute_reinforce_plus_plus_outcome_advantage`` instead
+    resets the running return at every masked position, which is the same for one completion
+    followed by padding but cuts multi-turn rows at their first observation.)
     """
     r = np.asarray(token_rewards, dtype=np.float64)
     m = np.asarray(mask, dtype=bool)
@@ -91,31 +97,41 @@ def reinforce_pp_returns(token_rewards: np.ndarray, mask: np.ndarray, *, gamma: 
     out = np.zeros_like(r)
     running = np.zeros(r.shape[0])
     for t in range(r.shape[1] - 1, -1, -1):  # loop over token positions, vectorised over rows
-        running = r[:, t] + gamma * running
+        running = np.where(m[:, t], r[:, t] + gamma * running, running)
         out[:, t] = running
     return np.where(m, out, 0.0)
 
 
 def reinforce_pp_advantages(
-    token_rewards: np.ndarray, mask: np.ndarray, *, gamma: float = 1.0, eps: float = 1e-8
+    token_rewards: np.ndarray,
+    mask: np.ndarray,
+    *,
+    gamma: float = 1.0,
+    eps: float = 1e-8,
+    unbiased: bool = True,
 ) -> np.ndarray:
     """REINFORCE++ (Hu 2025, arXiv:2501.03262): per-token returns whitened over the whole batch.
 
-    ``A_t = (G_t - mean) / sqrt(var + eps)`` with mean and (biased) variance over every valid token
-    of the batch, as OpenRLHF's masked whitening does. The token rewards carry the outcome at the
-    last token plus any per-token terms (e.g. a KL penalty) the caller adds. Returns ``(B, T)``,
-    0 on masked positions.
+    ``A_t = (G_t - mean) / sqrt(var + eps)`` with mean and variance over every valid token of the
+    batch (``unbiased``: verl's masked whitening, else OpenRLHF's biased one). The token rewards
+    carry the outcome at the last token plus any per-token terms (e.g. a KL penalty) the caller
+    adds. Returns ``(B, T)``, 0 on masked positions.
     """
     m = np.asarray(mask, dtype=bool)
     g = reinforce_pp_returns(token_rewards, m, gamma=gamma)
     out = np.zeros_like(g)
     if m.any():
-        out[m] = whiten(g[m], eps=eps)
+        out[m] = whiten(g[m], eps=eps, unbiased=unbiased)
     return out
 
 
 def reinforce_pp_baseline_advantages(
-    rewards: np.ndarray, group_ids: GroupIds, *, weights: np.ndarray | None = None, eps: float = 1e-8
+    rewards: np.ndarray,
+    group_ids: GroupIds,
+    *,
+    weights: np.ndarray | None = None,
+    eps: float = 1e-8,
+    unbiased: bool = True,
 ) -> np.ndarray:
     """REINFORCE++-baseline (Hu 2025): ``A_i = r_i - mean_g``, then whitened over the batch.
 
@@ -125,7 +141,7 @@ def reinforce_pp_baseline_advantages(
     dev = grpo_advantages(rewards, group_ids, scale_by_std=False)
     if dev.size == 0:
         return dev
-    return whiten(dev, weights=weights, eps=eps)
+    return whiten(dev, weights=weights, eps=eps, unbiased=unbiased)
 
 
 def mc_grpo_advantages(

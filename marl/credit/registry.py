@@ -1,22 +1,29 @@
-"""The glue scenarios call: config names -> credit rules, and the stateful ``CreditAssigner``.
+"""The glue scenarios call: config names -> credit rules (what each reads, where its rewards come
+from), and the stateful ``CreditAssigner``.
 
-A scenario picks its rule, group key and normaliser in YAML (``CreditConfig``), grows a tree, sets
-rewards, and calls ``CreditAssigner(cfg)(tree)``; the result feeds ``marl.samples.tree_to_batches``.
+A scenario picks its rule, keys and normaliser in YAML (``CreditConfig``), grows a tree, sets the
+raw rewards the environment paid on each node, and calls ``CreditAssigner(cfg, multi_turn=...)(tree)``;
+the result feeds ``marl.samples.tree_to_batches``. The scenario never needs to know what the rule
+reads: the rule's ``RuleSpec`` says it (``key_fields`` lists the tree fields its keys use, so a
+scenario fills ``state_hash`` only when some rule reads it), and the assigner turns the raw rewards
+into what the rule compares (``RuleSpec.reward``).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from marl.credit.config import CreditConfig, CreditResult
+from marl.credit.config import CreditConfig, CreditResult, check_settings
 from marl.credit.groups import check_finite
+from marl.credit.multiturn import returns_to_go
 from marl.credit.normalizers import NORMALIZERS, Normalizer, make_normalizer
-from marl.credit.outcome import SPOValueTracker
 from marl.credit.rules import (
     Rule,
+    node_key,
     rule_advantage_alignment,
     rule_advevo,
     rule_dr_grpo,
@@ -31,34 +38,92 @@ from marl.credit.rules import (
     rule_rloo,
     rule_spiral_rae,
     rule_spo,
+    sample_rewards,
+    spo_tracker,
 )
 from marl.tree import TurnTree
 
 logger = logging.getLogger(__name__)
 
-CREDIT_RULES: dict[str, Rule] = {
-    "grpo": rule_grpo,
-    "dr_grpo": rule_dr_grpo,
-    "rloo": rule_rloo,
-    "reinforce_pp": rule_reinforce_pp,
-    "reinforce_pp_baseline": rule_reinforce_pp_baseline,
-    "mc_grpo": rule_mc_grpo,
-    "ngrpo": rule_ngrpo,
-    "spo": rule_spo,
-    "advevo": rule_advevo,
-    "mars_turn": rule_mars_turn,
-    "spiral_rae": rule_spiral_rae,
-    "gigpo": rule_gigpo,
-    "advantage_alignment": rule_advantage_alignment,
-    "mars2_tree": rule_mars2_tree,
+REWARD_KINDS = ("outcome", "turn", "tree")
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A credit rule and what it reads.
+
+    ``reward``: what the rule compares. ``outcome``: one scalar per sample; in a multi-turn scenario
+    each turn is judged by its player's discounted return-to-go from that turn
+    ``G_k = sum_{j >= k} gamma^(j-k) r_j`` (so an outcome paid on the last turn reaches every turn,
+    ``gamma^(turns left)`` times). ``turn``: the raw per-turn rewards, which the rule turns into
+    returns itself (MARS, GiGPO, Advantage Alignment). ``tree``: the rule reads the rewards of whole
+    trees (MARS² shaping). ``settings``: top-level ``CreditConfig`` fields it reads; ``block``: its
+    sub-block; ``inputs``: what else it needs from the run (``policy_kl``: each agent's per-update
+    policy KL, measured by the learner).
+    """
+
+    fn: Rule
+    reward: str
+    settings: tuple[str, ...] = ("group_key",)
+    block: str | None = None
+    inputs: tuple[str, ...] = ()
+
+    def reads(self, multi_turn: bool | None = None) -> tuple[str, ...]:
+        """Config fields this rule reads (``multi_turn`` None: in either kind of scenario)."""
+        extra = ("player_key", "gamma") if self.reward == "outcome" and multi_turn is not False else ()
+        return (*self.settings, *((self.block,) if self.block else ()), *extra)
+
+
+_STD = ("eps", "unbiased_std")
+RULES: dict[str, RuleSpec] = {
+    "grpo": RuleSpec(rule_grpo, "outcome", ("group_key", "scale_by_std", *_STD)),
+    "dr_grpo": RuleSpec(rule_dr_grpo, "outcome"),
+    "rloo": RuleSpec(rule_rloo, "outcome"),
+    "reinforce_pp": RuleSpec(rule_reinforce_pp, "outcome", (), "reinforce_pp"),
+    "reinforce_pp_baseline": RuleSpec(rule_reinforce_pp_baseline, "outcome", ("group_key",), "reinforce_pp"),
+    "mc_grpo": RuleSpec(rule_mc_grpo, "outcome", ("group_key", *_STD), "mc_grpo"),
+    "ngrpo": RuleSpec(rule_ngrpo, "outcome", ("group_key", *_STD), "ngrpo"),
+    "spo": RuleSpec(rule_spo, "outcome", ("group_key", "eps"), "spo", ("policy_kl",)),
+    "advevo": RuleSpec(rule_advevo, "outcome"),
+    "mars_turn": RuleSpec(rule_mars_turn, "turn", ("player_key", "gamma", *_STD)),
+    "spiral_rae": RuleSpec(rule_spiral_rae, "outcome", ("group_key",), "spiral_rae"),
+    "gigpo": RuleSpec(
+        rule_gigpo, "turn", ("group_key", "player_key", "gamma", "scale_by_std", *_STD), "gigpo"
+    ),
+    "advantage_alignment": RuleSpec(
+        rule_advantage_alignment, "turn", ("group_key", "player_key", "gamma"), "advantage_alignment"
+    ),
+    "mars2_tree": RuleSpec(rule_mars2_tree, "tree", ("scale_by_std", *_STD), "mars2"),
 }
+"""Config name -> rule. The one place a ``credit.rule`` string becomes code."""
+
+CREDIT_RULES: dict[str, Rule] = {name: spec.fn for name, spec in RULES.items()}
+"""Config name -> rule function (the ``fn`` of ``RULES``)."""
+
+
+def get_spec(name: str) -> RuleSpec:
+    """A rule's entry by config name; an unknown name lists the valid ones."""
+    if name not in RULES:
+        raise ValueError(f"unknown credit rule {name!r}; valid names: {sorted(RULES)}")
+    return RULES[name]
 
 
 def get_rule(name: str) -> Rule:
     """Look a rule up by config name; an unknown name lists the valid ones."""
-    if name not in CREDIT_RULES:
-        raise ValueError(f"unknown credit rule {name!r}; valid names: {sorted(CREDIT_RULES)}")
-    return CREDIT_RULES[name]
+    return get_spec(name).fn
+
+
+def key_fields(cfg: CreditConfig, *, multi_turn: bool = True) -> set[str]:
+    """Tree fields the chosen rule's keys read (a scenario fills ``state_hash`` only when listed)."""
+    reads = set(get_spec(cfg.rule).reads(multi_turn))
+    out: set[str] = set()
+    if "group_key" in reads:
+        out.update(cfg.group_key)
+    if "player_key" in reads:
+        out.update(cfg.player_key)
+    if "gigpo" in reads:
+        out.update(cfg.gigpo.anchor_key)
+    return out
 
 
 def default_sample_nodes(tree: TurnTree) -> np.ndarray:
@@ -67,12 +132,22 @@ def default_sample_nodes(tree: TurnTree) -> np.ndarray:
 
 
 class CreditAssigner:
-    """Holds a scenario's credit settings and the stateful parts (SPO values, RAE baselines,
-    running normalisers) across iterations; ``state_dict``/``load_state_dict`` for checkpoints."""
+    """Holds a scenario's credit settings and the stateful parts (SPO values, RAE baselines, the
+    agents' KL clocks, running normalisers) across iterations; ``state_dict``/``load_state_dict``
+    for checkpoints.
 
-    def __init__(self, cfg: CreditConfig) -> None:
+    ``multi_turn``: the scenario's kind. ``True``: samples are turns of trajectories (episode,
+    ``player_key``) ordered by ``turn``, and an outcome rule compares each turn's return-to-go.
+    ``False``: one sample per trajectory; rules over turns are refused. ``None`` (a direct caller
+    that does not say): any rule, outcome rules compare the node rewards as they are.
+    """
+
+    def __init__(self, cfg: CreditConfig, *, multi_turn: bool | None = None) -> None:
+        check_settings(cfg, multi_turn=multi_turn)
         self.cfg = cfg
-        self.rule = get_rule(cfg.rule)
+        self.spec = get_spec(cfg.rule)
+        self.rule = self.spec.fn
+        self.multi_turn = multi_turn
         if cfg.normalizer not in NORMALIZERS:
             raise ValueError(f"unknown normalizer {cfg.normalizer!r}; valid names: {sorted(NORMALIZERS)}")
         self.normalizer: Normalizer = make_normalizer(cfg.normalizer, eps=cfg.eps)
@@ -80,25 +155,35 @@ class CreditAssigner:
             raise ValueError(f"eps must be >= 0, got {cfg.eps}")
         self._state: dict[str, Any] = {}
 
-    def __call__(
-        self, tree: TurnTree, nodes: np.ndarray | None = None, *, policy_kl: float | np.ndarray | None = None
-    ) -> CreditResult:
-        """Advantages for ``nodes`` (default: every node with an agent and a payload).
+    @property
+    def needs_policy_kl(self) -> bool:
+        """Whether the rule reads each agent's per-update policy KL (``observe_policy_kl``)."""
+        return "policy_kl" in self.spec.inputs
 
-        ``policy_kl`` (SPO only): the policy's KL drift since the prompts were last seen, a scalar or
-        one value per node; it sets the value tracker's forgetting rate.
-        """
+    def observe_policy_kl(self, agent: str, kl: float) -> None:
+        """Add one learner update's policy KL of ``agent`` to its KL clock (mutates)."""
+        check_finite(np.asarray([kl], dtype=np.float64), "policy KL")
+        clock = self._state.setdefault("kl_clock", {})
+        clock[agent] = clock.get(agent, 0.0) + max(float(kl), 0.0)
+
+    def rewards(self, tree: TurnTree, nodes: np.ndarray) -> np.ndarray:
+        """What the rule compares for each sample node (see ``RuleSpec``): the node's reward, or in a
+        multi-turn scenario, for an outcome rule, its player's discounted return-to-go."""
+        r = sample_rewards(tree, nodes)
+        if self.multi_turn and self.spec.reward == "outcome":
+            traj = (tree.episode[nodes], *node_key(tree, nodes, self.cfg.player_key))
+            r = returns_to_go(r, traj, tree.turn[nodes], gamma=self.cfg.gamma)
+        return r
+
+    def __call__(self, tree: TurnTree, nodes: np.ndarray | None = None) -> CreditResult:
+        """Advantages for ``nodes`` (default: every node with an agent and a payload)."""
         nodes = default_sample_nodes(tree) if nodes is None else np.asarray(nodes, dtype=np.int64).reshape(-1)
         if nodes.size:
             if nodes.min() < 0 or nodes.max() >= len(tree):
                 raise IndexError(f"nodes must be ids in [0, {len(tree)}), got {nodes.min()}..{nodes.max()}")
             if np.bincount(nodes, minlength=len(tree)).max() > 1:
                 raise ValueError("nodes contains duplicate ids; each sample must appear once")
-        self._state["inputs"] = {"policy_kl": policy_kl}
-        try:
-            res = self.rule(tree, nodes, self.cfg, self._state)
-        finally:
-            self._state.pop("inputs", None)
+        res = self.rule(tree, nodes, self.rewards(tree, nodes), self.cfg, self._state)
         if res.nodes.size == 0:
             res.nodes = nodes
         if len(res.advantages) != nodes.size or np.shape(res.train_mask) != (nodes.size,):
@@ -155,6 +240,9 @@ class CreditAssigner:
         d: dict[str, Any] = {"rule": self.cfg.rule, "normalizer": self.normalizer.state_dict()}
         if "spo" in self._state:
             d["spo"] = self._state["spo"].state_dict()
+        for k in ("kl_clock", "spo_seen"):
+            if k in self._state:
+                d[k] = {n: (v.copy() if isinstance(v, np.ndarray) else v) for n, v in self._state[k].items()}
         if "rae" in self._state:
             d["rae"] = {k: v.copy() for k, v in self._state["rae"].items()}
         return d
@@ -166,15 +254,13 @@ class CreditAssigner:
                 f"checkpoint credit state is for rule {d.get('rule')!r}, config says {self.cfg.rule!r}"
             )
         self.normalizer.load_state_dict(d.get("normalizer", {}))
-        self._state.pop("spo", None)
-        self._state.pop("rae", None)
+        for k in ("spo", "rae", "kl_clock", "spo_seen"):
+            self._state.pop(k, None)
+        for k in ("kl_clock", "spo_seen"):
+            if k in d:
+                self._state[k] = {n: (v.copy() if isinstance(v, np.ndarray) else v) for n, v in d[k].items()}
         if "spo" in d:
-            tracker = SPOValueTracker(
-                rho_min=self.cfg.spo_rho_min,
-                rho_max=self.cfg.spo_rho_max,
-                d_half=self.cfg.spo_d_half,
-                init_value=self.cfg.spo_init_value,
-            )
+            tracker = spo_tracker(self.cfg)
             tracker.load_state_dict(d["spo"])
             self._state["spo"] = tracker
         if "rae" in d:

@@ -1,21 +1,11 @@
 """Tree adapters: each rule reads the TurnTree fields it needs and calls the pure math.
 
-Signature of every rule: ``rule(tree, nodes, cfg, state) -> CreditResult`` where ``nodes`` are the
-trainable sample ids and ``state`` is the mutable dict a ``CreditAssigner`` keeps across calls
-(SPO tracker, RAE baselines; per-call inputs under ``state["inputs"]``).
-
-What each rule reads (besides ``reward`` of the sample nodes):
-- grpo / dr_grpo / rloo / ngrpo / mc_grpo / advevo / reinforce_pp_baseline: ``cfg.group_key`` fields
-  (reinforce_pp_baseline also the completion lengths, to whiten per token).
-- reinforce_pp: the payload's completion length; the reward sits on the last completion token, plus
-  ``payload.data["token_rewards"]`` (per-token terms, e.g. a KL penalty) when present.
-- spo: ``cfg.group_key`` as the persistent prompt key; ``state["inputs"]["policy_kl"]`` if given.
-- spiral_rae: ``cfg.group_key`` as the persistent (game, role) key.
-- mars_turn / gigpo / advantage_alignment: ``episode``, ``cfg.player_key`` and ``turn`` (a
-  trajectory is one player's turns of one episode in ``turn`` order); gigpo also ``cfg.group_key``
-  and ``cfg.anchor_key``; advantage_alignment also ``cfg.group_key`` as the common-random-number
-  group (episodes played from the same seed).
-- mars2_tree: ``parent`` and ``reward`` of every node of the sample nodes' trees, and ``root``.
+Signature of every rule: ``rule(tree, nodes, rewards, cfg, state) -> CreditResult`` where ``nodes``
+are the trainable sample ids, ``rewards`` their rewards as the rule's registry entry asks for them
+(``marl.credit.registry.RULES``: the node's own reward, or in a multi-turn scenario the return-to-go
+an outcome rule judges a turn by), and ``state`` the mutable dict a ``CreditAssigner`` keeps across
+calls (SPO tracker, RAE baselines, the agents' KL clocks). What each rule reads is declared in its
+registry entry, not here.
 """
 
 from __future__ import annotations
@@ -49,9 +39,10 @@ from marl.credit.outcome import (
     spo_advantages,
 )
 from marl.credit.treeshaping import path_level_advantages, tree_shaped_rewards
+from marl.seeding import stable_hash
 from marl.tree import KEY_FIELDS, TurnTree
 
-Rule = Callable[[TurnTree, np.ndarray, CreditConfig, dict], CreditResult]
+Rule = Callable[[TurnTree, np.ndarray, np.ndarray, CreditConfig, dict], CreditResult]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -109,38 +100,43 @@ def _trajectory(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig) -> tuple[n
 
 
 # ----------------------------------------------------------------------------- outcome rules
-def rule_grpo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    r = sample_rewards(tree, nodes)
+def rule_grpo(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
     g = node_key(tree, nodes, cfg.group_key)
     return _result(
         nodes, grpo_advantages(r, g, scale_by_std=cfg.scale_by_std, unbiased=cfg.unbiased_std, eps=cfg.eps)
     )
 
 
-def rule_dr_grpo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    return _result(
-        nodes, dr_grpo_advantages(sample_rewards(tree, nodes), node_key(tree, nodes, cfg.group_key))
-    )
+def rule_dr_grpo(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
+    return _result(nodes, dr_grpo_advantages(r, node_key(tree, nodes, cfg.group_key)))
 
 
-def rule_rloo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    return _result(nodes, rloo_advantages(sample_rewards(tree, nodes), node_key(tree, nodes, cfg.group_key)))
+def rule_rloo(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
+    return _result(nodes, rloo_advantages(r, node_key(tree, nodes, cfg.group_key)))
 
 
-def rule_ngrpo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    r = sample_rewards(tree, nodes)
+def rule_ngrpo(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
     adv = ngrpo_advantages(
-        r, node_key(tree, nodes, cfg.group_key), cfg.r_max, unbiased=cfg.unbiased_std, eps=cfg.eps
+        r, node_key(tree, nodes, cfg.group_key), cfg.ngrpo.r_max, unbiased=cfg.unbiased_std, eps=cfg.eps
     )
     return _result(nodes, adv)
 
 
-def rule_mc_grpo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    r = sample_rewards(tree, nodes)
+def rule_mc_grpo(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
     adv, mask = mc_grpo_advantages(
         r,
         node_key(tree, nodes, cfg.group_key),
-        scale_by_std=cfg.mc_scale_by_std,
+        scale_by_std=cfg.mc_grpo.scale_by_std,
         unbiased=cfg.unbiased_std,
         eps=cfg.eps,
         tie_break=nodes,
@@ -148,8 +144,9 @@ def rule_mc_grpo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: di
     return _result(nodes, adv, mask)
 
 
-def rule_advevo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    r = sample_rewards(tree, nodes)
+def rule_advevo(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
     return _result(nodes, public_baseline_advantages(r, node_key(tree, nodes, cfg.group_key)))
 
 
@@ -164,20 +161,24 @@ def _completion_lengths(tree: TurnTree, nodes: np.ndarray) -> np.ndarray:
 
 
 def rule_reinforce_pp_baseline(
-    tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
 ) -> CreditResult:
-    r = sample_rewards(tree, nodes)
     w = _completion_lengths(tree, nodes).astype(np.float64)
     if nodes.size and w.sum() == 0:
         w = None  # no tokens at all: whiten over samples
     adv = reinforce_pp_baseline_advantages(
-        r, node_key(tree, nodes, cfg.group_key), weights=w, eps=cfg.whiten_eps
+        r,
+        node_key(tree, nodes, cfg.group_key),
+        weights=w,
+        eps=cfg.reinforce_pp.whiten_eps,
+        unbiased=cfg.reinforce_pp.unbiased,
     )
     return _result(nodes, adv)
 
 
-def rule_reinforce_pp(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    r = sample_rewards(tree, nodes)
+def rule_reinforce_pp(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
     lens = _completion_lengths(tree, nodes)
     if nodes.size and lens.min() == 0:
         i = int(nodes[np.argmin(lens)])
@@ -193,41 +194,77 @@ def rule_reinforce_pp(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, stat
             if extra.shape[0] != lens[j]:
                 raise ValueError(f"node {i}: token_rewards has {extra.shape[0]} entries for {lens[j]} tokens")
             tok[j, : lens[j]] += extra
-    adv = reinforce_pp_advantages(tok, mask, gamma=cfg.gamma, eps=cfg.whiten_eps)
+    adv = reinforce_pp_advantages(
+        tok,
+        mask,
+        gamma=cfg.reinforce_pp.gamma,
+        eps=cfg.reinforce_pp.whiten_eps,
+        unbiased=cfg.reinforce_pp.unbiased,
+    )
     return _result(nodes, [adv[j, : lens[j]].copy() for j in range(b)])
 
 
-def rule_spo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    r = sample_rewards(tree, nodes)
+def spo_tracker(cfg: CreditConfig) -> SPOValueTracker:
+    """A fresh SPO value tracker with the config's settings."""
+    return SPOValueTracker(
+        rho_min=cfg.spo.rho_min, rho_max=cfg.spo.rho_max, d_half=cfg.spo.d_half, init_value=cfg.spo.init_value
+    )
+
+
+def agent_codes(tree: TurnTree, nodes: np.ndarray) -> np.ndarray:
+    """(N,) int64 stable code of each node's agent *name* (not its index in this tree)."""
+    codes = np.array([stable_hash(n) for n in tree.agent_names], dtype=np.int64)
+    a = tree.agent[nodes]
+    return np.where(a >= 0, codes[np.maximum(a, 0)] if codes.size else 0, -1)
+
+
+def rule_spo(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
+    """SPO with its KL-adaptive forgetting rate. ``state["kl_clock"][agent]`` is the agent's summed
+    per-update policy KL (fed by ``CreditAssigner.observe_policy_kl``); the drift ``D`` of a sample is
+    the clock of its agent now minus its reading when that agent last saw the prompt (0 the first time)."""
     tracker = state.get("spo")
     if tracker is None:
-        tracker = state["spo"] = SPOValueTracker(
-            rho_min=cfg.spo_rho_min,
-            rho_max=cfg.spo_rho_max,
-            d_half=cfg.spo_d_half,
-            init_value=cfg.spo_init_value,
-        )
+        tracker = state["spo"] = spo_tracker(cfg)
     keys = hash_key_columns(node_key(tree, nodes, cfg.group_key))
+    clock_of = state.get("kl_clock", {})
+    clock = np.array([clock_of.get(tree.agent_names[a], 0.0) if a >= 0 else 0.0 for a in tree.agent[nodes]])
+    seen = state.setdefault("spo_seen", {"keys": np.zeros(0, np.int64), "clock": np.zeros(0)})
+    seen_key = hash_key_columns((keys, agent_codes(tree, nodes)))
+    pos = np.clip(np.searchsorted(seen["keys"], seen_key), 0, max(seen["keys"].size - 1, 0))
+    hit = seen["keys"][pos] == seen_key if seen["keys"].size else np.zeros(nodes.shape[0], bool)
+    drift = np.where(hit, clock - (seen["clock"][pos] if seen["keys"].size else 0.0), 0.0)
     baseline = tracker.values(keys)
     adv = spo_advantages(r, baseline, eps=cfg.eps)
-    tracker.update(keys, r, state.get("inputs", {}).get("policy_kl"))
+    tracker.update(keys, r, drift)
+    new_keys, last = np.unique(seen_key[::-1], return_index=True)  # one reading per (prompt, agent)
+    merged = np.concatenate([seen["keys"][~np.isin(seen["keys"], new_keys)], new_keys])
+    readings = np.concatenate([seen["clock"][~np.isin(seen["keys"], new_keys)], clock[::-1][last]])
+    order = np.argsort(merged, kind="stable")
+    state["spo_seen"] = {"keys": merged[order], "clock": readings[order]}
     res = _result(nodes, adv)
     res.metrics["credit/spo_value_mean"] = float(baseline.mean()) if baseline.size else 0.0
+    res.metrics["credit/spo_drift_mean"] = float(drift.mean()) if drift.size else 0.0
     return res
 
 
 # ----------------------------------------------------------------------------- multi-turn rules
-def rule_spiral_rae(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    r = sample_rewards(tree, nodes)
+def rule_spiral_rae(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
     keys = hash_key_columns(node_key(tree, nodes, cfg.group_key))
     table = state.get("rae", {"keys": np.zeros(0, np.int64), "values": np.zeros(0)})
-    adv, k, v = role_conditioned_advantages(r, keys, table["keys"], table["values"], alpha=cfg.rae_alpha)
+    adv, k, v = role_conditioned_advantages(
+        r, keys, table["keys"], table["values"], alpha=cfg.spiral_rae.alpha
+    )
     state["rae"] = {"keys": k, "values": v}
     return _result(nodes, adv)
 
 
-def rule_mars_turn(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    r = sample_rewards(tree, nodes)
+def rule_mars_turn(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
     adv = mars_turn_advantages(
         r,
         (tree.episode[nodes],),
@@ -241,16 +278,17 @@ def rule_mars_turn(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: 
     return _result(nodes, adv)
 
 
-def rule_gigpo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
-    r = sample_rewards(tree, nodes)
+def rule_gigpo(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
     adv = gigpo_advantages(
         r,
         _trajectory(tree, nodes, cfg),
         node_key(tree, nodes, cfg.group_key),
-        node_key(tree, nodes, cfg.anchor_key),
+        node_key(tree, nodes, cfg.gigpo.anchor_key),
         tree.turn[nodes],
         gamma=cfg.gamma,
-        omega=cfg.gigpo_omega,
+        omega=cfg.gigpo.omega,
         scale_by_std=cfg.scale_by_std,
         unbiased=cfg.unbiased_std,
         eps=cfg.eps,
@@ -259,9 +297,8 @@ def rule_gigpo(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict
 
 
 def rule_advantage_alignment(
-    tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
 ) -> CreditResult:
-    r = sample_rewards(tree, nodes)
     traj = _trajectory(tree, nodes, cfg)
     turn = tree.turn[nodes]
     codes, _ = group_codes(traj, nodes.shape[0])
@@ -270,12 +307,14 @@ def rule_advantage_alignment(
     player = node_key(tree, nodes, cfg.player_key)
     own = loo_return_advantages(returns, (*node_key(tree, nodes, cfg.group_key), *player), rank)
     co = co_player_sum(own, (tree.episode[nodes],), traj, rank)
-    adv = advantage_alignment_credit(own, co, traj, turn, beta=cfg.aa_beta, gamma=cfg.gamma)
+    adv = advantage_alignment_credit(own, co, traj, turn, beta=cfg.advantage_alignment.beta, gamma=cfg.gamma)
     return _result(nodes, adv)
 
 
 # ----------------------------------------------------------------------------- tree rules
-def rule_mars2_tree(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state: dict) -> CreditResult:
+def rule_mars2_tree(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
     root = tree.root_of()
     in_play = np.zeros(len(tree), dtype=bool)
     in_play[root[nodes]] = True
@@ -284,7 +323,7 @@ def rule_mars2_tree(tree: TurnTree, nodes: np.ndarray, cfg: CreditConfig, state:
     nonroot = par >= 0
     check_finite(tree.reward[sub][nonroot], "reward", node_ids=sub[nonroot])
     par_sub = np.where(nonroot, np.searchsorted(sub, np.maximum(par, 0)), -1)
-    shaped = tree_shaped_rewards(tree.reward[sub], par_sub, lam=cfg.lam, gamma=cfg.shaping_gamma)
+    shaped = tree_shaped_rewards(tree.reward[sub], par_sub, lam=cfg.mars2.lam, gamma=cfg.mars2.shaping_gamma)
     sample_shaped = shaped[np.searchsorted(sub, nodes)]
     check_finite(sample_shaped, "reward", node_ids=nodes)  # a root used as a sample needs a reward
     adv = path_level_advantages(

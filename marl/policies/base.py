@@ -8,21 +8,18 @@ builds a policy from them.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
-from marl.policies.generate import (
-    LogitsProcessor,
-    fast_generate,
-    fast_unsupported_reason,
-    hf_generate,
-    positions_from_mask,
-)
+from marl.policies.decoder import fast_generate
+from marl.policies.fused import fast_unsupported_reason
+from marl.policies.hf_generate import hf_generate
+from marl.policies.sampling import LogitsProcessor, positions_from_mask
 from marl.types import Generation
 
 logger = logging.getLogger(__name__)
@@ -90,22 +87,6 @@ class PolicyConfig:
         return {hf: getattr(self, ours) for ours, hf in names.items() if getattr(self, ours) is not None}
 
 
-class GenerationEngine(Protocol):
-    """Anything that samples completions for a batch of token prompts (the policy, a vLLM engine, ...)."""
-
-    def generate(
-        self,
-        prompts: list[list[int]],
-        *,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        stop_ids: Sequence[int] | None = None,
-        logits_processor: LogitsProcessor | None = None,
-    ) -> Generation: ...
-
-
 class Policy:
     """An HF causal LM (or PEFT model) and its tokenizer.
 
@@ -152,6 +133,21 @@ class Policy:
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without any added special tokens."""
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def encode_prompts(self, prompts: Sequence[str | list[dict]], max_tokens: int = 0) -> list[list[int]]:
+        """Token ids of every prompt: plain text without special tokens (one batched tokenizer call),
+        chat messages through the chat template; with ``max_tokens > 0`` only each prompt's last
+        ``max_tokens`` tokens are kept."""
+        if prompts and all(isinstance(p, str) for p in prompts):
+            ids = [list(x) for x in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+        else:
+            ids = [self.encode(p) if isinstance(p, str) else self.encode_chat(p) for p in prompts]
+        if max_tokens > 0:
+            for i, x in enumerate(ids):
+                if len(x) > max_tokens:
+                    logger.debug("prompt of %d tokens cut to its last %d", len(x), max_tokens)
+                    ids[i] = x[-max_tokens:]
+        return ids
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Text of ``ids`` (list or 1-D tensor); special tokens (pad, eos, im_end) are dropped by default."""
@@ -286,3 +282,13 @@ class Policy:
             ent = torch.where(restricted, sub_ent, ent)
         ent = torch.cat([ent.new_zeros(ent.shape[0], 1), ent.masked_fill(~valid, 0.0)], 1)
         return lp, ent
+
+
+def frozen_copy(policy: Policy) -> Policy:
+    """An independent, gradient-free copy of ``policy`` in eval mode (shares the tokenizer): a
+    reference model for the KL term, or a league snapshot."""
+    snap = copy.copy(policy)
+    snap.model = copy.deepcopy(policy.model).eval()
+    for p in snap.model.parameters():
+        p.requires_grad_(False)
+    return snap

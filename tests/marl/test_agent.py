@@ -115,3 +115,28 @@ def test_save_load_roundtrip(tmp_path):
         assert torch.equal(v, w), k
     assert torch.equal(a.generator.get_state(), b.generator.get_state())
     assert a.optimizer.state_dict()["state"].keys() == b.optimizer.state_dict()["state"].keys()
+
+
+def test_learning_rate_follows_the_run_step_whatever_the_number_of_learn_calls(tmp_path):
+    # linear decay over total_steps = 10 run steps (one update per learn call): the update of step s uses
+    # lr * (1 - 0.9 * (s - 1) / 10); two learn calls in one step use the same rate, a step with none skips
+    a = _agent(tmp_path, optim=OptimConfig(lr=1e-3, schedule="linear", min_lr_ratio=0.1))
+    batch = _batch(a)
+
+    def lr_of_update(step):
+        a.learn(batch, step=step)
+        return a.optimizer.param_groups[0]["lr"]
+
+    # after an update at step s the scheduler has advanced to step s's end: lr(s) = 1e-3 * (1 - 0.09 s)
+    assert lr_of_update(1) == pytest.approx(1e-3 * (1 - 0.09 * 1))
+    assert lr_of_update(3) == pytest.approx(1e-3 * (1 - 0.09 * 3))  # step 2 had no update
+    assert lr_of_update(3) == pytest.approx(1e-3 * (1 - 0.09 * 3))  # a second call in step 3
+
+
+def test_policy_kl_is_zero_before_an_update_and_positive_after(tmp_path):
+    a = _agent(tmp_path, sampling=SamplingConfig(max_new_tokens=3), optim=OptimConfig(lr=1e-2))
+    batch = _batch(a)
+    # the batch was sampled by the current policy (temperature 1, no processor): k3 KL is 0 up to fp
+    assert a.policy_kl(batch) == pytest.approx(0.0, abs=1e-6)
+    stats = a.learn(batch, measure_kl=True)
+    assert stats["policy_kl"] > 0 and stats["policy_kl"] == pytest.approx(a.policy_kl(batch))

@@ -4,7 +4,7 @@ advantages -> per-agent batches."""
 import numpy as np
 import torch
 
-from marl.credit import CreditAssigner, CreditConfig, tree_shaped_rewards
+from marl.credit import CreditAssigner, CreditConfig, Mars2Settings, tree_shaped_rewards
 from marl.samples import tree_to_batches
 from marl.tree import TurnTree
 from marl.types import Turn
@@ -55,7 +55,7 @@ def test_shaping_path_advantages_and_routing_end_to_end():
         tree_shaped_rewards(t.reward, t.parent, lam=0.5, gamma=0.5)[1:], SHAPED, atol=1e-12
     )
 
-    cfg = CreditConfig(rule="mars2_tree", lam=0.5, shaping_gamma=0.5, eps=0.0)
+    cfg = CreditConfig(rule="mars2_tree", mars2=Mars2Settings(lam=0.5, shaping_gamma=0.5), eps=0.0)
     res = CreditAssigner(cfg)(t)
     assert res.nodes.tolist() == list(range(1, 10))
     np.testing.assert_allclose(res.advantages, PATH_ADV, atol=1e-6)

@@ -91,12 +91,26 @@ def test_group_median_and_pivot():
 
 
 def test_whiten_hand_values():
-    # x = [1, 2, 3, 6]: mean 3, biased var (4 + 1 + 0 + 9) / 4 = 3.5
-    out = whiten(np.array([1.0, 2.0, 3.0, 6.0]), eps=0.0)
-    np.testing.assert_allclose(out, (np.array([1, 2, 3, 6]) - 3) / np.sqrt(3.5))
-    # weights [1, 1, 1, 3] = token counts: mean (1+2+3+18)/6 = 4, var (9+4+1+3*4)/6 = 26/6
-    out = whiten(np.array([1.0, 2.0, 3.0, 6.0]), weights=np.array([1, 1, 1, 3]), eps=0.0)
-    np.testing.assert_allclose(out, (np.array([1, 2, 3, 6]) - 4) / np.sqrt(26 / 6))
+    x = np.array([1.0, 2.0, 3.0, 6.0])
+    # mean 3, squared deviations 4 + 1 + 0 + 9 = 14: unbiased var 14 / 3 (verl), biased 14 / 4 (OpenRLHF)
+    np.testing.assert_allclose(whiten(x, eps=0.0), (x - 3) / np.sqrt(14 / 3))
+    np.testing.assert_allclose(whiten(x, eps=0.0, unbiased=False), (x - 3) / np.sqrt(3.5))
+    # weights [1, 1, 1, 3] = token counts, W = 6: mean (1+2+3+18)/6 = 4, sum w*dev^2 = 9+4+1+3*4 = 26
+    w = np.array([1, 1, 1, 3])
+    np.testing.assert_allclose(whiten(x, weights=w, eps=0.0), (x - 4) / np.sqrt(26 / 5))
+    np.testing.assert_allclose(whiten(x, weights=w, eps=0.0, unbiased=False), (x - 4) / np.sqrt(26 / 6))
+    # one token: the unbiased variance is taken as 0, so the single deviation 0 stays 0
+    np.testing.assert_allclose(whiten(np.array([5.0]), eps=1e-8), [0.0])
+
+
+def test_whiten_matches_verl_masked_whiten_loop():
+    # verl's masked_whiten: (x - mean) * rsqrt(var * n / (n - 1) + 1e-8) over the masked tokens
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 7, 50):
+        x = rng.normal(size=n)
+        mean = x.sum() / n
+        var = ((x - mean) ** 2).sum() / n * n / (n - 1)
+        np.testing.assert_allclose(whiten(x), (x - mean) / np.sqrt(var + 1e-8), rtol=1e-12)
 
 
 def test_discounted_sums_hand_values_with_shuffled_order():

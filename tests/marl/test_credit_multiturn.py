@@ -14,6 +14,7 @@ from marl.credit.multiturn import (
     gigpo_advantages,
     loo_return_advantages,
     mars_turn_advantages,
+    returns_to_go,
     role_conditioned_advantages,
 )
 
@@ -189,6 +190,35 @@ def test_discounted_returns_hand_values():
     # trajectory [r0, r1, r2] = [1, 0, 2] with gamma 0.5: R2 = 2, R1 = 0 + 1 = 1, R0 = 1 + 0.5 = 1.5
     out = discounted_returns(np.array([1.0, 0.0, 2.0]), np.zeros(3, np.int64), np.array([0, 1, 2]), gamma=0.5)
     np.testing.assert_allclose(out, [1.5, 1.0, 2.0])
+
+
+def test_returns_to_go_hand_values_and_exact_powers():
+    # two trajectories given shuffled: A = turns [0, 1, 2] rewards [1, 0, 2]; B = turns [3, 7] rewards [0, -1]
+    # gamma 0.5: A -> [1 + 0 + 0.25 * 2, 0 + 0.5 * 2, 2] = [1.5, 1, 2]; B -> [0 + 0.5 * -1, -1] = [-0.5, -1]
+    r = np.array([2.0, 0.0, 1.0, -1.0, 0.0])
+    traj = np.array([0, 1, 0, 1, 0])
+    turn = np.array([2, 3, 0, 7, 1])
+    np.testing.assert_allclose(returns_to_go(r, traj, turn, gamma=0.5), [2.0, -0.5, 1.5, -1.0, 1.0])
+    # an outcome paid on the last turn reaches turn k as exactly gamma^(turns left) * R, bit for bit
+    gamma, n = 0.6, 9
+    r = np.zeros(n)
+    r[-1] = -1.0
+    out = returns_to_go(r, np.zeros(n, np.int64), np.arange(n), gamma=gamma)
+    assert out.tolist() == (-1.0 * np.power(gamma, np.arange(n)[::-1])).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.floats(-2, 2)), min_size=1, max_size=20),
+    st.sampled_from([1.0, 0.9, 0.5]),
+)
+def test_returns_to_go_equals_the_recursion(items, gamma):
+    traj = np.array([t for t, _ in items])
+    r = np.array([x for _, x in items])
+    turn = np.arange(len(items))[::-1].copy()  # any distinct order inside each trajectory
+    np.testing.assert_allclose(
+        returns_to_go(r, traj, turn, gamma=gamma), discounted_returns(r, traj, turn, gamma=gamma), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize(

@@ -131,21 +131,44 @@ def test_reinforce_pp_hand_values():
     np.testing.assert_allclose(
         reinforce_pp_returns(tok, mask, gamma=0.5), [[0.25, 0.5, 1.0], [1.0, 2.0, 0.0]]
     )
-    # whiten over the 5 valid tokens [0.25, 0.5, 1, 1, 2]: mean 0.95, biased var 1.8 / 5 = 0.36, std 0.6
-    adv = reinforce_pp_advantages(tok, mask, gamma=0.5, eps=0.0)
-    expected = np.array([[-0.7, -0.45, 0.05], [0.05, 1.05, 0.0]]) / 0.6
+    # whiten over the 5 valid tokens [0.25, 0.5, 1, 1, 2]: mean 0.95, squared deviations sum to 1.8;
+    # biased var 1.8 / 5 = 0.36 (std 0.6), unbiased 1.8 / 4 = 0.45
+    dev = np.array([[-0.7, -0.45, 0.05], [0.05, 1.05, 0.0]])
+    adv = reinforce_pp_advantages(tok, mask, gamma=0.5, eps=0.0, unbiased=False)
+    expected = dev / 0.6
     expected[1, 2] = 0.0
     np.testing.assert_allclose(adv, expected, atol=1e-12)
+    expected = dev / np.sqrt(0.45)
+    expected[1, 2] = 0.0
+    np.testing.assert_allclose(reinforce_pp_advantages(tok, mask, gamma=0.5, eps=0.0), expected, atol=1e-12)
+
+
+def test_reinforce_pp_returns_carry_through_masked_gaps_undiscounted():
+    # a multi-turn row: policy tokens at 0, 1, an observation at 2, 3 (masked), policy tokens at 4, 5;
+    # reward 1 on the last token, gamma 0.5. The discount counts policy tokens only:
+    # G5 = 1, G4 = 0.5, (gap carries 0.5 through), G1 = 0 + 0.5 * 0.5 = 0.25, G0 = 0.125
+    tok = np.array([[0.0, 0.0, 9.0, 9.0, 0.0, 1.0]])  # rewards under the mask are ignored
+    mask = np.array([[1, 1, 0, 0, 1, 1]], dtype=bool)
+    np.testing.assert_allclose(
+        reinforce_pp_returns(tok, mask, gamma=0.5), [[0.125, 0.25, 0.0, 0.0, 0.5, 1.0]]
+    )
 
 
 def test_reinforce_pp_baseline_hand_values():
     r = np.array([1.0, 0.0, 0.0, 1.0])
     g = np.array([0, 0, 1, 1])
-    # r - mean_g = [0.5, -0.5, -0.5, 0.5]; batch mean 0, var 0.25 -> [1, -1, -1, 1]
-    np.testing.assert_allclose(reinforce_pp_baseline_advantages(r, g, eps=0.0), [1, -1, -1, 1])
+    # r - mean_g = [0.5, -0.5, -0.5, 0.5]; batch mean 0, squared deviations 1.0:
+    # biased var 0.25 -> [1, -1, -1, 1]; unbiased var 1/3 -> dev * sqrt(3)
+    np.testing.assert_allclose(
+        reinforce_pp_baseline_advantages(r, g, eps=0.0, unbiased=False), [1, -1, -1, 1]
+    )
+    np.testing.assert_allclose(
+        reinforce_pp_baseline_advantages(r, g, eps=0.0), np.sqrt(3) * np.array([0.5, -0.5, -0.5, 0.5])
+    )
     # token weights [1, 1, 1, 3]: mean (0.5 - 0.5 - 0.5 + 1.5)/6 = 1/6; dev [1/3, -2/3, -2/3, 1/3];
-    # var (1/9 + 4/9 + 4/9 + 3/9)/6 = 2/9 -> A = dev / sqrt(2/9) = [0.7071, -1.4142, -1.4142, 0.7071]
-    adv = reinforce_pp_baseline_advantages(r, g, weights=np.array([1, 1, 1, 3]), eps=0.0)
+    # biased var (1/9 + 4/9 + 4/9 + 3/9)/6 = 2/9 -> A = dev / sqrt(2/9) = [0.7071, -1.4142, -1.4142, 0.7071]
+    w = np.array([1, 1, 1, 3])
+    adv = reinforce_pp_baseline_advantages(r, g, weights=w, eps=0.0, unbiased=False)
     np.testing.assert_allclose(adv, [1 / S2, -S2, -S2, 1 / S2])
 
 
@@ -272,7 +295,8 @@ def test_reinforce_pp_matches_loop(rows, gamma):
             g.append(running)
         ref.extend(reversed(g))
     mean = sum(ref) / len(ref)
-    var = sum((v - mean) ** 2 for v in ref) / len(ref)
+    var = sum((v - mean) ** 2 for v in ref) / max(len(ref) - 1, 1)  # unbiased, as verl
+    var = var if len(ref) > 1 else 0.0
     expected = [(v - mean) / np.sqrt(var + 1e-8) for v in ref]
     got = reinforce_pp_advantages(tok, mask, gamma=gamma, eps=1e-8)
     np.testing.assert_allclose(got[mask], expected, atol=1e-6, rtol=1e-6)
@@ -323,8 +347,9 @@ def test_group_of_one_gives_zero(name):
 @pytest.mark.parametrize("name", sorted(RULES))
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_reward_is_rejected_naming_the_sample(name, bad):
-    with pytest.raises(ValueError, match="index 2"):
+    with pytest.raises(ValueError, match=f"index 2 is {float(bad)};") as err:
         RULES[name](np.array([0.0, 1.0, bad]), np.array([0, 0, 0]))
+    assert "np." not in str(err.value)  # plain numbers (nan, inf), not numpy reprs
 
 
 def test_ngrpo_properties():
@@ -344,7 +369,7 @@ def test_reinforce_pp_baseline_matches_loop(samples, lengths):
     centred = loop_grpo(r, g, scale=False)
     tokens = [c for c, k in zip(centred, w) for _ in range(int(k))]  # whiten every token of the batch
     mean = sum(tokens) / len(tokens)
-    var = sum((x - mean) ** 2 for x in tokens) / len(tokens)
+    var = sum((x - mean) ** 2 for x in tokens) / (len(tokens) - 1) if len(tokens) > 1 else 0.0
     expected = (centred - mean) / np.sqrt(var + 1e-8)
     np.testing.assert_allclose(
         reinforce_pp_baseline_advantages(r, g, weights=w), expected, atol=1e-6, rtol=1e-6

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from marl.policies import build_char_tokenizer
-from marl.run import read_metrics
+from marl.rundir import read_metrics
 from tests.cli_helpers import cli_env, run_train, train_cmd
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from marl.run import read_metrics
+from marl.rundir import read_metrics
 from tests.cli_helpers import cli_env, deterministic, kill_after_checkpoint, resume, run_train, train_cmd
 
 TOY = [

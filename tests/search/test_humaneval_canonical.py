@@ -7,8 +7,8 @@ import ast
 
 import pytest
 
+from search.loaders import load_humaneval
 from search.sandbox import Sandbox, SandboxConfig
-from search.tasks import load_humaneval
 
 
 class _NoReturns(ast.NodeTransformer):

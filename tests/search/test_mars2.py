@@ -9,22 +9,16 @@ import torch
 
 from marl.agent import Agent
 from marl.config import AgentConfig, SamplingConfig
-from marl.credit import CreditAssigner, CreditConfig
+from marl.credit import CreditAssigner, CreditConfig, Mars2Settings
 from marl.policies import PolicyConfig
-from marl.run import read_metrics
-from marl.samples import tree_to_batches
+from marl.rundir import read_metrics
+from marl.samples import SampleBuffer, tree_to_batches
 from marl.tree import TurnTree
 from marl.types import SampleBatch, Turn
-from search.mars2 import (
-    SampleBuffer,
-    SearchConfig,
-    add_program_nodes,
-    grow_trees,
-    program_nodes,
-    tree_metrics,
-)
+from search.engine import SearchConfig, add_program_nodes, grow_trees
+from search.metrics import program_nodes, tree_metrics
 from search.sandbox import Sandbox, SandboxConfig
-from search.tasks import synthetic_suite
+from search.synthetic import synthetic_suite
 from tests.cli_helpers import (
     ROOT,
     cli_env,
@@ -50,7 +44,9 @@ def test_golden_shaping_and_path_advantages_through_the_search_tree():
     r4 = tree.add_nodes([-1])  # a second problem
     add_program_nodes(tree, [4, 4], ["a", "a"], [_turn(), _turn()], [0.0, 0.0])  # nodes 5, 6
     assert r0.tolist() == [0] and r4.tolist() == [4]
-    res = CreditAssigner(CreditConfig(rule="mars2_tree", lam=0.5, shaping_gamma=0.5))(tree)
+    res = CreditAssigner(CreditConfig(rule="mars2_tree", mars2=Mars2Settings(lam=0.5, shaping_gamma=0.5)))(
+        tree
+    )
     assert res.nodes.tolist() == [1, 2, 3, 5, 6]
     # shaping (lam = gamma = 0.5), baselines from unshaped rewards:
     #   node 1: parent is the root, sibling {2}: b = 0.0 -> 1 + 0.5 (1 - 0) = 1.5
@@ -255,61 +251,6 @@ def test_forest_action_choice_grows_full_trees(setup):
         SearchConfig(action_choice="global").validate()
 
 
-def test_warmstart_tasks_subset_is_seeded():
-    from search.mars2 import Mars2Config, warmstart_tasks
-    from search.warmstart import WarmStartConfig
-
-    tasks = synthetic_suite(0, n_train=40, n_heldout=4)[0]
-    full = Mars2Config(warmstart=WarmStartConfig(task_fraction=1.0))
-    assert warmstart_tasks(full, tasks) == tasks
-    half = Mars2Config(warmstart=WarmStartConfig(task_fraction=0.5))
-    a, b = warmstart_tasks(half, tasks), warmstart_tasks(half, tasks)
-    assert len(a) == 20 and [t.task_id for t in a] == [t.task_id for t in b]
-    assert len({t.task_id for t in a}) == 20 and all(t in tasks for t in a)
-    assert [tasks.index(t) for t in a] == sorted(tasks.index(t) for t in a)  # training order
-    half.run.seed = 1
-    assert {t.task_id for t in warmstart_tasks(half, tasks)} != {t.task_id for t in a}
-    with pytest.raises(ValueError, match="task_fraction"):
-        WarmStartConfig(task_fraction=0.0).validate()
-
-
-def test_warmstart_cache_key_follows_public_tests():
-    import copy
-
-    from marl.config import load_config
-    from search.mars2 import Mars2Config, warmstart_key
-
-    cfg = load_config(Mars2Config, [ROOT / "configs" / "search" / "mars2_synthetic.yaml"])
-    name = "small"
-    tasks = synthetic_suite(0, n_train=6, n_heldout=2)[0]
-    key = warmstart_key(cfg, name, tasks)
-    assert warmstart_key(cfg, name, copy.deepcopy(tasks)) == key  # stable
-    private = copy.deepcopy(tasks)
-    private[0].private_tests[0].expected = "changed"
-    assert warmstart_key(cfg, name, private) == key  # private tests never reach the warm start
-    public = copy.deepcopy(tasks)
-    public[0].public_tests[0].args = [12345]
-    assert warmstart_key(cfg, name, public) != key  # refinement pairs quote the public failures
-    cfg.warmstart.lr *= 2
-    assert warmstart_key(cfg, name, tasks) != key
-
-
-def test_warmstart_tasks_up_to_max_param():
-    from search.mars2 import Mars2Config, warmstart_tasks
-    from search.warmstart import WarmStartConfig
-
-    tasks = synthetic_suite(0, n_train=270, n_heldout=16, max_k=30)[0]
-    cfg = Mars2Config(warmstart=WarmStartConfig(max_param=12))
-    kept = warmstart_tasks(cfg, tasks)
-    assert kept and all(not isinstance(t.meta["param"], int) or t.meta["param"] <= 12 for t in kept)
-    # every task without an integer parameter or with one up to 12 is kept, the others are not
-    expected = [t for t in tasks if not isinstance(t.meta["param"], int) or t.meta["param"] <= 12]
-    assert [t.task_id for t in kept] == [t.task_id for t in expected] and len(kept) < len(tasks)
-    assert any(t.meta["param"] == "a" for t in kept) and any(t.meta["param"] is None for t in kept)
-    with pytest.raises(ValueError, match="max_param"):
-        WarmStartConfig(max_param=-1).validate()
-
-
 def test_override_empties_a_mapping():
     from marl.config import ConfigError, load_config
     from search.mars2 import Mars2Config
@@ -320,24 +261,3 @@ def test_override_empties_a_mapping():
     assert cfg.warmstart.steps_per_agent == {} and cfg.warmstart.steps_for("small") == 7
     with pytest.raises(ConfigError, match="nope"):
         load_config(Mars2Config, [path], ["warmstart.nope={}"])
-
-
-def test_family_metrics_split_the_trees_by_task_family():
-    from types import SimpleNamespace
-
-    from search.mars2 import family_metrics
-
-    tree = TurnTree(["a", "b"])
-    r0 = tree.add_nodes([-1])
-    add_program_nodes(tree, [0, 0], ["a", "b"], [_turn(), _turn()], [1.0, 0.0])  # nodes 1, 2
-    add_program_nodes(tree, [2], ["b"], [_turn()], [0.5])  # node 3 refines node 2
-    r4 = tree.add_nodes([-1])
-    add_program_nodes(tree, [4, 4], ["a", "a"], [_turn(), _turn()], [0.0, 1.0])  # nodes 5, 6
-    roots = np.concatenate([r0, r4])
-    tasks = [SimpleNamespace(meta={"family": "arith"}), SimpleNamespace(meta={"family": "shown"})]
-    private = np.array([False, True, True, False, True])  # nodes 1, 2, 3, 5, 6
-    m = family_metrics(tree, roots, tasks, private, "x")
-    # arith: the best node by public reward is node 1, which fails privately; nodes 2 and 3 pass
-    # shown: the best node is node 6, which passes
-    assert m == {"x/arith/pass@1": 0.0, "x/arith/pass@N": 1.0, "x/shown/pass@1": 1.0, "x/shown/pass@N": 1.0}
-    assert family_metrics(tree, roots, tasks[:1] * 2, private, "x") == {}  # one family: nothing to split

@@ -5,9 +5,11 @@ import math
 import numpy as np
 from numpy.testing import assert_allclose
 
+from marl.tree import TurnTree
 from search.metrics import (
     agent_shares,
     best_nodes,
+    family_metrics,
     nodes_to_first_success,
     pass_at_1,
     pass_at_n,
@@ -53,3 +55,27 @@ def test_summary_keys():
     assert math.isclose(out["eval/search/pass@1"], 1 / 3)
     assert math.isclose(out["eval/search/nodes_to_first_success"], 2.5)  # mean of 3 and 2
     assert math.isclose(out["eval/search/b/node_share"], 0.6)
+
+
+def _programs(tree: TurnTree, parents, agents, rewards) -> None:
+    """Scored program nodes under ``parents`` (no payloads: the metrics read only the arrays)."""
+    tree.add_nodes(np.asarray(parents), agent=np.asarray(agents, dtype=object), reward=np.asarray(rewards))
+
+
+def test_family_metrics_split_the_trees_by_task_family():
+    from types import SimpleNamespace
+
+    tree = TurnTree(["a", "b"])
+    r0 = tree.add_nodes([-1])
+    _programs(tree, [0, 0], ["a", "b"], [1.0, 0.0])  # nodes 1, 2
+    _programs(tree, [2], ["b"], [0.5])  # node 3 refines node 2
+    r4 = tree.add_nodes([-1])
+    _programs(tree, [4, 4], ["a", "a"], [0.0, 1.0])  # nodes 5, 6
+    roots = np.concatenate([r0, r4])
+    tasks = [SimpleNamespace(meta={"family": "arith"}), SimpleNamespace(meta={"family": "shown"})]
+    private = np.array([False, True, True, False, True])  # nodes 1, 2, 3, 5, 6
+    m = family_metrics(tree, roots, tasks, private, "x")
+    # arith: the best node by public reward is node 1, which fails privately; nodes 2 and 3 pass
+    # shown: the best node is node 6, which passes
+    assert m == {"x/arith/pass@1": 0.0, "x/arith/pass@N": 1.0, "x/shown/pass@1": 1.0, "x/shown/pass@N": 1.0}
+    assert family_metrics(tree, roots, tasks[:1] * 2, private, "x") == {}  # one family: nothing to split

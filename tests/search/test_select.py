@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+from marl.tree import subtree_sum
 from search.select import (
     arm_stats,
     beta_thompson,
     forest_draw,
     gaussian_thompson,
     select_expansion,
-    subtree_totals,
     uct_scores,
 )
 
@@ -65,7 +65,7 @@ def test_subtree_totals_matches_naive_loop():
     naive = v.copy()
     for i in range(n - 1, 0, -1):  # children have larger ids than parents
         naive[parent[i]] += naive[i]
-    assert_allclose(subtree_totals(parent, depth, v), naive)
+    assert_allclose(subtree_sum(parent, v, depth=depth), naive)
 
 
 def test_uct_scores_hand_values():

@@ -7,7 +7,7 @@ import torch
 from marl.agent import Agent
 from marl.config import AgentConfig
 from marl.policies import PolicyConfig
-from search.tasks import synthetic_suite
+from search.synthetic import synthetic_suite
 from search.warmstart import (
     WarmStartConfig,
     collate,
@@ -15,8 +15,11 @@ from search.warmstart import (
     encode_pairs,
     reference_completion,
     warm_start_agent,
+    warmstart_key,
+    warmstart_tasks,
     warmstart_texts,
 )
+from tests.cli_helpers import ROOT
 
 
 def test_completion_cross_entropy_hand_value():
@@ -110,3 +113,52 @@ def test_refinement_parents_are_near_misses_from_the_same_template():
             assert template[parent.task_id] == task.meta["template"]
             checked += 1
     assert checked > 10
+
+
+def test_warmstart_tasks_subset_is_seeded():
+    tasks = synthetic_suite(0, n_train=40, n_heldout=4)[0]
+    assert warmstart_tasks(tasks, WarmStartConfig(task_fraction=1.0), 0) == tasks
+    half = WarmStartConfig(task_fraction=0.5)
+    a, b = warmstart_tasks(tasks, half, 0), warmstart_tasks(tasks, half, 0)
+    assert len(a) == 20 and [t.task_id for t in a] == [t.task_id for t in b]
+    assert len({t.task_id for t in a}) == 20 and all(t in tasks for t in a)
+    assert [tasks.index(t) for t in a] == sorted(tasks.index(t) for t in a)  # training order
+    assert {t.task_id for t in warmstart_tasks(tasks, half, 1)} != {t.task_id for t in a}
+    with pytest.raises(ValueError, match="task_fraction"):
+        WarmStartConfig(task_fraction=0.0).validate()
+
+
+def test_warmstart_cache_key_follows_public_tests():
+    import copy
+
+    from marl.config import load_config
+    from search.mars2 import Mars2Config
+
+    cfg = load_config(Mars2Config, [ROOT / "configs" / "search" / "mars2_synthetic.yaml"])
+    tasks = synthetic_suite(0, n_train=6, n_heldout=2)[0]
+
+    def key_of(tasks):
+        return warmstart_key(cfg.agents["small"], cfg.warmstart, cfg.search, "compact", cfg.run.seed, tasks)
+
+    key = key_of(tasks)
+    assert key_of(copy.deepcopy(tasks)) == key  # stable
+    private = copy.deepcopy(tasks)
+    private[0].private_tests[0].expected = "changed"
+    assert key_of(private) == key  # private tests never reach the warm start
+    public = copy.deepcopy(tasks)
+    public[0].public_tests[0].args = [12345]
+    assert key_of(public) != key  # refinement pairs quote the public failures
+    cfg.warmstart.lr *= 2
+    assert key_of(tasks) != key
+
+
+def test_warmstart_tasks_up_to_max_param():
+    tasks = synthetic_suite(0, n_train=270, n_heldout=16, max_k=30)[0]
+    kept = warmstart_tasks(tasks, WarmStartConfig(max_param=12), 0)
+    assert kept and all(not isinstance(t.meta["param"], int) or t.meta["param"] <= 12 for t in kept)
+    # every task without an integer parameter or with one up to 12 is kept, the others are not
+    expected = [t for t in tasks if not isinstance(t.meta["param"], int) or t.meta["param"] <= 12]
+    assert [t.task_id for t in kept] == [t.task_id for t in expected] and len(kept) < len(tasks)
+    assert any(t.meta["param"] == "a" for t in kept) and any(t.meta["param"] is None for t in kept)
+    with pytest.raises(ValueError, match="max_param"):
+        WarmStartConfig(max_param=-1).validate()

@@ -8,8 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import marl.policies.generate as G
-from marl.policies.generate import (
+import marl.policies.decoder as decoder
+from marl.policies import (
+    UnsupportedModel,
     fast_generate,
     fast_unsupported_reason,
     hf_generate,
@@ -265,11 +266,11 @@ def test_prefill_chunks_and_decode_groups(models, monkeypatch):
     model = models["qwen2"]
     prompts = [[5 + i] * (1 + (i * 3) % 11) for i in range(10)]
     want = fast_generate(model, prompts, pad_id=0, max_new_tokens=8, temperature=0.0, stop_ids=[])
-    monkeypatch.setattr(G, "_PREFILL_CHUNK_TOKENS", 16)  # several prefill chunks
-    monkeypatch.setattr(G, "_MIN_GROUP_ROWS", 3)  # several decode groups
-    monkeypatch.setattr(G, "_GROUP_CACHE_BYTES", 1)
-    monkeypatch.setattr(G, "_GROUP_MAX_WEIGHT_BYTES", 1 << 30)
-    assert len(G._prefill_chunks(sorted((len(p) for p in prompts), reverse=True), 16)) > 2
+    monkeypatch.setattr(decoder, "_PREFILL_CHUNK_TOKENS", 16)  # several prefill chunks
+    monkeypatch.setattr(decoder, "_MIN_GROUP_ROWS", 3)  # several decode groups
+    monkeypatch.setattr(decoder, "_GROUP_CACHE_BYTES", 1)
+    monkeypatch.setattr(decoder, "_GROUP_MAX_WEIGHT_BYTES", 1 << 30)
+    assert len(decoder._prefill_chunks(sorted((len(p) for p in prompts), reverse=True), 16)) > 2
     got = fast_generate(model, prompts, pad_id=0, max_new_tokens=8, temperature=0.0, stop_ids=[])
     assert torch.equal(got.tokens, want.tokens)
     torch.testing.assert_close(got.logprobs, want.logprobs, atol=1e-5, rtol=0)
@@ -284,7 +285,7 @@ def test_prefill_chunks_and_decode_groups(models, monkeypatch):
 def test_prefill_chunks_split_sorted_rows():
     # lengths 10, 8, 3, 3, 1 with a 16-token budget: 16 // 10 = 1 row, then 16 // 8 = 2 rows (8, 3),
     # then 16 // 3 = 5 rows (3, 1)
-    assert G._prefill_chunks([10, 8, 3, 3, 1], 16) == [(0, 1, 10), (1, 3, 8), (3, 5, 3)]
+    assert decoder._prefill_chunks([10, 8, 3, 3, 1], 16) == [(0, 1, 10), (1, 3, 8), (3, 5, 3)]
 
 
 def test_determinism_and_top_p_logprobs(models):
@@ -351,7 +352,7 @@ def test_unsupported_models_and_argument_errors(models, tmp_path):
             build_tiny_lm("100k", 0, tmp_path / "b"), dtype=torch.bfloat16
         )
     assert "float32" in fast_unsupported_reason(bf16)
-    with pytest.raises(G.UnsupportedModel):
+    with pytest.raises(UnsupportedModel):
         fast_generate(bf16, PROMPTS, pad_id=0, max_new_tokens=2)
     with pytest.raises(ValueError, match="max_new_tokens"):
         fast_generate(models["qwen2"], PROMPTS, pad_id=0, max_new_tokens=0)

@@ -32,7 +32,7 @@ class DigitTaskConfig:
     """Which digit task to train on and how it is split."""
 
     ops: list[str] = field(default_factory=lambda: ["max"])
-    """Operations mixed in the task (keys of marl.tasks.OPS)."""
+    """Operations mixed in the task (keys of marl.digits.OPS)."""
     num_digits: int = 3
     """Digits per prompt; the problem set is every tuple of this many digits."""
     heldout_fraction: float = 0.2

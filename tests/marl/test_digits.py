@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from marl.tasks import (
+from marl.digits import (
     OPS,
     DigitTask,
     DigitTaskConfig,
