@@ -25,6 +25,9 @@ from marl.types import Generation, SampleBatch
 
 logger = logging.getLogger(__name__)
 
+ADDITIVE_STATS = ("loss", "pg_loss", "kl", "entropy")
+"""Loss statistics that are each micro-batch's share of the mini-batch value (``marl.losses.total_loss``)."""
+
 OWN = object()
 """``Agent.act(generator=OWN)``: sample with the agent's own generator."""
 
@@ -198,8 +201,11 @@ class Agent:
                     loss.backward()
                     w = float(len(micro)) / len(mb)
                     for k, v in stats.items():
-                        stats_acc[k] = stats_acc.get(k, 0.0) + w * float(v)
-                    stats_acc["loss"] = stats_acc.get("loss", 0.0) + float(loss.detach())
+                        # loss terms are micro-batch contributions to the mini-batch value (global
+                        # denominators): they add up; the rest are micro-batch means: weight by rows
+                        stats_acc[k] = stats_acc.get(k, 0.0) + (
+                            float(v) if k in ADDITIVE_STATS else w * float(v)
+                        )
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
                 gn = clip_grad_norm(params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else None)
                 stats_acc["grad_norm"] = gn

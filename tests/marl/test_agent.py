@@ -117,6 +117,29 @@ def test_save_load_roundtrip(tmp_path):
     assert a.optimizer.state_dict()["state"].keys() == b.optimizer.state_dict()["state"].keys()
 
 
+def test_sum_norm_max_len_reaches_the_loss(tmp_path):
+    # Dr. GRPO's seq-mean-token-sum-norm divides the summed token loss by B * T_max, T_max the
+    # generation budget when set. REINFORCE, one update, loss = sum_t(-A_t * log pi_t) M_t / (B * T_max):
+    # the same batch and weights give loss(T_max = 8) = loss(T_max = 16) * 2, and T_max = 16 equals the
+    # hand formula with the policy's own log-probs.
+    def agent(max_len):
+        loss = LossConfig(
+            objective="reinforce", aggregation="seq-mean-token-sum-norm", sum_norm_max_len=max_len
+        )
+        return _agent(tmp_path, loss=loss, sampling=SamplingConfig(max_new_tokens=3))
+
+    a8, a16 = agent(8), agent(16)
+    batch = _batch(a8)
+    with torch.no_grad():
+        logp = a16.policy.token_logprobs(batch.input_ids, batch.attention_mask)
+    by_hand = float((-batch.advantages * logp * batch.loss_mask).sum()) / (len(batch) * 16)
+    l8, l16 = a8.learn(batch)["loss"], a16.learn(batch)["loss"]
+    assert l16 == pytest.approx(by_hand, rel=1e-5)
+    assert l8 == pytest.approx(2 * l16, rel=1e-6)
+    longest = int(batch.loss_mask.sum(1).max())  # None: the longest row of the batch (3 tokens here)
+    assert agent(None).learn(batch)["loss"] == pytest.approx(16 / longest * l16, rel=1e-5)
+
+
 def test_learning_rate_follows_the_run_step_whatever_the_number_of_learn_calls(tmp_path):
     # linear decay over total_steps = 10 run steps (one update per learn call): the update of step s uses
     # lr * (1 - 0.9 * (s - 1) / 10); two learn calls in one step use the same rate, a step with none skips
@@ -140,3 +163,20 @@ def test_policy_kl_is_zero_before_an_update_and_positive_after(tmp_path):
     assert a.policy_kl(batch) == pytest.approx(0.0, abs=1e-6)
     stats = a.learn(batch, measure_kl=True)
     assert stats["policy_kl"] > 0 and stats["policy_kl"] == pytest.approx(a.policy_kl(batch))
+
+
+def test_reported_loss_is_the_batch_loss_however_it_is_split(tmp_path):
+    # the reported loss, pg_loss and entropy are the mini-batch's own values (their micro-batch shares
+    # summed), so one big micro-batch and many small ones report the same numbers
+    loss = LossConfig(objective="reinforce", aggregation="token-mean", entropy_coef=0.01)
+    big = _agent(tmp_path, micro_batch_tokens=1 << 20, loss=loss, sampling=SamplingConfig(max_new_tokens=3))
+    small = _agent(tmp_path, micro_batch_tokens=8, loss=loss, sampling=SamplingConfig(max_new_tokens=3))
+    batch = _batch(big)
+    with torch.no_grad():
+        logp = big.policy.token_logprobs(batch.input_ids, batch.attention_mask)
+    pg = float((-batch.advantages * logp * batch.loss_mask).sum() / batch.loss_mask.sum())
+    got, split = big.learn(batch), small.learn(batch)
+    assert got["pg_loss"] == pytest.approx(pg, rel=1e-5)
+    assert got["loss"] == pytest.approx(got["pg_loss"] - 0.01 * got["entropy"], rel=1e-5)
+    for k in ("loss", "pg_loss", "entropy"):
+        assert split[k] == pytest.approx(got[k], rel=1e-5), k
