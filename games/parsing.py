@@ -123,12 +123,15 @@ class InvalidActionConfig:
 def forfeit_returns(num_players: int, offender: int, penalty: float) -> list[float]:
     """Returns after a forfeit: offender gets ``penalty``, each other player ``-penalty / (num_players - 1)``.
 
-    Zero-sum by construction (sum = penalty - (n-1)·penalty/(n-1) = 0), so with penalty < 0 every
-    opponent wins.
+    With two or more players it is zero-sum by construction (sum = penalty - (n-1)·penalty/(n-1) = 0),
+    so with penalty < 0 every opponent wins. A one-player game (blackjack) has nobody to pay: the
+    returns are ``[penalty]``.
     """
-    if num_players < 2:
-        raise ValueError(f"a forfeit needs at least 2 players, got {num_players}")
+    if num_players < 1:
+        raise ValueError(f"a forfeit needs at least 1 player, got num_players={num_players}")
     if not 0 <= offender < num_players:
         raise ValueError(f"offender must be in [0, {num_players}), got {offender}")
+    if num_players == 1:
+        return [float(penalty)]
     share = -penalty / (num_players - 1)
     return [penalty if p == offender else share for p in range(num_players)]

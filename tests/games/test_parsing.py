@@ -241,3 +241,13 @@ def test_forfeit_returns_hand_values():
     assert forfeit_returns(3, 1, -2.0) == [1.0, -2.0, 1.0]
     with pytest.raises(ValueError):
         forfeit_returns(2, 2, -1.0)
+
+
+def test_forfeit_returns_one_player():
+    # blackjack has one seat: nobody to pay, the offender just gets the penalty
+    assert forfeit_returns(1, 0, -1.0) == [-1.0]
+    assert forfeit_returns(1, 0, -2.5) == [-2.5]
+    with pytest.raises(ValueError, match="offender"):
+        forfeit_returns(1, 1, -1.0)
+    with pytest.raises(ValueError, match="at least 1 player"):
+        forfeit_returns(0, 0, -1.0)
