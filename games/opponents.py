@@ -138,7 +138,9 @@ def cfr_average_policy(
     Zinkevich et al. 2007: regret matching at every information set; the *average* strategy converges
     to a Nash equilibrium in two-player zero-sum games, exploitability O(1/sqrt(T)). Returns
     ``{"game", "params", "iterations", "nash_conv", "table": {info_state: {action_id: prob}}}``; the
-    file is keyed by game, params and iterations (``cache_dir=None`` disables the cache).
+    file is keyed by game, params and iterations (``cache_dir=None`` disables the cache), and a cached
+    file is used only if the game, params and iterations stored inside match too (two params that
+    differ only in characters a file name drops share a file name).
     """
     import pyspiel
     from open_spiel.python import policy as os_policy
@@ -152,7 +154,12 @@ def cfr_average_policy(
     if path is not None and path.exists():
         try:
             data = json.loads(path.read_text())
-            if data.get("game") == game_name and data.get("iterations") == iterations:
+            same = (data.get("game"), data.get("params"), data.get("iterations")) == (
+                game_name,
+                params,
+                iterations,
+            )
+            if same:
                 data["table"] = {k: {int(a): p for a, p in v.items()} for k, v in data["table"].items()}
                 logger.info("loaded CFR policy %s", path)
                 return data

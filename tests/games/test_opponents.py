@@ -118,3 +118,18 @@ def test_make_opponent_specs(tmp_path):
     assert isinstance(c, CFRPlayer) and c.iterations == 50
     with pytest.raises(ValueError, match="valid"):
         make_opponent("alphazero", "tic_tac_toe")
+
+
+def test_cfr_cache_is_used_only_for_the_params_it_was_solved_for(tmp_path, caplog):
+    """A cached file is keyed by its name *and* the game, params and iterations stored inside it: a file
+    that names the right game but holds another game's solution (params whose file tags collide) is
+    recomputed, never played."""
+    from games.opponents import _cache_path
+
+    three = cfr_average_policy("kuhn_poker", 10, params={"players": 3}, cache_dir=tmp_path)
+    two_path = _cache_path(tmp_path, "kuhn_poker", {"players": 2}, 10)
+    _cache_path(tmp_path, "kuhn_poker", {"players": 3}, 10).rename(two_path)  # a colliding file name
+    caplog.set_level("WARNING", logger="games.opponents")
+    two = cfr_average_policy("kuhn_poker", 10, params={"players": 2}, cache_dir=tmp_path)
+    assert "does not match" in caplog.text
+    assert two["params"] == {"players": 2} and len(two["table"]) == 12 and len(three["table"]) != 12
