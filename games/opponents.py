@@ -248,6 +248,44 @@ class CFRPlayer:
 OPPONENTS = {"random": RandomPlayer, "mcts": MCTSPlayer, "cfr": CFRPlayer}
 
 
+def check_opponent(spec: str, game: Any) -> None:
+    """``ValueError`` now, not at the first move, when fixed opponent ``spec`` cannot play ``game``.
+
+    ``game`` is a ``games.text.GameConfig``. 'random' plays anything; 'mcts-N' needs a
+    perfect-information OpenSpiel game (or a PettingZoo env with an OpenSpiel twin): on hidden cards it
+    would read the opponent's hand; 'cfr-N' solves an OpenSpiel game (backend 'openspiel').
+    """
+    from games.openspiel_game import load_openspiel_game
+    from games.pettingzoo_game import OPENSPIEL_TWINS
+
+    m = re.fullmatch(r"([a-z]+)[-_]?(\d*)", spec.strip().lower())
+    if m is None or m.group(1) not in OPPONENTS:
+        raise ValueError(f"unknown opponent {spec!r}; valid: {sorted(OPPONENTS)} (optionally with '-N')")
+    kind = m.group(1)
+    if kind == "random":
+        return
+    if game.backend == "pettingzoo":
+        if kind == "cfr" or game.name not in OPENSPIEL_TWINS:
+            what = "CFR solves OpenSpiel games only" if kind == "cfr" else "it has no OpenSpiel twin"
+            raise ValueError(
+                f"opponent {spec!r} cannot play PettingZoo env {game.name!r}: {what} (envs with a twin, "
+                f"for MCTS: {sorted(OPENSPIEL_TWINS)}); play the OpenSpiel version (backend: openspiel) "
+                f"or use 'random'"
+            )
+        os_name, params = OPENSPIEL_TWINS[game.name][0], {}
+    else:
+        os_name, params = game.name, dict(game.params)
+    if kind == "mcts":
+        import pyspiel
+
+        info = load_openspiel_game(os_name, params).get_type().information
+        if info != pyspiel.GameType.Information.PERFECT_INFORMATION:
+            raise ValueError(
+                f"opponent {spec!r}: MCTS needs a perfect-information game and {game.name!r} is not (MCTS "
+                f"would read the hidden cards); use 'cfr-N' or 'random' against it"
+            )
+
+
 def make_opponent(
     spec: str,
     game_name: str,

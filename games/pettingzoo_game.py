@@ -212,7 +212,8 @@ class PettingZooGame:
         from games.openspiel_game import load_openspiel_game
 
         os_name, pz_to_os, _ = OPENSPIEL_TWINS[self.name]
-        state = load_openspiel_game(os_name, self.params).new_initial_state()
+        # the twins take no game parameters; the env's own (display ones) must not reach OpenSpiel
+        state = load_openspiel_game(os_name, pettingzoo_params(self.name, self.params)).new_initial_state()
         for a in self.history:
             state.apply_action(pz_to_os(a))
         return state

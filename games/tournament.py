@@ -15,7 +15,8 @@ intervals are written as markdown, JSON and a PNG.
 
 ``TournamentConfig.validate`` refuses, before anything is built or played: a game the adapters
 cannot play (simultaneous-move, no action mask), a game that is not for exactly two players (a
-one-player game such as blackjack has no opponent to beat, so no win, draw or Elo), a ``run:``
+one-player game such as blackjack has no opponent to beat, so no win, draw or Elo), a fixed
+player that cannot play the game (MCTS on hidden cards, CFR on a PettingZoo env), a ``run:``
 spec that matches no run directory (naming the command that trains it), a run without a
 checkpoint, and a run that trained on another game: the full game spec (backend, name, every
 parameter with its default) of the run's saved config must equal the tournament's, so a model
@@ -38,7 +39,7 @@ from safetensors.torch import load_model
 
 from games.arena import TournamentResult, round_robin
 from games.league import PROMPT_FORMATS, LLMPlayer
-from games.opponents import DEFAULT_CFR_CACHE, Player, make_opponent
+from games.opponents import DEFAULT_CFR_CACHE, Player, check_opponent, make_opponent
 from games.parsing import InvalidActionConfig
 from games.prompts import check_action_budget
 from games.text import GameConfig, check_playable, format_spec, game_spec, num_players
@@ -102,6 +103,8 @@ class TournamentConfig:
         for spec in self.players:
             if spec.startswith("run:"):
                 find_run(spec, self.game)
+            elif not spec.startswith("hf:"):
+                check_opponent(spec, self.game)
 
 
 def check_tournament_game(game: GameConfig) -> None:

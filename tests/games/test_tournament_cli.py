@@ -209,3 +209,10 @@ def test_llm_players_without_the_budget_for_the_game_are_refused(trained, tmp_pa
     )
     with pytest.raises(ValueError, match=r"agents.lm.sampling.max_new_tokens of run .*kuhn is 2"):
         run_player(f"run:{run}", TournamentConfig(game=kuhn, players=["random", f"run:{run}"]))
+
+
+def test_fixed_players_that_cannot_play_the_game_are_refused_up_front(tmp_path):
+    yaml_path = tmp_path / "t.yaml"
+    yaml_path.write_text("game: {name: kuhn_poker}\nplayers: [random, mcts-25]\n")
+    with pytest.raises(ConfigError, match="'mcts-25': MCTS needs a perfect-information game"):
+        load_config(TournamentConfig, [yaml_path])
