@@ -5,7 +5,8 @@ guesses or repairs a move (no fuzzy matching, no number conversion, so "04", "ï¼
 "4"). It never raises, whatever the input (non-strings, huge strings, lone surrogates). The rule,
 first hit wins:
 
-1. the whole output is an action (blanks around it, wrapping quotes, brackets, markdown, a full stop);
+1. the whole output is an action (blanks around it, wrapping quotes, brackets, markdown, a full stop,
+   a leading "cell" or "column");
 2. explicit answer markers ("Answer: 4", "**Move:** e4", "action = call", "Answer - 4", "my move is e4",
    "final answer is 4", ``\\boxed{4}``, ``<answer>4</answer>``): the LAST one in the output
    decides, and if what follows it is not a legal action the output is invalid (``None``);
@@ -41,11 +42,14 @@ MAX_SCAN = 4096  # characters searched at each end of the output for markers, to
 MAX_ACTION_LEN = 256  # longer outputs cannot be an exact (whitespace-stripped) action
 MAX_WORDS = 12  # words after a marker tried as one (multi-word) action
 MAX_MARKERS = 64  # markers of each kind considered, the last ones
+MAX_TRIM = 4  # wrapping characters trimmed one by one from each end before a full strip
 _WRAP = " \t\r\n\"'`*_.,;:!?()[]{}<>"
 _FILLERS = frozenset(
     "to the a an is be would here now then cell column square position action move number with for on at "
     "in my play like".split()
 )
+_MARKER_WORDS = re.compile(r"answer|action|move|choice|decision|play|choose|pick|select", re.IGNORECASE)
+_NOUNS = frozenset("cell column col square position pit".split())  # "Column 3" is the action "3"
 
 _L = r"(?<![A-Za-z0-9])(?<![A-Za-z0-9]_)"  # word start; markdown _emphasis_ may open the word
 _R = r"(?![A-Za-z0-9])"  # word end
@@ -98,13 +102,48 @@ class _Legal:
             return c
         return self.folded.get(c.lower())
 
+    def trimmed(self, c: str) -> str | None:
+        """``c`` as an action, else ``c`` with wrapping characters trimmed from its ends, least first, so
+        "x(0,0)." is "x(0,0)" and "`pile:1,_take:1;`" is "pile:1,_take:1;" (a full strip would eat the
+        action's own ")" or ";")."""
+        hit = self.get(c)
+        if hit is not None or not c:
+            return hit
+        lead = 0
+        while lead < min(len(c), MAX_TRIM) and c[lead] in _WRAP:
+            lead += 1
+        trail = 0
+        while trail < min(len(c) - lead, MAX_TRIM) and c[len(c) - 1 - trail] in _WRAP:
+            trail += 1
+        for total in range(1, lead + trail + 1):
+            for i in range(max(0, total - trail), min(lead, total) + 1):
+                hit = self.get(c[i : len(c) - (total - i)])
+                if hit is not None:
+                    return hit
+        return self.get(c.strip(_WRAP))
+
     def phrase(self, words: Sequence[str]) -> str | None:
-        """The action spelled by ``words`` (joined by a blank or by ``_``, wrapping stripped)."""
+        """The action spelled by ``words`` (joined by a blank or by ``_``, wrapping trimmed)."""
         for joined in (" ".join(words), "_".join(words)):
-            hit = self.get(joined) or self.get(joined.strip(_WRAP))
+            hit = self.trimmed(joined)
             if hit is not None:
                 return hit
         return None
+
+    def written_at(self, region: str) -> list[tuple[int, int]]:
+        """Where the region spells a legal action that holds a marker word ("Player:_0_Action:_Pass",
+        written with blanks or ``_``), so that word is not taken for a marker."""
+        out: list[tuple[int, int]] = []
+        for a in self.exact:
+            if len(a) < 4 or not _MARKER_WORDS.search(a):
+                continue
+            for form in {a, a.replace("_", " ")}:
+                hay, needle = (region.lower(), form.lower()) if self.folded else (region, form)
+                start = hay.find(needle)
+                while start >= 0 and len(out) < 4 * MAX_MARKERS:
+                    out.append((start, start + len(needle)))
+                    start = hay.find(needle, start + 1)
+        return out
 
 
 def parse_action(text: object, legal: Sequence[str]) -> str | None:
@@ -133,18 +172,16 @@ def _parse(text: str, lk: _Legal) -> str | None:
         text = text[think + len("</think>") :]
     if len(text) <= 4 * MAX_ACTION_LEN:  # 1. the whole output
         t = text.strip()
-        hit = (
-            lk.get(t)
-            or lk.get(t.strip(_WRAP))
-            or (lk.phrase(t.split()) if len(t.split()) <= MAX_WORDS else None)
-        )
+        hit = lk.trimmed(t) or _whole(t.split(), lk)
         if hit is not None:
             return hit
     region = text if len(text) <= 2 * MAX_SCAN else text[:MAX_SCAN] + "\n" + text[-MAX_SCAN:]
-    explicit = _explicit_spans(region)  # 2. the last explicit marker decides
+    inside = lk.written_at(region)
+    explicit = _explicit_spans(region, inside)  # 2. the last explicit marker decides
     if explicit:
         return _resolve(explicit[-1], lk, unique=True)
-    for m in list(_VERBS.finditer(region))[::-1][:MAX_MARKERS]:  # 3. the last verb that names an action
+    verbs = [m for m in _VERBS.finditer(region) if not _within(m.start(), inside)]
+    for m in verbs[::-1][:MAX_MARKERS]:  # 3. the last verb that names an action
         hit = _resolve(_rest_of_line(region, m.end()), lk, unique=False)
         if hit is not None:
             return hit
@@ -156,17 +193,25 @@ def _parse(text: str, lk: _Legal) -> str | None:
     head, tail = region[:MAX_SCAN], region[-MAX_SCAN:]  # 5. first token, first line, last line
     tokens = head.split(maxsplit=1)
     if tokens:
-        hit = lk.get(tokens[0]) or lk.get(tokens[0].strip(_WRAP))
+        hit = lk.trimmed(tokens[0])
         if hit is not None:
             return hit
     for lines in (head.strip().splitlines()[:1], tail.strip().splitlines()[-1:]):
         for line in lines:
-            words = line.split()
-            if 0 < len(words) <= MAX_WORDS:
-                hit = lk.phrase(words)
-                if hit is not None:
-                    return hit
+            hit = _whole(line.split(), lk)
+            if hit is not None:
+                return hit
     return None
+
+
+def _whole(words: list[str], lk: _Legal) -> str | None:
+    """The action that ``words`` spell in full, after at most one leading noun ("Column 3", "cell 4")."""
+    if not 0 < len(words) <= MAX_WORDS:
+        return None
+    hit = lk.phrase(words)
+    if hit is None and len(words) > 1 and words[0].strip(_WRAP).lower() in _NOUNS:
+        hit = lk.phrase(words[1:])
+    return hit
 
 
 def _rest_of_line(text: str, pos: int) -> str:
@@ -181,11 +226,18 @@ def _rest_of_line(text: str, pos: int) -> str:
     return ""
 
 
-def _explicit_spans(region: str) -> list[str]:
-    """What follows each explicit answer marker, by position; markers with nothing after them are left out."""
+def _within(pos: int, spans: list[tuple[int, int]]) -> bool:
+    return any(a <= pos < b for a, b in spans)
+
+
+def _explicit_spans(region: str, inside: list[tuple[int, int]]) -> list[str]:
+    """What follows each explicit answer marker, by position; markers with nothing after them, or that are
+    part of a legal action written in the region (``inside``), are left out."""
     found: list[tuple[int, str]] = []
     for k, rx in enumerate(_EXPLICIT):
         for m in rx.finditer(region):
+            if _within(m.start() + len(m.group(0)) - len(m.group(0).lstrip("*_\"' \t")), inside):
+                continue
             span = m.group(1) if k == 0 else m.group(2) if k == 1 else _rest_of_line(region, m.end())
             if span.strip(_WRAP):
                 found.append((m.start(), span))
@@ -207,7 +259,7 @@ def _resolve(span: str, lk: _Legal, unique: bool) -> str | None:
         else:
             break
     if unique:
-        words = span.split()[:256]
+        words = span.split()[:64]
         named = set()
         for n in range(1, lk.max_words + 1):
             for i in range(len(words) - n + 1):

@@ -8,7 +8,7 @@ import pytest
 from games.arena import play_games
 from games.opponents import RandomPlayer
 from games.parsing import InvalidActionConfig, forfeit_returns, parse_action
-from games.text import GAMES, make_game
+from games.text import GAMES, GameConfig, make_game
 
 DIGITS = [str(i) for i in range(9)]
 LEDUC = ["fold", "call", "raise"]
@@ -342,6 +342,9 @@ CHAT_ANSWERS = [
     ("Answer: 1", BIG, "1"),
     ("Answer: 100", BIG, None),
     ("My move: 04", DIGITS, None),
+    ("Column 3", C4, "3"),
+    ("cell 4.", DIGITS, "4"),
+    ("The 4 corners are taken.", DIGITS, None),
     # nothing to take
     ("I think calling is best", POKER, None),
     ("You are player 1. The centre is best.", DIGITS, None),
@@ -385,3 +388,48 @@ def test_fuzz_never_invents_on_case_and_multiword_vocabularies(legal):
             else:
                 assert got.lower() in written.lower()
     assert n_valid > 80  # the fuzz also exercises the accepting paths
+
+
+CHAT_TEMPLATES = [
+    "{a}",
+    "{b}",
+    "Answer: {a}",
+    "Answer: {b}",
+    "**Answer:** {a}",
+    "**Move:** `{a}`",
+    "I'll play {a}.",
+    "My move is {a}.",
+    "As player 1, my action: {a}",
+    "You are player 0.\n\nAction: {a}",
+    "<think>Answer: {o}</think>\nAnswer: {a}",
+    "I would not play {o}. Answer: {a}",
+    "\\boxed{{{a}}}",
+    "Final answer: {a}",
+]
+
+
+def test_chat_templates_parse_every_action_of_every_game():
+    """The class behind the table: ordinary answers naming a legal action ({a}, or {b} with blanks for _)
+    parse to it in every conformance game, whatever its names hold: parentheses and a full stop
+    ("x(0,0)."), ';' in backticks ("`pile:1,_take:1;`"), marker words ("Player: 0 Action: Draw upcard")."""
+    from tests.games.test_conformance import OPENSPIEL
+
+    configs = [GameConfig(n, params=p) for n, p in OPENSPIEL]
+    configs += [GameConfig("tictactoe_v3", "pettingzoo"), GameConfig("leduc_holdem_v4", "pettingzoo")]
+    failures = []
+    for cfg in configs:
+        rng = np.random.default_rng(0)
+        for seed in range(2):
+            g = make_game(cfg, seed)
+            for _ in range(3):
+                if g.is_terminal():
+                    break
+                legal = g.legal_actions()
+                for k, a in enumerate(legal[:10]):
+                    o = legal[(k + 1) % len(legal)]
+                    for t in CHAT_TEMPLATES:
+                        text = t.format(a=a, o=o, b=a.replace("_", " "))
+                        if len(legal) > 1 and parse_action(text, legal) != a:
+                            failures.append((cfg.name, text, parse_action(text, legal)))
+                g.apply(legal[int(rng.integers(len(legal)))])
+    assert failures == []
