@@ -17,10 +17,11 @@ first hit wins:
 Markers are whole words ("player" is not "play", "actions" is not "action"), markdown emphasis
 around them is ignored, and a marker word inside a legal action written out ("Player: 0 Action:
 Draw upcard") is not a marker. Wrapping characters (quotes, brackets, markdown, punctuation) are
-trimmed one at a time, so an action's own ")" or ";" survives ("x(0,0)." is "x(0,0)"). What follows a marker is matched as an action of up to ``MAX_WORDS`` words
-(blanks may stand for the ``_`` of a multi-word action: "draw stock" is "draw_stock"), after
-leading filler words ("to", "the", "cell", ...); after an explicit marker, a phrase that names
-exactly one legal action ("Answer: I choose 4") also counts. Matching is exact, and also
+trimmed one at a time, so an action's own ")" or ";" survives ("x(0,0)." is "x(0,0)"). What
+follows a marker is matched as an action of up to ``MAX_WORDS`` words (blanks may stand for the
+``_`` of a multi-word action: "draw stock" is "draw_stock"), after leading filler words ("to",
+"the", "cell", ...); after an explicit marker, a phrase that names exactly one legal action
+("Answer: I choose 4") also counts. Matching is exact, and also
 case-insensitive where the legal actions are all in one case ("CALL" is "call"); where they mix
 cases (chess "e4", "Nf3") case is meaning, "bxc4" (a pawn) is never "Bxc4" (a bishop), and only the
 exact spelling counts. Reasoning inside ``<think>...</think>`` is ignored when an answer follows it.
