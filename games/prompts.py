@@ -367,6 +367,35 @@ def action_budget(
     return ActionBudget(best, best_len, len(names), exhaustive)
 
 
+def policy_tokenizer(policy: Any) -> Any:
+    """The tokenizer a ``marl.policies.PolicyConfig`` will use, without building the model: the
+    embedded byte-level tokenizer for the tiny LM, else the directory's ``AutoTokenizer``."""
+    if not getattr(policy, "path", ""):
+        from marl.policies import build_char_tokenizer
+
+        return build_char_tokenizer()
+    from transformers import AutoTokenizer
+
+    from marl.policies.hf import check_model_dir
+
+    return AutoTokenizer.from_pretrained(check_model_dir(policy.path))
+
+
+def check_agent_budgets(game: GameConfig, agents: Any, prefix: str = "agents") -> None:
+    """``check_action_budget`` for every agent of a run config (``{name: AgentConfig}``), at config time.
+
+    Each agent's tokenizer comes from its ``policy`` config (``policy_tokenizer``); the error names
+    ``agents.NAME.sampling.max_new_tokens``.
+    """
+    for name, agent in agents.items():
+        check_action_budget(
+            game,
+            policy_tokenizer(agent.policy),
+            agent.sampling.max_new_tokens,
+            where=f"{prefix}.{name}.sampling.max_new_tokens",
+        )
+
+
 def check_action_budget(
     cfg: GameConfig,
     tokenizer: Any,

@@ -41,7 +41,7 @@ from games.arena import TournamentResult, round_robin
 from games.league import PROMPT_FORMATS, LLMPlayer
 from games.opponents import DEFAULT_CFR_CACHE, Player, check_opponent, make_opponent
 from games.parsing import InvalidActionConfig
-from games.prompts import check_action_budget
+from games.prompts import check_action_budget, policy_tokenizer
 from games.text import GameConfig, check_playable, format_spec, game_spec, num_players
 from marl.policies import PolicyConfig, load_policy
 
@@ -102,8 +102,22 @@ class TournamentConfig:
         check_tournament_game(self.game)
         for spec in self.players:
             if spec.startswith("run:"):
-                find_run(spec, self.game)
-            elif not spec.startswith("hf:"):
+                path, agent_name, run_cfg = find_run(spec, self.game)
+                acfg = run_cfg.agents[agent_name]
+                check_action_budget(
+                    run_cfg.game,
+                    policy_tokenizer(acfg.policy),
+                    acfg.sampling.max_new_tokens,
+                    where=f"agents.{agent_name}.sampling.max_new_tokens of run {path}",
+                )
+            elif spec.startswith("hf:"):
+                policy = PolicyConfig(path=spec[len("hf:") :])
+                try:
+                    tokenizer = policy_tokenizer(policy)
+                except (OSError, ValueError) as e:
+                    raise ValueError(f"player {spec!r}: {e}") from None
+                check_action_budget(self.game, tokenizer, self.max_new_tokens, where="max_new_tokens")
+            else:
                 check_opponent(spec, self.game)
 
 
@@ -270,7 +284,22 @@ def hf_player(spec: str, cfg: TournamentConfig) -> tuple[str, Player]:
 
 
 def make_players(cfg: TournamentConfig) -> dict[str, Player]:
-    """Display name -> player for every spec of the config (names must come out distinct)."""
+    """Display name -> player for every spec of the config (names must come out distinct).
+
+    A player the config cannot build raises ``marl.config.ConfigError`` (a ``ValueError``) naming the
+    spec, so the CLI reports it as a config error rather than a traceback.
+    """
+    from marl.config import ConfigError
+
+    try:
+        return _make_players(cfg)
+    except ConfigError:
+        raise
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"players: {e}") from None
+
+
+def _make_players(cfg: TournamentConfig) -> dict[str, Player]:
     players: dict[str, Player] = {}
     for k, spec in enumerate(cfg.players):
         if spec.startswith("run:"):

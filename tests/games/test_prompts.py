@@ -14,6 +14,7 @@ from games.prompts import (
     build_action_trie,
     build_prompt,
     check_action_budget,
+    check_agent_budgets,
     flatten_board,
     game_rules,
     legal_action_token_mask,
@@ -312,3 +313,19 @@ def test_shipped_game_configs_have_the_budget_they_need(bytes_tokenizer):
             check_action_budget(cfg.game, bytes_tokenizer, agent.sampling.max_new_tokens, where=where)
             checked += 1
     assert checked >= 6
+
+
+def test_check_agent_budgets_at_config_time():
+    """What a recipe's validate() calls: each agent's tokenizer from its policy config, no model built."""
+    from marl.config import AgentConfig, SamplingConfig
+    from marl.policies import PolicyConfig
+
+    agents = {
+        "ok": AgentConfig(policy=PolicyConfig(tiny="100k"), sampling=SamplingConfig(max_new_tokens=15)),
+        "short": AgentConfig(policy=PolicyConfig(tiny="100k"), sampling=SamplingConfig(max_new_tokens=14)),
+    }
+    nim = GameConfig("nim", constrained_sampling=True)
+    with pytest.raises(ValueError, match=r"agents.short.sampling.max_new_tokens is 14.*: 15 or more"):
+        check_agent_budgets(nim, agents)
+    check_agent_budgets(nim, {"ok": agents["ok"]})
+    check_agent_budgets(GameConfig("nim"), agents)  # without the mask: a warning only

@@ -216,3 +216,24 @@ def test_fixed_players_that_cannot_play_the_game_are_refused_up_front(tmp_path):
     yaml_path.write_text("game: {name: kuhn_poker}\nplayers: [random, mcts-25]\n")
     with pytest.raises(ConfigError, match="'mcts-25': MCTS needs a perfect-information game"):
         load_config(TournamentConfig, [yaml_path])
+
+
+def test_players_that_cannot_be_built_are_config_errors(tmp_path, trained):
+    d, _ = trained
+    yaml_path = tmp_path / "t.yaml"
+    yaml_path.write_text("game: {name: tic_tac_toe}\nplayers: [random, 'hf:/no/such/model']\n")
+    with pytest.raises(
+        ConfigError, match="player 'hf:/no/such/model': policy.path '/no/such/model' does not exist"
+    ):
+        load_config(TournamentConfig, [yaml_path])
+    # at config time too: an hf: player whose max_new_tokens cannot spell the game's longest action
+    export = d / "runs" / "ttt" / "export" / "lm"
+    yaml_path.write_text(
+        f"game: {{name: kuhn_poker, constrained_sampling: true}}\nplayers: [random, 'hf:{export}']\n"
+        "max_new_tokens: 3\n"
+    )
+    with pytest.raises(ConfigError, match=r"'pass' takes 4 tokens.*max_new_tokens is 3"):
+        load_config(TournamentConfig, [yaml_path])
+    # make_players (used without load_config) turns what it cannot build into a ConfigError as well
+    with pytest.raises(ConfigError, match="players: player 'run:"):
+        make_players(TournamentConfig(players=["random", f"run:{tmp_path}/nothing"]))
