@@ -70,8 +70,9 @@ def make_pettingzoo_env(name: str, params: dict[str, Any] | None = None):
         raise ValueError(f"PettingZoo env {name!r} rejected params {params}: {e}") from e
 
 
-# Constructor arguments that change how an env is drawn, not the game it plays.
-DISPLAY_PARAMS = frozenset({"render_mode", "screen_height", "screen_width"})
+# Constructor arguments that change how an env is drawn, not the game it plays (render_mode,
+# screen_height, connect four's screen_scaling, ...).
+DISPLAY_PARAMS = re.compile(r"render_\w*|screen_\w*")
 
 
 def pettingzoo_params(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def pettingzoo_params(name: str, params: dict[str, Any] | None = None) -> dict[s
             if p.default is not inspect.Parameter.empty:
                 resolved[p.name] = p.default
     resolved.update(params or {})
-    return {k: v for k, v in resolved.items() if k not in DISPLAY_PARAMS}
+    return {k: v for k, v in resolved.items() if not DISPLAY_PARAMS.fullmatch(k)}
 
 
 def has_action_mask(env) -> bool:

@@ -212,7 +212,7 @@ def test_chess_moves_that_differ_by_case_stay_distinct():
     )
     assert parse_action("bxc4", legal) == "bxc4" and parse_action("Bxc4", legal) == "Bxc4"
     assert parse_action("BXC4", legal) is None  # either one would be a guess
-    assert parse_action("ke2", legal) == "Ke2"  # no clash: case-insensitive
+    assert parse_action("ke2", legal) is None  # the names mix cases: only the exact spelling counts
     pawn, bishop = g.clone(), g.clone()
     pawn.apply("bxc4")
     bishop.apply("Bxc4")

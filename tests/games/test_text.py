@@ -139,3 +139,12 @@ def test_game_spec_fills_defaults_so_equal_games_compare_equal():
         GameConfig("go_v5", "pettingzoo")
     )
     assert game_spec(GameConfig("tic_tac_toe")) != game_spec(GameConfig("tictactoe_v3", "pettingzoo"))
+
+
+def test_pettingzoo_specs_hold_game_parameters_only():
+    """The class: no env's spec holds a display argument (render_mode, screen_height, screen_scaling...)."""
+    from games.pettingzoo_game import classic_env_names
+
+    for name in classic_env_names():
+        params = game_spec(GameConfig(name, "pettingzoo"))["params"]
+        assert not [k for k in params if k.startswith(("render", "screen"))], name
