@@ -53,9 +53,10 @@ class GameRecord:
     num_decisions: int = 0  # outputs requested, invalid ones included
 
     def score(self, seat: int) -> float:
-        """1 for a win (strictly best return), 0.5 for a draw (tied best), 0 for a loss."""
+        """1 for a win (strictly best return), 0.5 for a draw (tied best), 0 for a loss. In a one-player
+        game (blackjack) the house is the other side: a positive return wins, 0 draws, a negative loses."""
         mine = self.returns[seat]
-        best_other = max(r for s, r in enumerate(self.returns) if s != seat)
+        best_other = max((r for s, r in enumerate(self.returns) if s != seat), default=0.0)
         return 1.0 if mine > best_other else 0.5 if mine == best_other else 0.0
 
 

@@ -3,6 +3,7 @@ Bradley-Terry Elo) and the round robin after training (markdown, JSON and PNG re
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from games.opponents import Player
 from games.parsing import InvalidActionConfig
 from games.ratings import fit_bradley_terry
 from games.selfplay_env import PromptSettings, llm_player, make_fixed
-from games.text import GameConfig
+from games.text import GameConfig, num_players
 from marl.agent import Agent
 from marl.seeding import derive_seed
 
@@ -56,11 +57,27 @@ def evaluate(
     seed: int,
     cfr_cache: dict[str, Player] | None = None,
 ) -> dict[str, float]:
-    """Each agent against each fixed opponent, ``games_per_seat`` games in each seat.
+    """Each agent against each fixed opponent, ``games_per_seat`` games in each seat (the opponent in
+    every other seat of a game of more than two).
 
     Logs ``eval/AGENT/OPP/{win,draw,loss,nonloss,invalid}`` and ``games/elo/AGENT``: a Bradley–Terry fit
-    over these games (1 virtual draw per pair) with the first opponent at 0.
+    over these games (1 virtual draw per pair) with the first opponent at 0. A one-player game has no
+    opponent: ``eval/AGENT/solo/{return,win,draw,loss,invalid}`` over ``games_per_seat`` games, and the
+    same for each fixed player of ``cfg.opponents`` as a reference (``eval/reference/OPP/...``).
     """
+    if num_players(game) == 1:
+        return solo_scores(
+            agents,
+            list(cfg.opponents),
+            cfg.games_per_seat,
+            cfg.greedy,
+            "eval",
+            game=game,
+            prompt=prompt,
+            invalid=invalid,
+            seed=seed,
+            cfr_cache=cfr_cache,
+        )
     metrics: dict[str, float] = {}
     opp_specs = list(cfg.opponents)
     names = list(agents) + opp_specs
@@ -72,10 +89,12 @@ def evaluate(
         for k, spec in enumerate(opp_specs):
             j = len(agents) + k
             w = d = lo = inv = 0.0
-            for seat in range(2):
+            seats = num_players(game)
+            for seat in range(seats):
                 s = derive_seed(seed, "eval", name, spec, seat)
                 opp = make_fixed(spec, game, s, cfr_cache)
-                seated = [llm, opp] if seat == 0 else [opp, llm]
+                seated: list[Player] = [opp] * seats
+                seated[seat] = llm
                 recs = play_games(game, seated, n, seed=s, invalid=invalid)
                 for r in recs:
                     sc = r.score(seat)
@@ -83,7 +102,7 @@ def evaluate(
                     d += sc == 0.5
                     lo += sc == 0.0
                     inv += sum(1 for st, _ in r.invalid if st == seat)
-            total = 2 * n
+            total = seats * n
             metrics[f"eval/{name}/{spec}/win"] = w / total
             metrics[f"eval/{name}/{spec}/draw"] = d / total
             metrics[f"eval/{name}/{spec}/loss"] = lo / total
@@ -109,10 +128,27 @@ def final_tournament(
     out_dir: Path,
     cfr_cache: dict[str, Player] | None = None,
 ) -> dict[str, float]:
-    """Round robin of the agents and ``cfg.opponents``; writes tournament.{md,json,png} to ``out_dir``."""
+    """Round robin of the agents and ``cfg.opponents``; writes tournament.{md,json,png} to ``out_dir``.
+    In a one-player game: every agent's and every fixed player's score over ``games_per_pair`` games
+    of its own (tournament.{md,json}), the fixed players' scores the reference."""
     if not cfg.opponents:
         return {}
     seed = derive_seed(seed, "final")
+    if num_players(game) == 1:
+        metrics = solo_scores(
+            agents,
+            list(cfg.opponents),
+            cfg.games_per_pair,
+            cfg.greedy,
+            "eval/final",
+            game=game,
+            prompt=prompt,
+            invalid=invalid,
+            seed=seed,
+            cfr_cache=cfr_cache,
+        )
+        write_solo_table(metrics, game.name, cfg.games_per_pair, out_dir)
+        return metrics
     players: dict[str, Player] = {n: llm_player(n, a, prompt, greedy=cfg.greedy) for n, a in agents.items()}
     for spec in cfg.opponents:
         players[spec] = make_fixed(spec, game, derive_seed(seed, spec), cfr_cache)
@@ -135,3 +171,63 @@ def final_tournament(
                 metrics[f"eval/final/{name}/{other}/win"] = w / total
         metrics[f"eval/final/{name}/invalid"] = float(result.invalid_outputs.get(name, 0))
     return metrics
+
+
+def solo_scores(
+    agents: Mapping[str, Agent],
+    references: list[str],
+    n: int,
+    greedy: bool,
+    prefix: str,
+    *,
+    game: GameConfig,
+    prompt: PromptSettings,
+    invalid: InvalidActionConfig,
+    seed: int,
+    cfr_cache: dict[str, Player] | None = None,
+) -> dict[str, float]:
+    """A one-player game: each agent plays ``n`` games alone (``{prefix}/AGENT/solo/...``), each fixed
+    player of ``references`` too (``{prefix}/reference/SPEC/...``): mean return, win / draw / loss
+    (the sign of the return, ``GameRecord.score``) and invalid outputs per game."""
+    players: list[tuple[str, Player]] = [
+        (f"{n_}/solo", llm_player(n_, a, prompt, greedy=greedy)) for n_, a in agents.items()
+    ]
+    players += [
+        (f"reference/{spec}", make_fixed(spec, game, derive_seed(seed, "solo", spec), cfr_cache))
+        for spec in references
+    ]
+    metrics: dict[str, float] = {}
+    for key, player in players:
+        recs = play_games(game, [player], n, seed=derive_seed(seed, "solo", key), invalid=invalid)
+        scores = np.array([r.score(0) for r in recs])
+        metrics[f"{prefix}/{key}/return"] = float(np.mean([r.returns[0] for r in recs]))
+        metrics[f"{prefix}/{key}/win"] = float((scores == 1.0).mean())
+        metrics[f"{prefix}/{key}/draw"] = float((scores == 0.5).mean())
+        metrics[f"{prefix}/{key}/loss"] = float((scores == 0.0).mean())
+        metrics[f"{prefix}/{key}/invalid"] = float(sum(len(r.invalid) for r in recs)) / max(n, 1)
+    return metrics
+
+
+def write_solo_table(metrics: Mapping[str, float], game: str, n: int, out_dir: Path) -> None:
+    """tournament.md / tournament.json of a one-player game's final scores, best mean return first."""
+    rows = {}
+    for k, v in metrics.items():
+        head, _, stat = k.rpartition("/")
+        rows.setdefault(head.split("/", 2)[-1], {})[stat] = v
+    order = sorted(rows, key=lambda r: -rows[r]["return"])
+    lines = [
+        f"## Scores: {game} (one player, {n} games each; reference = a fixed player)",
+        "",
+        "| rank | player | mean return | win | draw | loss | invalid / game |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(order, 1):
+        m = rows[r]
+        stats = " | ".join(f"{m[k]:.3f}" for k in ("return", "win", "draw", "loss"))
+        lines.append(f"| {i} | {r} | {stats} | {m['invalid']:.2f} |")
+    md = "\n".join(lines) + "\n"
+    (out_dir / "tournament.md").write_text(md)
+    (out_dir / "tournament.json").write_text(
+        json.dumps({"game": game, "games_each": n, "players": rows}, indent=2)
+    )
+    logger.info("final scores (%s):\n%s", out_dir / "tournament.md", md)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from games.prompts import build_prompt, legal_action_token_mask
+from games.prompts import build_prompt, legal_action_token_mask, state_text
 from games.text import TextGame
 from marl.policies import Policy
 from marl.types import Generation
@@ -48,47 +48,6 @@ PROMPT_FORMATS = ("game", "state")
 
 
 # ------------------------------------------------------------------------------------------ prompts
-def state_text(game: TextGame, player: int) -> str:
-    """Shortest faithful view of ``game`` for ``player`` (the ``state`` prompt format, without the seat).
-
-    Perfect information with an OpenSpiel state: the observation string with line breaks removed
-    (connect four: 42 cells, top row first); when every cell is an action (tic-tac-toe), each free cell
-    shows its action string instead of '.', so choosing a move is copying a character of the prompt
-    (``"x1o345678"``). Imperfect information: the OpenSpiel information-state string (Kuhn ``"0pb"``:
-    own card, then the bets). Otherwise (no OpenSpiel twin) the game's own observation text.
-    """
-    get_state = getattr(game, "openspiel_state", None)
-    state = None
-    if get_state is not None:
-        try:
-            state = get_state()
-        except ValueError:  # a PettingZoo env without an OpenSpiel twin
-            state = None
-    if state is None:
-        return game.observation(player)
-    os_game = state.get_game()
-    gtype = os_game.get_type()
-    import pyspiel
-
-    if gtype.information != pyspiel.GameType.Information.PERFECT_INFORMATION:
-        if gtype.provides_information_state_string:
-            return state.information_state_string(player)
-        return state.observation_string(player)
-    cells = (state.observation_string(player) if gtype.provides_observation_string else str(state)).replace(
-        "\n", ""
-    )
-    n_actions = os_game.num_distinct_actions()
-    label = getattr(game, "action_from_openspiel", None)
-    if len(cells) == n_actions and label is not None and not state.is_terminal():
-        chars = list(cells)
-        for a in state.legal_actions():
-            name = label(int(a))
-            if len(name) == 1:
-                chars[a] = name
-        cells = "".join(chars)
-    return cells
-
-
 def decision_prompt(game: TextGame, player: int, prompt_format: str, prompt_style: str) -> str | list[dict]:
     """The prompt for ``player`` (the player to act) in ``game``: text, or chat messages.
 

@@ -6,8 +6,15 @@ seed and the players' actions. Imperfect information reaches a player only throu
 information-state (or observation) string; the four shipped games have hand-drawn renderers.
 
 Action strings are canonical and short: the action id for board games whose ids are cells or
-columns (``"4"``), otherwise OpenSpiel's ``action_to_string`` lower-cased with blanks as ``_``
-(``"call"``); if two legal actions would share a string, that state falls back to ids.
+columns (``"4"``), otherwise OpenSpiel's ``action_to_string`` with blanks as ``_``. A game whose first
+decision offers only plain words (``"Call"``, ``"Pass"``, ``"Hit"``) is lower-cased (``"call"``);
+notation keeps its case, because case can be all that tells two moves apart (chess ``"bxc4"``, a
+pawn, and ``"Bxc4"``, a bishop). Distinct legal actions never share a string: if lower-casing
+would merge two of them in some state, that state keeps the original case; if even that merges
+them (blanks against ``_``), that state falls back to ids.
+
+Only sequential games are played; ``load_openspiel_game`` refuses a simultaneous-move game with the
+YAML that plays it turn by turn (``turn_based_simultaneous_game``), and mean-field games.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +40,14 @@ def _load(name: str, params_json: str) -> pyspiel.Game:
     return pyspiel.load_game(name, json.loads(params_json))
 
 
-def load_openspiel_game(name: str, params: dict[str, Any] | None = None) -> pyspiel.Game:
-    """``pyspiel.load_game`` with a cache, validation and errors that name the valid choices."""
+def load_openspiel_game(
+    name: str, params: dict[str, Any] | None = None, *, sequential: bool = True
+) -> pyspiel.Game:
+    """``pyspiel.load_game`` with a cache, validation and errors that name the valid choices.
+
+    With ``sequential`` (the default) a game that is not turn-based is refused with the fix
+    (``simultaneous_fix``); ``sequential=False`` loads it anyway (to read its type or player count).
+    """
     params = dict(params or {})
     registered = pyspiel.registered_names()
     if name not in registered:
@@ -45,13 +59,30 @@ def load_openspiel_game(name: str, params: dict[str, Any] | None = None) -> pysp
         game = _load(name, json.dumps(params, sort_keys=True))
     except pyspiel.SpielError as e:
         raise ValueError(f"OpenSpiel rejected params {params} for {name!r}: {e}") from e
-    gtype = game.get_type()
-    if gtype.dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL:
+    except TypeError as e:  # a value json cannot carry
         raise ValueError(
-            f"OpenSpiel game {name!r} has {gtype.dynamics} dynamics; only sequential (turn-based) games "
-            f"are supported: load it with pyspiel.convert_to_turn_based or pick a sequential game"
-        )
+            f"OpenSpiel game {name!r}: params {params} must be numbers, strings, bools or maps"
+        ) from e
+    if sequential:
+        dynamics = game.get_type().dynamics
+        if dynamics == pyspiel.GameType.Dynamics.SIMULTANEOUS:
+            raise ValueError(simultaneous_fix(name, params))
+        if dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL:
+            raise ValueError(
+                f"OpenSpiel game {name!r} has {dynamics} dynamics (no player to act in turn); only "
+                f"sequential (turn-based) games can be played as text: pick a sequential game"
+            )
     return game
+
+
+def simultaneous_fix(name: str, params: dict[str, Any] | None = None) -> str:
+    """The refusal of a simultaneous-move game, with the YAML ``game:`` block that plays it turn by turn."""
+    inner = json.dumps({"name": name, **dict(params or {})}).replace('"', "")
+    return (
+        f"OpenSpiel game {name!r} is a simultaneous-move game; text games are turn-based. Play it turn by "
+        f"turn (each player chooses without seeing the others' choices of that round) with this YAML: "
+        f"game: {{name: turn_based_simultaneous_game, params: {{game: {inner}}}}}"
+    )
 
 
 class OpenSpielGame:
@@ -174,17 +205,49 @@ class OpenSpielGame:
             legal = {str(a): a for a in ids}
         else:
             player = state.current_player()
-            legal = {_canon(state.action_to_string(player, a)): a for a in ids}
+            raw = [_blanks(state.action_to_string(player, a)) for a in ids]
+            legal = {}
+            if _lower_case_game(self.game):
+                legal = {r.lower(): a for r, a in zip(raw, ids)}
+            if len(legal) != len(ids):  # lower-casing merged two actions (or is off): keep the case
+                legal = {r: a for r, a in zip(raw, ids)}
             if len(legal) != len(ids) or "" in legal:
-                logger.debug("%s: action names collide %s; using ids", self.name, legal)
+                if self.name not in _WARNED:
+                    _WARNED.add(self.name)
+                    logger.warning("%s: action names collide %s; such states use action ids", self.name, raw)
                 legal = {str(a): a for a in ids}
         self._legal = legal
         return legal
 
 
-def _canon(text: str) -> str:
-    """Canonical action string: lower case, blanks joined by ``_``."""
-    return "_".join(text.lower().split())
+def _blanks(text: str) -> str:
+    """Action name with each run of blanks as one ``_`` (no leading or trailing blank)."""
+    return "_".join(text.split())
+
+
+_PLAIN_WORDS = re.compile(r"[A-Za-z]+(?:_[A-Za-z]+)*")
+_LOWER_CASE: dict[str, bool] = {}
+_WARNED: set[str] = set()  # games whose name collisions were logged once
+
+
+def _lower_case_game(game: pyspiel.Game) -> bool:
+    """Whether ``game``'s action names are lower-cased: its first decision offers only plain words.
+
+    Decided once per game (and params) on the state reached by taking the first outcome of every
+    chance node, so the answer does not depend on an episode's seed.
+    """
+    key = str(game)
+    if key not in _LOWER_CASE:
+        state = game.new_initial_state()
+        while state.is_chance_node():
+            state.apply_action(state.chance_outcomes()[0][0])
+        words = False
+        if not state.is_terminal() and not state.is_simultaneous_node():
+            p = state.current_player()
+            names = [_blanks(state.action_to_string(p, a)) for a in state.legal_actions()]
+            words = bool(names) and all(_PLAIN_WORDS.fullmatch(n) for n in names)
+        _LOWER_CASE[key] = words
+    return _LOWER_CASE[key]
 
 
 # --- renderers: (game, player) -> observation text ------------------------------------------------

@@ -138,7 +138,9 @@ def cfr_average_policy(
     Zinkevich et al. 2007: regret matching at every information set; the *average* strategy converges
     to a Nash equilibrium in two-player zero-sum games, exploitability O(1/sqrt(T)). Returns
     ``{"game", "params", "iterations", "nash_conv", "table": {info_state: {action_id: prob}}}``; the
-    file is keyed by game, params and iterations (``cache_dir=None`` disables the cache).
+    file is keyed by game, params and iterations (``cache_dir=None`` disables the cache), and a cached
+    file is used only if the game, params and iterations stored inside match too (two params that
+    differ only in characters a file name drops share a file name).
     """
     import pyspiel
     from open_spiel.python import policy as os_policy
@@ -152,7 +154,12 @@ def cfr_average_policy(
     if path is not None and path.exists():
         try:
             data = json.loads(path.read_text())
-            if data.get("game") == game_name and data.get("iterations") == iterations:
+            same = (data.get("game"), data.get("params"), data.get("iterations")) == (
+                game_name,
+                params,
+                iterations,
+            )
+            if same:
                 data["table"] = {k: {int(a): p for a, p in v.items()} for k, v in data["table"].items()}
                 logger.info("loaded CFR policy %s", path)
                 return data
@@ -239,6 +246,44 @@ class CFRPlayer:
 
 
 OPPONENTS = {"random": RandomPlayer, "mcts": MCTSPlayer, "cfr": CFRPlayer}
+
+
+def check_opponent(spec: str, game: Any) -> None:
+    """``ValueError`` now, not at the first move, when fixed opponent ``spec`` cannot play ``game``.
+
+    ``game`` is a ``games.text.GameConfig``. 'random' plays anything; 'mcts-N' needs a
+    perfect-information OpenSpiel game (or a PettingZoo env with an OpenSpiel twin): on hidden cards it
+    would read the opponent's hand; 'cfr-N' solves an OpenSpiel game (backend 'openspiel').
+    """
+    from games.openspiel_game import load_openspiel_game
+    from games.pettingzoo_game import OPENSPIEL_TWINS
+
+    m = re.fullmatch(r"([a-z]+)[-_]?(\d*)", spec.strip().lower())
+    if m is None or m.group(1) not in OPPONENTS:
+        raise ValueError(f"unknown opponent {spec!r}; valid: {sorted(OPPONENTS)} (optionally with '-N')")
+    kind = m.group(1)
+    if kind == "random":
+        return
+    if game.backend == "pettingzoo":
+        if kind == "cfr" or game.name not in OPENSPIEL_TWINS:
+            what = "CFR solves OpenSpiel games only" if kind == "cfr" else "it has no OpenSpiel twin"
+            raise ValueError(
+                f"opponent {spec!r} cannot play PettingZoo env {game.name!r}: {what} (envs with a twin, "
+                f"for MCTS: {sorted(OPENSPIEL_TWINS)}); play the OpenSpiel version (backend: openspiel) "
+                f"or use 'random'"
+            )
+        os_name, params = OPENSPIEL_TWINS[game.name][0], {}
+    else:
+        os_name, params = game.name, dict(game.params)
+    if kind == "mcts":
+        import pyspiel
+
+        info = load_openspiel_game(os_name, params).get_type().information
+        if info != pyspiel.GameType.Information.PERFECT_INFORMATION:
+            raise ValueError(
+                f"opponent {spec!r}: MCTS needs a perfect-information game and {game.name!r} is not (MCTS "
+                f"would read the hidden cards); use 'cfr-N' or 'random' against it"
+            )
 
 
 def make_opponent(

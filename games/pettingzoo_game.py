@@ -1,7 +1,8 @@
 """PettingZoo adapter: AEC classic environments as a ``TextGame``.
 
 Legal actions come from the env's own ``action_mask`` (canonical string = the action index,
-e.g. ``"4"``); returns are the sum over steps of ``env.rewards`` (AEC: the rewards of the last step).
+e.g. ``"4"``); an env whose observations carry no action mask (rps_v2) is refused at construction;
+returns are the sum over steps of ``env.rewards`` (AEC: the rewards of the last step).
 Tic-tac-toe and connect four are drawn legibly; any other env falls back to its observation array.
 The env is the one ``pettingzoo.classic.<name>.env(**params)`` builds, wrappers included, so
 PettingZoo's own ``api_test`` runs on exactly what we wrap (``make_pettingzoo_env``).
@@ -69,6 +70,48 @@ def make_pettingzoo_env(name: str, params: dict[str, Any] | None = None):
         raise ValueError(f"PettingZoo env {name!r} rejected params {params}: {e}") from e
 
 
+# Constructor arguments that change how an env is drawn, not the game it plays (render_mode,
+# screen_height, connect four's screen_scaling, ...).
+DISPLAY_PARAMS = re.compile(r"render_\w*|screen_\w*")
+
+
+def pettingzoo_params(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The env's game parameters: constructor defaults updated with ``params``, display ones left out."""
+    import inspect
+
+    make_pettingzoo_env(name, params)  # unknown names and rejected params fail here, with the fix
+    module = importlib.import_module(f"pettingzoo.classic.{name}")
+    resolved: dict[str, Any] = {}
+    raw = getattr(module, "raw_env", None)
+    if raw is not None:
+        for p in inspect.signature(raw).parameters.values():
+            if p.default is not inspect.Parameter.empty:
+                resolved[p.name] = p.default
+    resolved.update(params or {})
+    return {k: v for k, v in resolved.items() if not DISPLAY_PARAMS.fullmatch(k)}
+
+
+def has_action_mask(env) -> bool:
+    """Whether the observation of the agent to act (after ``reset``) is a dict holding ``action_mask``."""
+    obs = env.unwrapped.observe(env.unwrapped.agent_selection) if env.unwrapped.agents else None
+    return isinstance(obs, dict) and "action_mask" in obs
+
+
+def masked_env_names() -> list[str]:
+    """Classic envs the adapter can play: their observations carry an action mask."""
+    out = []
+    for name in classic_env_names():
+        try:
+            env = make_pettingzoo_env(name)
+            env.reset(seed=0)
+        except Exception:  # an env whose optional dependency is missing cannot be played either
+            logger.debug("PettingZoo env %s does not build", name, exc_info=True)
+            continue
+        if has_action_mask(env):
+            out.append(name)
+    return out
+
+
 class PettingZooGame:
     """One episode of a PettingZoo AEC classic env, seen as text (implements ``TextGame``)."""
 
@@ -78,6 +121,13 @@ class PettingZooGame:
         self.seed = int(seed)
         self.env = make_pettingzoo_env(name, self.params)
         self.env.reset(seed=int(seed))
+        if not has_action_mask(self.env):
+            hint = " (a simultaneous-move game)" if self.env.metadata.get("is_parallelizable") else ""
+            raise ValueError(
+                f"PettingZoo env {name!r}{hint} gives no action_mask with its observations, so its legal "
+                f"moves are unknown and it cannot be played as text; envs with an action mask: "
+                f"{masked_env_names()}"
+            )
         self._raw = self.env.unwrapped  # reads bypass the wrappers' attribute forwarding (same data)
         self.agents: list[str] = list(self.env.possible_agents)
         self.num_players = len(self.agents)
@@ -109,8 +159,8 @@ class PettingZooGame:
                 self._legal = []
             else:
                 mask = self._observe(self._raw.agent_selection).get("action_mask")
-                if mask is None:
-                    raise ValueError(f"PettingZoo env {self.name} gives no action_mask; it cannot be wrapped")
+                if mask is None:  # checked at construction; an env that drops it mid-game is broken
+                    raise ValueError(f"PettingZoo env {self.name!r} stopped giving an action_mask")
                 self._legal = [str(int(a)) for a in np.flatnonzero(mask)]
         return list(self._legal)
 
@@ -163,7 +213,8 @@ class PettingZooGame:
         from games.openspiel_game import load_openspiel_game
 
         os_name, pz_to_os, _ = OPENSPIEL_TWINS[self.name]
-        state = load_openspiel_game(os_name, self.params).new_initial_state()
+        # the twins take no game parameters; the env's own (display ones) must not reach OpenSpiel
+        state = load_openspiel_game(os_name, pettingzoo_params(self.name, self.params)).new_initial_state()
         for a in self.history:
             state.apply_action(pz_to_os(a))
         return state

@@ -20,8 +20,9 @@ import numpy as np
 
 from games.evaluation import EvalConfig, FinalTournamentConfig, evaluate, final_tournament
 from games.league import PROMPT_FORMATS, SnapshotPool
-from games.opponents import Player
+from games.opponents import Player, check_opponent
 from games.parsing import InvalidActionConfig
+from games.prompts import check_agent_budgets
 from games.selfplay_env import (
     FIXED_OPPONENT,
     LeagueConfig,
@@ -33,7 +34,7 @@ from games.selfplay_env import (
     seat_rotations,
     step_metrics,
 )
-from games.text import GameConfig
+from games.text import GameConfig, check_playable, num_players
 from marl.credit import CreditConfig, key_fields
 from marl.runner import Runner
 from marl.samples import tree_to_batches
@@ -80,8 +81,15 @@ class SelfPlayConfig(RecipeConfig):
             )
         if self.group_size < 1:
             raise ValueError(f"group_size ({self.group_size}) must be >= 1")
+        check_playable(self.game)
+        seats = num_players(self.game)
         for i, m in enumerate(self.matchups):
             where = f"matchups[{i}]"
+            if len(m.players) != seats:
+                raise ValueError(
+                    f"{where}: {m.players} fills {len(m.players)} seats; {self.game.name} has {seats} "
+                    f"(one player spec per seat)"
+                )
             for spec in m.players:
                 player_kind(spec, list(self.agents), where)
             if not any(s in self.agents for s in m.players):
@@ -94,9 +102,20 @@ class SelfPlayConfig(RecipeConfig):
                     f"{where}.games ({m.games}) must be a positive multiple of seat rotations ({rot}) x "
                     f"group_size ({self.group_size})"
                 )
+        fixed = [
+            s for m in self.matchups for s in m.players if player_kind(s, list(self.agents))[0] == "fixed"
+        ]
         for spec in [*self.eval.opponents, *self.final.opponents]:
             if not FIXED_OPPONENT.fullmatch(spec.strip().lower()):
                 raise ValueError(f"opponent {spec!r} must be 'random', 'mcts-N' or 'cfr-N'")
+        for spec in dict.fromkeys([*fixed, *self.eval.opponents, *self.final.opponents]):
+            check_opponent(spec, self.game)
+        if self.final.opponents and seats > 2:
+            raise ValueError(
+                f"final.opponents: the final round robin pairs two players; {self.game.name} has {seats} "
+                "seats: set final.opponents: [] (eval.opponents still play it)"
+            )
+        check_agent_budgets(self.game, self.agents)
         if self.final.opponents and (self.final.games_per_pair < 2 or self.final.games_per_pair % 2):
             raise ValueError(f"final.games_per_pair ({self.final.games_per_pair}) must be even and >= 2")
         if self.eval.games_per_seat < 1:

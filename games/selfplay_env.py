@@ -156,13 +156,17 @@ def turn_rewards(
 def outcome_counts(returns: np.ndarray, seats: np.ndarray) -> tuple[float, float, float]:
     """(wins, draws, losses) of the given seat in each game; returns (B, P), seats (B,).
 
-    Win = strictly best return, draw = tied best, loss otherwise (``arena.GameRecord.score``)."""
+    Win = strictly best return, draw = tied best, loss otherwise (``arena.GameRecord.score``); in a
+    one-player game the house is the other side, at 0."""
     if returns.shape[0] == 0:
         return 0.0, 0.0, 0.0
     mine = returns[np.arange(returns.shape[0]), seats]
-    other = returns.copy()
-    other[np.arange(returns.shape[0]), seats] = -np.inf
-    best = other.max(1)
+    if returns.shape[1] == 1:
+        best = np.zeros(returns.shape[0])
+    else:
+        other = returns.copy()
+        other[np.arange(returns.shape[0]), seats] = -np.inf
+        best = other.max(1)
     return float((mine > best).sum()), float((mine == best).sum()), float((mine < best).sum())
 
 

@@ -7,6 +7,11 @@ the final returns and a text key of the full state. Two adapters implement it:
 episode's seeded RNG) and ``games.pettingzoo_game.PettingZooGame`` (PettingZoo AEC classic envs,
 legal actions from their action masks).
 
+What the adapters cannot play is refused at construction with the fix: simultaneous-move games
+(OpenSpiel: the YAML that plays them turn by turn), mean-field games, PettingZoo envs without an
+action mask. ``check_playable``, ``num_players``, ``is_simultaneous`` and ``game_spec`` answer
+these questions for a ``GameConfig`` before any episode starts (for config-time checks).
+
 Shape legend: ``B`` episodes, ``A`` agents (players).
 """
 
@@ -126,3 +131,105 @@ def make_game(cfg: GameConfig | str, seed: int) -> TextGame:
 
         return PettingZooGame(cfg.name, cfg.params, seed=seed)
     raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {list(BACKENDS)}")
+
+
+def _cfg(cfg: GameConfig | str) -> GameConfig:
+    return game_config(cfg) if isinstance(cfg, str) else cfg
+
+
+def num_players(cfg: GameConfig | str) -> int:
+    """Seats of ``cfg``'s game (1 for blackjack, 2 for chess, 4 for bridge), read from the library.
+
+    Works for games the adapters refuse (simultaneous-move ones), so a recipe can tell a one-player
+    game apart before it builds anything: ``num_players(cfg) == 1``.
+    """
+    cfg = _cfg(cfg)
+    if cfg.backend == "openspiel":
+        from games.openspiel_game import load_openspiel_game
+
+        return int(load_openspiel_game(cfg.name, cfg.params, sequential=False).num_players())
+    if cfg.backend == "pettingzoo":
+        from games.pettingzoo_game import make_pettingzoo_env
+
+        return len(make_pettingzoo_env(cfg.name, cfg.params).possible_agents)
+    raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {list(BACKENDS)}")
+
+
+def is_simultaneous(cfg: GameConfig | str) -> bool:
+    """Whether all players of ``cfg``'s game move at once (OpenSpiel SIMULTANEOUS dynamics; a PettingZoo
+    env that declares itself parallelizable, such as rps_v2). Such games cannot be played as text."""
+    cfg = _cfg(cfg)
+    if cfg.backend == "openspiel":
+        import pyspiel
+
+        from games.openspiel_game import load_openspiel_game
+
+        game = load_openspiel_game(cfg.name, cfg.params, sequential=False)
+        return game.get_type().dynamics == pyspiel.GameType.Dynamics.SIMULTANEOUS
+    if cfg.backend == "pettingzoo":
+        from games.pettingzoo_game import make_pettingzoo_env
+
+        return bool(make_pettingzoo_env(cfg.name, cfg.params).metadata.get("is_parallelizable", False))
+    raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {list(BACKENDS)}")
+
+
+def simultaneous_message(cfg: GameConfig | str) -> str:
+    """Why a simultaneous-move ``cfg`` is refused and, for OpenSpiel, the YAML ``game:`` block that plays
+    it turn by turn (``game.params`` of ``turn_based_simultaneous_game``)."""
+    cfg = _cfg(cfg)
+    if cfg.backend == "openspiel":
+        from games.openspiel_game import simultaneous_fix
+
+        return simultaneous_fix(cfg.name, cfg.params)
+    return (
+        f"PettingZoo env {cfg.name!r} is a simultaneous-move game; text games are turn-based and "
+        f"PettingZoo has no turn-based wrapper for it: play an OpenSpiel game instead (backend: openspiel)"
+    )
+
+
+def check_playable(cfg: GameConfig | str) -> None:
+    """``ValueError`` naming the game and the fix unless ``cfg`` can be played as text by these adapters.
+
+    Refuses unknown names or params, simultaneous-move games (with the YAML that plays them turn
+    by turn), mean-field games and PettingZoo envs without an action mask. It builds one episode.
+    """
+    cfg = _cfg(cfg)
+    if cfg.backend in BACKENDS and is_simultaneous(cfg):
+        raise ValueError(simultaneous_message(cfg))
+    make_game(cfg, seed=0)
+
+
+def game_spec(cfg: GameConfig | str) -> dict[str, Any]:
+    """``{"backend", "name", "params"}`` with every parameter resolved (defaults filled in).
+
+    Two configs play the same game exactly when their specs are equal: ``{}`` and ``{"board_size": 11}``
+    are the same hex, ``{"board_size": 3}`` is not. OpenSpiel params come from the loaded game;
+    PettingZoo params are the env constructor's defaults updated with ``cfg.params`` (display-only
+    arguments such as ``render_mode`` left out).
+    """
+    cfg = _cfg(cfg)
+    if cfg.backend == "openspiel":
+        from games.openspiel_game import load_openspiel_game
+
+        game = load_openspiel_game(cfg.name, cfg.params, sequential=False)
+        params = {k: _plain(v) for k, v in game.get_parameters().items()}
+    elif cfg.backend == "pettingzoo":
+        from games.pettingzoo_game import pettingzoo_params
+
+        params = pettingzoo_params(cfg.name, cfg.params)
+    else:
+        raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {list(BACKENDS)}")
+    return {"backend": cfg.backend, "name": cfg.name, "params": dict(sorted(params.items()))}
+
+
+def _plain(value: Any) -> Any:
+    """OpenSpiel parameter values (nested games are dicts) as plain comparable Python values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in sorted(value.items())}
+    return value
+
+
+def format_spec(spec: dict[str, Any]) -> str:
+    """``backend:name(k=v, ...)``, for error messages."""
+    params = ", ".join(f"{k}={v}" for k, v in spec["params"].items())
+    return f"{spec['backend']}:{spec['name']}({params})"

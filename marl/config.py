@@ -210,6 +210,14 @@ def _explain(
     return ConfigError(f"{where}: {full_key}: {msg}")
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what the YAML parser found and where (line and column, 1-based)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def load_config(
     schema: type,
     yaml_paths: list[str | Path] = (),
@@ -220,8 +228,9 @@ def load_config(
     """Merge YAML files and ``key=value`` overrides onto ``schema`` and return the dataclass object.
 
     Raises ``ConfigError`` naming the full key path for an unknown key, a wrong type or a
-    missing required value; a key of ``retired`` (an old key -> what replaced it) is named with its
-    replacement. An override ``key={}`` empties the mapping at ``key``.
+    missing required value, and naming the file or override whose text is not valid YAML; a key of
+    ``retired`` (an old key -> what replaced it) is named with its replacement. An override
+    ``key={}`` empties the mapping at ``key``.
     """
     retired = {k: (v if " " in v else f"use '{v}'") for k, v in (retired or {}).items()}
     base = OmegaConf.structured(schema)  # dataclass nodes are in struct mode; agent dicts stay open
@@ -230,8 +239,11 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
         try:
@@ -249,6 +261,12 @@ def load_config(
                 merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
             raise _explain(exc, schema, f"override '{item}'", retired) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"override '{item}': the value after '=' is not valid YAML ({_yaml_problem(exc)} of the "
+                f"value). A valid override is key=VALUE with VALUE in YAML flow style and a space after "
+                f"every colon, e.g. 'matchups=[{{players: [lm, lm], games: 16}}]' (quoted for the shell)"
+            ) from None
     try:
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:

@@ -83,7 +83,10 @@ def test_no_scenario_compares_a_credit_rule_name():
     )
 
 
-@pytest.mark.parametrize("name", sorted(RECIPES))
+TRAINING_RECIPES = sorted(n for n in RECIPES if hasattr(importlib.import_module(RECIPES[n]), "train"))
+
+
+@pytest.mark.parametrize("name", TRAINING_RECIPES)
 def test_recipe_files_stay_short(name):
     module = importlib.import_module(RECIPES[name])
     lines = len(Path(module.__file__).read_text().splitlines())

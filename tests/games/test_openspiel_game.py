@@ -173,3 +173,68 @@ def test_any_sequential_game_plays_through(name):
 def test_simultaneous_games_are_rejected_with_the_fix():
     with pytest.raises(ValueError, match="turn-based"):
         load_openspiel_game("matrix_rps")
+
+
+def test_simultaneous_refusal_names_the_yaml_route_and_the_route_plays():
+    with pytest.raises(ValueError) as err:
+        make_game(GameConfig("goofspiel", params={"num_cards": 4}), 0)
+    msg = str(err.value)
+    assert (
+        "game: {name: turn_based_simultaneous_game, params: {game: {name: goofspiel, num_cards: 4}}}" in msg
+    )
+    # the YAML it names, merged onto the GameConfig schema as a run config would be, plays
+    import yaml
+    from omegaconf import OmegaConf
+
+    block = yaml.safe_load(msg[msg.index("game: {") :])["game"]
+    g = make_game(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GameConfig), block)), 0)
+    plies = 0
+    while not g.is_terminal():
+        g.apply(g.legal_actions()[0])
+        plies += 1
+    assert plies == 2 * 3  # 4 cards each: 3 rounds of two hidden choices, the last card plays itself
+
+
+CHESS_BOTH = "4k3/8/8/8/2p5/1P6/8/4KB2 w - - 0 1"  # white pawn b3 and bishop f1 can both take on c4
+
+
+def _chess(fen):
+    game = load_openspiel_game("chess")
+    return OpenSpielGame(game, seed=0, _state=game.new_initial_state(fen))
+
+
+def test_chess_moves_that_differ_by_case_stay_distinct():
+    g = _chess(CHESS_BOTH)
+    legal = g.legal_actions()
+    # SAN as OpenSpiel writes it, case kept: 'bxc4' is the pawn, 'Bxc4' the bishop (no fallback to ids)
+    assert sorted(legal) == sorted(
+        ["b4", "bxc4", "Ke2", "Kd1", "Kf2", "Kd2", "Bg2", "Bh3", "Bxc4", "Bd3", "Be2"]
+    )
+    assert parse_action("bxc4", legal) == "bxc4" and parse_action("Bxc4", legal) == "Bxc4"
+    assert parse_action("BXC4", legal) is None  # either one would be a guess
+    assert parse_action("ke2", legal) is None  # the names mix cases: only the exact spelling counts
+    pawn, bishop = g.clone(), g.clone()
+    pawn.apply("bxc4")
+    bishop.apply("Bxc4")
+    # board rank 4 (FEN row 5) after each capture: a white pawn (P) or bishop (B) on c4
+    assert str(pawn.state).split()[0].split("/")[4] == "2P5"
+    assert str(bishop.state).split()[0].split("/")[4] == "2B5"
+
+
+def test_chess_names_keep_their_case_in_every_position():
+    """The class: in random chess games every state's names are OpenSpiel's SAN exactly, never ids."""
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        g = make_game(GameConfig("chess"), seed)
+        while not g.is_terminal():
+            state, p = g.state, g.current_player()
+            legal = g.legal_actions()
+            assert sorted(legal) == sorted(state.action_to_string(p, a) for a in state.legal_actions())
+            g.apply(legal[int(rng.integers(len(legal)))])
+
+
+def test_word_actions_are_lower_cased_and_notation_is_not():
+    assert make_game("kuhn_poker", 0).legal_actions() == ["pass", "bet"]  # OpenSpiel: Pass, Bet
+    assert make_game(GameConfig("blackjack"), 0).legal_actions() == ["hit", "stand"]
+    first = make_game(GameConfig("chess"), 0).legal_actions()
+    assert "Nf3" in first and "e4" in first

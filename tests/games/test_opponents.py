@@ -6,8 +6,16 @@ import numpy as np
 import pyspiel
 import pytest
 
-from games.opponents import CFRPlayer, MCTSPlayer, Player, RandomPlayer, cfr_average_policy, make_opponent
-from games.text import make_game
+from games.opponents import (
+    CFRPlayer,
+    MCTSPlayer,
+    Player,
+    RandomPlayer,
+    cfr_average_policy,
+    check_opponent,
+    make_opponent,
+)
+from games.text import GameConfig, make_game
 
 
 def test_random_player_is_uniform_over_legal():
@@ -118,3 +126,52 @@ def test_make_opponent_specs(tmp_path):
     assert isinstance(c, CFRPlayer) and c.iterations == 50
     with pytest.raises(ValueError, match="valid"):
         make_opponent("alphazero", "tic_tac_toe")
+
+
+def test_cfr_cache_is_used_only_for_the_params_it_was_solved_for(tmp_path, caplog):
+    """A cached file is keyed by its name *and* the game, params and iterations stored inside it: a file
+    that names the right game but holds another game's solution (params whose file tags collide) is
+    recomputed, never played."""
+    from games.opponents import _cache_path
+
+    three = cfr_average_policy("kuhn_poker", 10, params={"players": 3}, cache_dir=tmp_path)
+    two_path = _cache_path(tmp_path, "kuhn_poker", {"players": 2}, 10)
+    _cache_path(tmp_path, "kuhn_poker", {"players": 3}, 10).rename(two_path)  # a colliding file name
+    caplog.set_level("WARNING", logger="games.opponents")
+    two = cfr_average_policy("kuhn_poker", 10, params={"players": 2}, cache_dir=tmp_path)
+    assert "does not match" in caplog.text
+    assert two["params"] == {"players": 2} and len(two["table"]) == 12 and len(three["table"]) != 12
+
+
+@pytest.mark.parametrize(
+    "spec, game, match",
+    [
+        ("mcts-5", GameConfig("kuhn_poker"), "MCTS needs a perfect-information game and 'kuhn_poker'"),
+        ("mcts-5", GameConfig("texas_holdem_v4", "pettingzoo"), "no OpenSpiel twin"),
+        ("cfr-10", GameConfig("tictactoe_v3", "pettingzoo"), "CFR solves OpenSpiel games only"),
+        ("alphazero", GameConfig("tic_tac_toe"), "unknown opponent"),
+    ],
+)
+def test_opponents_that_cannot_play_the_game_are_refused_before_play(spec, game, match):
+    with pytest.raises(ValueError, match=match):
+        check_opponent(spec, game)
+
+
+@pytest.mark.parametrize(
+    "spec, game",
+    [
+        ("random", GameConfig("texas_holdem_v4", "pettingzoo")),
+        ("mcts-5", GameConfig("tictactoe_v3", "pettingzoo")),
+        ("mcts-5", GameConfig("connect_four", params={"rows": 4})),
+        ("cfr-10", GameConfig("leduc_poker")),
+    ],
+)
+def test_opponents_that_can_play_pass_the_check(spec, game):
+    check_opponent(spec, game)
+
+
+def test_mcts_on_a_pettingzoo_twin_ignores_display_params():
+    # render_mode is the env's, not the game's: it must not reach OpenSpiel's tic_tac_toe
+    g = make_game(GameConfig("tictactoe_v3", "pettingzoo", params={"render_mode": "ansi"}), 0)
+    out = MCTSPlayer(5, seed=0).act([g], [0], np.random.default_rng(0))
+    assert out[0] in g.legal_actions()

@@ -8,7 +8,7 @@ import pytest
 from games.arena import play_games
 from games.opponents import RandomPlayer
 from games.parsing import InvalidActionConfig, forfeit_returns, parse_action
-from games.text import GAMES, make_game
+from games.text import GAMES, GameConfig, make_game
 
 DIGITS = [str(i) for i in range(9)]
 LEDUC = ["fold", "call", "raise"]
@@ -57,6 +57,10 @@ def test_case_clash_prefers_exact_and_refuses_ambiguity():
     assert parse_action("Raise", legal) == "Raise"
     assert parse_action("raise", legal) == "raise"
     assert parse_action("RAISE", legal) is None  # would be a guess between two actions
+    # legal actions in one case match in any case; mixed cases (notation) only match exactly
+    assert parse_action("RAISE", ["fold", "call", "raise"]) == "raise"
+    assert parse_action("A1", ["a1", "b2"]) == "a1"
+    assert parse_action("nf3", ["e4", "Nf3"]) is None and parse_action("E4", ["e4", "Nf3"]) is None
 
 
 def adversarial_strings(legal, n, rng):
@@ -241,3 +245,191 @@ def test_forfeit_returns_hand_values():
     assert forfeit_returns(3, 1, -2.0) == [1.0, -2.0, 1.0]
     with pytest.raises(ValueError):
         forfeit_returns(2, 2, -1.0)
+
+
+def test_forfeit_returns_one_player():
+    # blackjack has one seat: nobody to pay, the offender just gets the penalty
+    assert forfeit_returns(1, 0, -1.0) == [-1.0]
+    assert forfeit_returns(1, 0, -2.5) == [-2.5]
+    with pytest.raises(ValueError, match="offender"):
+        forfeit_returns(1, 1, -1.0)
+    with pytest.raises(ValueError, match="at least 1 player"):
+        forfeit_returns(0, 0, -1.0)
+
+
+# --- chat answers --------------------------------------------------------------------------------
+SAN = ["b4", "bxc4", "Ke2", "Kd1", "Bxc4", "Bd3", "Be2", "O-O", "e8=Q+"]  # both bxc4 (pawn) and Bxc4
+POKER = ["fold", "call", "raise"]
+KUHN = ["pass", "bet"]
+GIN = ["draw_stock", "draw_upcard", "knock", "pass"]  # multi-word actions, blanks as _
+NIM = ["pile:1,_take:1;", "pile:2,_take:1;", "pile:2,_take:2;"]
+C4 = [str(i) for i in range(7)]
+HEX = ["a1", "a2", "b1", "b2", "c3"]
+BIG = [str(i) for i in range(12)]  # "1" and "10", "11": no prefix guessing
+
+CHAT_ANSWERS = [
+    # markers that are whole words; "player" is not "play"
+    ("As player x, my action: 4", DIGITS, "4"),
+    ("You are player 1. I choose 4", DIGITS, "4"),
+    ("You are player 0.\n\nMy move: 7", DIGITS, "7"),
+    ("I am player 2 and I play 5.", DIGITS, "5"),
+    ("Legal actions: 0, 1, 2. Action: 1", DIGITS, "1"),
+    # markdown emphasis around the marker and the answer
+    ("**Answer:** 4", DIGITS, "4"),
+    ("**Answer**: 4", DIGITS, "4"),
+    ("__Move:__ 6", DIGITS, "6"),
+    ("*Action:* **2**", DIGITS, "2"),
+    ("### Final answer: 3", DIGITS, "3"),
+    ("The answer is **raise**", POKER, "raise"),
+    # the last explicit marker wins
+    ("I would not play 4. Answer: 5", DIGITS, "5"),
+    ("Answer: 5. I would not play 4.", DIGITS, "5"),
+    ("Move: 2? No.\nMove: 6", DIGITS, "6"),
+    ("Answer: 4\n\nExplanation: if I play 0 instead, o wins.", DIGITS, "4"),
+    ("<think>maybe 3? Answer: 3</think>\nAnswer: 6", DIGITS, "6"),
+    ("<think>Answer: 1 looks good</think>\n8", DIGITS, "8"),
+    # an explicit answer that is not legal is invalid, never an earlier mention
+    ("I would not play 4. Answer: five", DIGITS, None),
+    ("Move 3 was yours. Answer: 9", DIGITS, None),
+    ("Answer: 4 or 5", DIGITS, "4"),
+    ("Answer: either 3 or 5, not sure", DIGITS, None),
+    # answer on the next line, JSON, tags, boxed
+    ("Answer:\n\n4", DIGITS, "4"),
+    ('{"action": "call"}', POKER, "call"),
+    ('{"move": 3}', C4, "3"),
+    ("<answer>call</answer>", POKER, "call"),
+    ("Reasoning... \\boxed{8}", DIGITS, "8"),
+    ("action = raise", POKER, "raise"),
+    # verbs
+    ("I'll call.", POKER, "call"),
+    ("I fold", POKER, "fold"),
+    ("I think I should raise here.", POKER, "raise"),
+    ("I will bet.", KUHN, "bet"),
+    ("I'd like to pass.", KUHN, "pass"),
+    ("Let me go with 2.", DIGITS, "2"),
+    ("I'm going to play column 3", C4, "3"),
+    ("I pick the centre, 4", DIGITS, None),
+    ("Dropping into column 3 is best, so I choose 3.", C4, "3"),
+    ("Answer: I choose to call", POKER, "call"),
+    # chess SAN: case tells a pawn (bxc4) from a bishop (Bxc4)
+    ("**Move:** Bxc4", SAN, "Bxc4"),
+    ("I'll play bxc4", SAN, "bxc4"),
+    ("My move is Bd3.", SAN, "Bd3"),
+    ("Answer: BXC4", SAN, None),
+    ("Answer: bd3", SAN, None),  # the legal actions mix cases: only the exact spelling counts
+    ("Answer: Bd3", SAN, "Bd3"),
+    ("Final answer: O-O", SAN, "O-O"),
+    ("Answer: e8=Q+", SAN, "e8=Q+"),
+    ("1. b4", SAN, None),
+    ("bxc4", ["b4", "Bxc4", "Kd1"], None),  # the pawn capture is not legal; the bishop's is not a repair
+    ("The best move here is Ke2.", SAN, "Ke2"),
+    ("The best move would be 4.", DIGITS, "4"),
+    ("Answer - 4", DIGITS, "4"),
+    ("```\n4\n```", DIGITS, "4"),
+    ('Answer: "call"', POKER, "call"),
+    # multi-word actions written with blanks
+    ("Answer: draw stock", GIN, "draw_stock"),
+    ("I choose to draw stock", GIN, "draw_stock"),
+    ("**Action**: `draw_upcard`", GIN, "draw_upcard"),
+    ("I'll knock.", GIN, "knock"),
+    ("Draw upcard", GIN, "draw_upcard"),
+    ("Answer: pile:2, take:1;", NIM, "pile:2,_take:1;"),
+    ("pile:1,_take:1;", NIM, "pile:1,_take:1;"),
+    # coordinates and numbers: no prefix or number guessing
+    ("Answer: c3", HEX, "c3"),
+    ("I play B2", HEX, "b2"),
+    ("Answer: 10", BIG, "10"),
+    ("Answer: 1", BIG, "1"),
+    ("Answer: 100", BIG, None),
+    ("My move: 04", DIGITS, None),
+    ("Column 3", C4, "3"),
+    ("cell 4.", DIGITS, "4"),
+    ("The 4 corners are taken.", DIGITS, None),
+    # nothing to take
+    ("I think calling is best", POKER, None),
+    ("You are player 1. The centre is best.", DIGITS, None),
+    ("Let me think about the board.", DIGITS, None),
+    ("[thinking]", DIGITS, None),
+]
+
+
+@pytest.mark.parametrize("text, legal, expected", CHAT_ANSWERS)
+def test_chat_answers(text, legal, expected):
+    assert parse_action(text, legal) == expected
+
+
+def test_chat_table_is_large():
+    assert len(CHAT_ANSWERS) >= 50
+
+
+def test_answer_after_a_long_reasoning_is_found():
+    # the last marker decides, even beyond the first MAX_SCAN characters of a long chain of thought
+    text = "Let me consider every cell. " * 2000 + "\nAnswer: 6"
+    assert len(text) > 10 * 4096
+    assert parse_action(text, DIGITS) == "6"
+    assert parse_action("Answer: 2\n" + "filler " * 5000, DIGITS) == "2"
+
+
+@pytest.mark.parametrize("legal", [SAN, GIN, NIM, BIG], ids=["san", "multiword", "nim", "prefixes"])
+def test_fuzz_never_invents_on_case_and_multiword_vocabularies(legal):
+    """The class behind the chat table: whatever the text, the answer is legal and was written there
+    (exactly where the legal actions mix cases, else up to case; blanks standing for _)."""
+    rng = np.random.default_rng(len(legal))
+    mixed = not (all(a == a.lower() for a in legal) or all(a == a.upper() for a in legal))
+    n_valid = 0
+    for text in adversarial_strings(legal, 4000, rng):
+        got = parse_action(text, legal)
+        assert got is None or got in legal
+        if got is not None:
+            n_valid += 1
+            written = text.replace(" ", "_")
+            if mixed:
+                assert got in written  # notation: only the exact spelling
+            else:
+                assert got.lower() in written.lower()
+    assert n_valid > 80  # the fuzz also exercises the accepting paths
+
+
+CHAT_TEMPLATES = [
+    "{a}",
+    "{b}",
+    "Answer: {a}",
+    "Answer: {b}",
+    "**Answer:** {a}",
+    "**Move:** `{a}`",
+    "I'll play {a}.",
+    "My move is {a}.",
+    "As player 1, my action: {a}",
+    "You are player 0.\n\nAction: {a}",
+    "<think>Answer: {o}</think>\nAnswer: {a}",
+    "I would not play {o}. Answer: {a}",
+    "\\boxed{{{a}}}",
+    "Final answer: {a}",
+]
+
+
+def test_chat_templates_parse_every_action_of_every_game():
+    """The class behind the table: ordinary answers naming a legal action ({a}, or {b} with blanks for _)
+    parse to it in every conformance game, whatever its names hold: parentheses and a full stop
+    ("x(0,0)."), ';' in backticks ("`pile:1,_take:1;`"), marker words ("Player: 0 Action: Draw upcard")."""
+    from tests.games.test_conformance import OPENSPIEL
+
+    configs = [GameConfig(n, params=p) for n, p in OPENSPIEL]
+    configs += [GameConfig("tictactoe_v3", "pettingzoo"), GameConfig("leduc_holdem_v4", "pettingzoo")]
+    failures = []
+    for cfg in configs:
+        rng = np.random.default_rng(0)
+        for seed in range(2):
+            g = make_game(cfg, seed)
+            for _ in range(3):
+                if g.is_terminal():
+                    break
+                legal = g.legal_actions()
+                for k, a in enumerate(legal[:10]):
+                    o = legal[(k + 1) % len(legal)]
+                    for t in CHAT_TEMPLATES:
+                        text = t.format(a=a, o=o, b=a.replace("_", " "))
+                        if len(legal) > 1 and parse_action(text, legal) != a:
+                            failures.append((cfg.name, text, parse_action(text, legal)))
+                g.apply(legal[int(rng.integers(len(legal)))])
+    assert failures == []

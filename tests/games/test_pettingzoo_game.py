@@ -6,7 +6,7 @@ from pettingzoo.test import api_test
 
 from games.parsing import parse_action
 from games.pettingzoo_game import PettingZooGame, _ttt_pz_to_os, make_pettingzoo_env
-from games.text import make_game
+from games.text import GameConfig, make_game
 
 PZ_GAMES = ["tictactoe_v3", "connect_four_v3"]
 
@@ -100,7 +100,17 @@ def test_illegal_and_unknown():
     with pytest.raises(ValueError, match="illegal"):
         g.apply("4")
     with pytest.raises(ValueError, match="no OpenSpiel twin"):
-        PettingZooGame("rps_v2").openspiel_state()
+        PettingZooGame("texas_holdem_v4").openspiel_state()
+
+
+def test_env_without_action_mask_is_refused_at_construction():
+    # rps_v2 observes the opponent's last move as an array, with no action mask: refused before any move
+    with pytest.raises(
+        ValueError, match=r"'rps_v2' \(a simultaneous-move game\) gives no action_mask.*'tictactoe_v3'"
+    ):
+        PettingZooGame("rps_v2")
+    with pytest.raises(ValueError, match="'rps_v2'"):
+        make_game(GameConfig("rps_v2", backend="pettingzoo"), 0)
 
 
 def test_generic_env_falls_back_to_array_text():

@@ -1,5 +1,7 @@
 """Prompts per game and style, chat rendering, and the legal-action logits mask."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -7,13 +9,19 @@ import torch
 from games.parsing import parse_action
 from games.prompts import (
     RULES,
+    action_budget,
+    action_strings,
     build_action_trie,
     build_prompt,
+    check_action_budget,
+    check_agent_budgets,
+    flatten_board,
     game_rules,
     legal_action_token_mask,
     render_chat,
+    state_text,
 )
-from games.text import GAMES, make_game
+from games.text import GAMES, GameConfig, make_game
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +164,198 @@ def test_mask_errors(tokenizer):
     shared = legal_action_token_mask(tokenizer, ["call", "fold"])  # one list for every row
     out = shared(0, torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, len(tokenizer)))
     assert torch.isfinite(out).sum(1).tolist() == [2, 2, 2]  # "c..." and "fold" first tokens
+
+
+# --- state text -----------------------------------------------------------------------------------
+def test_flatten_board_joins_only_boards():
+    assert flatten_board("x.o\n...\n..x\n") == "x.o.....x"  # rows of one character per cell
+    # text keeps its line breaks: no word is glued to the next line's first word
+    assert flatten_board("Scores: 0 0, Turn total: 0\nCurrent player: 0\n") == (
+        "Scores: 0 0, Turn total: 0\nCurrent player: 0"
+    )
+    assert flatten_board("abc\nde\n") == "abc\nde"  # rows of different widths are not a board
+    assert flatten_board("(0): 1 3 5 7") == "(0): 1 3 5 7"
+
+
+def test_state_text_of_pig_keeps_its_lines_apart():
+    g = make_game(GameConfig("pig"), 0)
+    text = state_text(g, 0)
+    assert "0Current" not in text and text == "Scores: 0 0, Turn total: 0\nCurrent player: 0"
+
+
+def _state_text_before(game, player: int) -> str:
+    """The 'state' prompt the shipped runs trained on: games.league.state_text as of commit c4d45ec (the
+    lines of a perfect-information board were glued together); a frozen reference, not library code."""
+    import pyspiel
+
+    state = None
+    if getattr(game, "openspiel_state", None) is not None:
+        try:
+            state = game.openspiel_state()
+        except ValueError:
+            state = None
+    if state is None:
+        return game.observation(player)
+    os_game, gtype = state.get_game(), state.get_game().get_type()
+    if gtype.information != pyspiel.GameType.Information.PERFECT_INFORMATION:
+        if gtype.provides_information_state_string:
+            return state.information_state_string(player)
+        return state.observation_string(player)
+    cells = (state.observation_string(player) if gtype.provides_observation_string else str(state)).replace(
+        "\n", ""
+    )
+    label = getattr(game, "action_from_openspiel", None)
+    if len(cells) == os_game.num_distinct_actions() and label is not None and not state.is_terminal():
+        chars = list(cells)
+        for a in state.legal_actions():
+            if len(label(int(a))) == 1:
+                chars[a] = label(int(a))
+        cells = "".join(chars)
+    return cells
+
+
+@pytest.mark.parametrize("name", sorted(GAMES))
+def test_state_text_of_shipped_games_is_unchanged(name):
+    """The shipped games' 'state' prompts (what shipped runs trained on) stay as they were."""
+    league_state_text = _state_text_before
+    rng = np.random.default_rng(0)
+    g = make_game(name, 0)
+    while not g.is_terminal():
+        p = g.current_player()
+        assert state_text(g, p) == league_state_text(g, p)
+        legal = g.legal_actions()
+        g.apply(legal[int(rng.integers(len(legal)))])
+
+
+def test_state_text_hand_values():
+    g = make_game("tic_tac_toe", 0)
+    g.apply("0")
+    g.apply("8")
+    assert state_text(g, 0) == "x1234567o"  # free cells show their action
+    c = make_game("connect_four", 0)
+    c.apply("3")
+    assert state_text(c, 1) == "." * 35 + "...x..."  # 6 rows x 7 columns, top row first
+
+
+# --- completion budget ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bytes_tokenizer():
+    from marl.policies.tokenizer import build_char_tokenizer
+
+    return build_char_tokenizer()  # one token per UTF-8 byte: token counts are character counts
+
+
+@pytest.mark.parametrize(
+    "cfg, tokens, exhaustive",
+    [
+        (GameConfig("tic_tac_toe"), 1, True),  # "0".."8", every action id
+        (GameConfig("connect_four_v3", "pettingzoo"), 1, True),  # "0".."6", the action mask's indices
+        (GameConfig("kuhn_poker"), 4, False),  # "pass" (4) > "bet" (3)
+        (GameConfig("leduc_poker"), 5, False),  # "raise" (5) > "call", "fold" (4)
+        (GameConfig("nim"), 15, False),  # "pile:1,_take:1;": 15 characters
+        (GameConfig("first_sealed_auction"), 15, False),  # "Player_0_bid:_5": 15 characters
+        # "Pl0:_place_ship_horizontally_with_top-left_corner_in_(0,_0)": 4+6+5+13+5+9+7+3+4+3 = 59
+        (GameConfig("battleship"), 59, False),
+        (GameConfig("phantom_ttt"), 6, False),  # "x(0,0)"
+        (GameConfig("backgammon"), 22, False),  # "1324_-_Bar/23*_Bar/19*": 4+3+7+1+7 = 22
+    ],
+)
+def test_action_budget_hand_values(bytes_tokenizer, cfg, tokens, exhaustive):
+    b = action_budget(cfg, bytes_tokenizer)
+    assert (b.tokens, b.exhaustive) == (tokens, exhaustive)
+    assert len(b.action.encode()) == tokens
+
+
+def test_action_budget_is_the_max_over_the_names(tokenizer):
+    """Against the naive loop, with a BPE tokenizer whose token counts are not character counts."""
+    cfg = GameConfig("liars_dice")
+    names, _ = action_strings(cfg)
+    lengths = {a: len(tokenizer.encode(a, add_special_tokens=False)) for a in names}
+    b = action_budget(cfg, tokenizer)
+    assert b.tokens == max(lengths.values()) and lengths[b.action] == b.tokens and b.num_actions == len(names)
+
+
+def test_budget_too_short_is_refused_naming_game_budget_and_setting(bytes_tokenizer):
+    cfg = GameConfig("nim", constrained_sampling=True)
+    with pytest.raises(ValueError) as err:
+        check_action_budget(cfg, bytes_tokenizer, 8, where="agents.lm.sampling.max_new_tokens")
+    msg = str(err.value)
+    assert "'nim'" in msg and "15 tokens" in msg and "agents.lm.sampling.max_new_tokens is 8" in msg
+    assert "Set agents.lm.sampling.max_new_tokens: 15 or more" in msg
+    assert check_action_budget(cfg, bytes_tokenizer, 15).tokens == 15  # exactly enough passes
+
+
+def test_budget_without_the_mask_only_warns(bytes_tokenizer, caplog):
+    caplog.set_level(logging.WARNING, logger="games.prompts")
+    check_action_budget(GameConfig("nim"), bytes_tokenizer, 8)
+    assert "15 tokens" in caplog.text
+
+
+def test_the_budget_is_what_the_mask_needs(bytes_tokenizer):
+    """Why the check exists: under the mask, a budget one token short of the action length forfeits every
+    nim move (all its actions are 15 characters); the measured budget spells every one of them."""
+    g = make_game(GameConfig("nim"), 0)
+    legal = g.legal_actions()
+    need = action_budget(GameConfig("nim"), bytes_tokenizer).tokens
+    rng = np.random.default_rng(0)
+    for budget, parses in ((need - 1, False), (need, True)):
+        for _ in range(20):
+            mask = legal_action_token_mask(bytes_tokenizer, [legal], [bytes_tokenizer.eos_token_id])
+            tokens = torch.zeros(1, 0, dtype=torch.long)
+            for step in range(budget):  # generation stops at the budget, stop token or not
+                out = mask(step, tokens, torch.as_tensor(rng.normal(size=(1, len(bytes_tokenizer)))))
+                allowed = torch.nonzero(torch.isfinite(out[0])).flatten().tolist()
+                nxt = int(rng.choice(allowed))
+                if nxt == bytes_tokenizer.eos_token_id:
+                    break
+                tokens = torch.cat([tokens, torch.tensor([[nxt]])], 1)
+            text = bytes_tokenizer.decode(tokens[0].tolist())
+            assert (parse_action(text, legal) is not None) == parses
+
+
+class LettersTokenizer:
+    """Spells letters and maps every other character to one unknown id (0)."""
+
+    def encode(self, text, add_special_tokens=False):
+        return [ord(c) if c.isalpha() else 0 for c in text]
+
+
+def test_budget_refuses_actions_the_tokenizer_cannot_tell_apart():
+    with pytest.raises(ValueError, match="encode to the same tokens"):
+        action_budget(GameConfig("nim"), LettersTokenizer())  # "pile:1,..." and "pile:2,..." collide
+
+
+def test_shipped_game_configs_have_the_budget_they_need(bytes_tokenizer):
+    """Every shipped self-play config gives each tiny-LM agent enough max_new_tokens for its game."""
+    from games.selfplay import SelfPlayConfig
+    from marl.config import load_config, peek_yaml_key
+    from tests.cli_helpers import ROOT
+
+    checked = 0
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        if peek_yaml_key(path, "recipe") != "selfplay":
+            continue
+        cfg = load_config(SelfPlayConfig, [path])
+        for name, agent in cfg.agents.items():
+            if agent.policy.path:  # a Hugging Face tokenizer: checked when the run builds it
+                continue
+            where = f"{path.name}: agents.{name}.sampling.max_new_tokens"
+            check_action_budget(cfg.game, bytes_tokenizer, agent.sampling.max_new_tokens, where=where)
+            checked += 1
+    assert checked >= 6
+
+
+def test_check_agent_budgets_at_config_time():
+    """What a recipe's validate() calls: each agent's tokenizer from its policy config, no model built."""
+    from marl.config import AgentConfig, SamplingConfig
+    from marl.policies import PolicyConfig
+
+    agents = {
+        "ok": AgentConfig(policy=PolicyConfig(tiny="100k"), sampling=SamplingConfig(max_new_tokens=15)),
+        "short": AgentConfig(policy=PolicyConfig(tiny="100k"), sampling=SamplingConfig(max_new_tokens=14)),
+    }
+    nim = GameConfig("nim", constrained_sampling=True)
+    with pytest.raises(ValueError, match=r"agents.short.sampling.max_new_tokens is 14.*: 15 or more"):
+        check_agent_budgets(nim, agents)
+    check_agent_budgets(nim, {"ok": agents["ok"]})
+    check_agent_budgets(GameConfig("nim"), agents)  # without the mask: a warning only

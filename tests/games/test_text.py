@@ -2,7 +2,19 @@
 
 import pytest
 
-from games.text import GAMES, GameConfig, TextGame, game_config, make_game
+from games.text import (
+    GAMES,
+    GameConfig,
+    TextGame,
+    check_playable,
+    format_spec,
+    game_config,
+    game_spec,
+    is_simultaneous,
+    make_game,
+    num_players,
+    simultaneous_message,
+)
 
 
 def test_shipped_games_cover_the_issue():
@@ -60,3 +72,79 @@ def test_omegaconf_structured_config():
     cfg = OmegaConf.merge(cfg, {"name": "connect_four", "params": {"rows": 5}})
     obj = OmegaConf.to_object(cfg)
     assert obj.name == "connect_four" and obj.params == {"rows": 5}
+
+
+@pytest.mark.parametrize(
+    "cfg, n",
+    [
+        (GameConfig("blackjack"), 1),
+        (GameConfig("catch"), 1),
+        (GameConfig("tic_tac_toe"), 2),
+        (GameConfig("kuhn_poker", params={"players": 3}), 3),
+        (GameConfig("hearts"), 4),
+        (GameConfig("goofspiel"), 2),  # simultaneous games have a player count too
+        (GameConfig("tictactoe_v3", "pettingzoo"), 2),
+        ("leduc_poker", 2),
+    ],
+)
+def test_num_players_before_any_episode(cfg, n):
+    assert num_players(cfg) == n
+
+
+def test_simultaneous_games_are_told_apart_with_the_yaml_route():
+    assert is_simultaneous(GameConfig("goofspiel")) and is_simultaneous(GameConfig("matrix_rps"))
+    assert is_simultaneous(GameConfig("rps_v2", "pettingzoo"))
+    assert not is_simultaneous(GameConfig("tic_tac_toe")) and not is_simultaneous("connect_four_v3")
+    wrapped = GameConfig("turn_based_simultaneous_game", params={"game": {"name": "goofspiel"}})
+    assert not is_simultaneous(wrapped)
+    msg = simultaneous_message(GameConfig("oshi_zumo", params={"coins": 10}))
+    assert "'oshi_zumo'" in msg and "pyspiel" not in msg  # the YAML itself, not a Python API
+    assert "game: {name: turn_based_simultaneous_game, params: {game: {name: oshi_zumo, coins: 10}}}" in msg
+
+
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        (GameConfig("goofspiel"), "turn_based_simultaneous_game"),
+        (GameConfig("mfg_crowd_modelling"), "only sequential"),
+        (GameConfig("rps_v2", "pettingzoo"), "'rps_v2' is a simultaneous-move game"),
+        (GameConfig("hex", params={"board_size": "big"}), "rejected params"),
+        (GameConfig("texas_holdem_v4", "pettingzoo", params={"seats": 3}), "rejected params"),
+    ],
+)
+def test_check_playable_refuses_with_the_fix(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        check_playable(cfg)
+
+
+def test_check_playable_accepts_one_player_and_wrapped_games():
+    check_playable(GameConfig("blackjack"))
+    check_playable(GameConfig("turn_based_simultaneous_game", params={"game": {"name": "goofspiel"}}))
+
+
+def test_game_spec_fills_defaults_so_equal_games_compare_equal():
+    # hex is 11x11 by default: {} and {board_size: 11} are one game, {board_size: 3} another
+    assert game_spec(GameConfig("hex")) == game_spec(GameConfig("hex", params={"board_size": 11}))
+    small = game_spec(GameConfig("hex", params={"board_size": 3}))
+    assert small != game_spec(GameConfig("hex"))
+    assert small["params"]["board_size"] == 3 and small["backend"] == "openspiel" and small["name"] == "hex"
+    assert format_spec(small).startswith("openspiel:hex(board_size=3, ")
+    # PettingZoo: the constructor's defaults, display arguments left out
+    assert game_spec(GameConfig("go_v5", "pettingzoo")) == {
+        "backend": "pettingzoo",
+        "name": "go_v5",
+        "params": {"board_size": 19, "komi": 7.5},
+    }
+    assert game_spec(GameConfig("go_v5", "pettingzoo", params={"render_mode": "ansi"})) == game_spec(
+        GameConfig("go_v5", "pettingzoo")
+    )
+    assert game_spec(GameConfig("tic_tac_toe")) != game_spec(GameConfig("tictactoe_v3", "pettingzoo"))
+
+
+def test_pettingzoo_specs_hold_game_parameters_only():
+    """The class: no env's spec holds a display argument (render_mode, screen_height, screen_scaling...)."""
+    from games.pettingzoo_game import classic_env_names
+
+    for name in classic_env_names():
+        params = game_spec(GameConfig(name, "pettingzoo"))["params"]
+        assert not [k for k in params if k.startswith(("render", "screen"))], name

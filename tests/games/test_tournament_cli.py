@@ -1,12 +1,14 @@
 """`marl tournament`: player specs, errors, and the markdown / JSON / PNG reports through the real CLI."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from games.text import GameConfig
-from games.tournament import TournamentConfig, make_players
+from games.tournament import TournamentConfig, find_run, hf_player, make_players, run_player
 from marl.config import ConfigError, load_config
 from tests.cli_helpers import ROOT, cli_env, marl_cmd, run_train, train_cmd
 
@@ -91,9 +93,9 @@ def test_config_errors(tmp_path, override, match):
 
 def test_run_spec_errors_name_the_fix(trained, tmp_path):
     d, _ = trained
-    with pytest.raises(FileNotFoundError, match="train it first"):
+    with pytest.raises(ValueError, match="train it first"):
         make_players(TournamentConfig(players=["random", f"run:{tmp_path}/nothing"]))
-    with pytest.raises(ValueError, match="trained on openspiel:tic_tac_toe"):
+    with pytest.raises(ValueError, match=r"openspiel:tic_tac_toe\(\)\n  tournament: +openspiel:connect_four"):
         make_players(
             TournamentConfig(game=GameConfig("connect_four"), players=["random", f"run:{d}/runs/ttt"])
         )
@@ -101,3 +103,140 @@ def test_run_spec_errors_name_the_fix(trained, tmp_path):
         make_players(TournamentConfig(players=["random", f"run:{d}/runs/ttt:bob"]))
     players = make_players(TournamentConfig(players=["random", f"run:{d}/runs/ttt:lm"]))
     assert list(players) == ["random", "ttt/lm"]
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("game.name=blackjack", "'blackjack' is a one-player game"),  # no opponent: no win, no Elo
+        ("game.params={players: 3}", "'kuhn_poker' has 3 players; marl tournament plays two-player games"),
+        ("game.name=goofspiel", "game: {name: turn_based_simultaneous_game, params: {game: {name: goofspiel"),
+        ("game={name: rps_v2, backend: pettingzoo}", "'rps_v2' is a simultaneous-move game"),
+    ],
+)
+def test_games_a_tournament_cannot_rate_are_refused_up_front(tmp_path, override, match):
+    yaml_path = tmp_path / "t.yaml"
+    yaml_path.write_text("game: {name: kuhn_poker}\nplayers: [random, cfr-10]\n")
+    with pytest.raises(ConfigError, match=match):
+        load_config(TournamentConfig, [yaml_path], [override])
+
+
+def _fake_run(root, name, game_block, max_new_tokens=1, like=None):
+    """A run directory: the trained run's files (if ``like``) with its saved config's game replaced."""
+    run = root / name
+    if like is not None:
+        shutil.copytree(like, run)
+        data = yaml.safe_load((run / "config.yaml").read_text())
+    else:
+        run.mkdir(parents=True)
+        data = yaml.safe_load(RUN_YAML)
+    data["game"] = game_block
+    for agent in data["agents"].values():
+        agent.setdefault("sampling", {})["max_new_tokens"] = max_new_tokens
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    return run
+
+
+def test_run_trained_on_other_game_params_is_refused_showing_both_specs(tmp_path):
+    small = _fake_run(tmp_path, "hex3", {"name": "hex", "params": {"board_size": 3}})
+    with pytest.raises(ValueError) as err:
+        find_run(f"run:{small}", GameConfig("hex"))
+    msg = str(err.value)
+    assert f"run {small}: openspiel:hex(board_size=3, num_cols=3, num_rows=3," in msg
+    assert "tournament:    openspiel:hex(board_size=11, num_cols=11, num_rows=11," in msg
+    # through the config: refused before anything is built or played
+    yaml_path = tmp_path / "t.yaml"
+    yaml_path.write_text(f"game: {{name: hex}}\nplayers: [random, 'run:{small}']\n")
+    with pytest.raises(ConfigError, match="trained on a different game"):
+        load_config(TournamentConfig, [yaml_path])
+    # the same game spelled with its default is the same game: only the missing checkpoint is left
+    same = _fake_run(tmp_path, "hex11", {"name": "hex", "params": {"board_size": 11}})
+    with pytest.raises(ValueError, match="no checkpoint"):
+        find_run(f"run:{same}", GameConfig("hex"))
+
+
+def test_shipped_tournament_without_its_run_names_the_training_command(tmp_path, monkeypatch, capsys):
+    from marl.cli import main
+    from tests.cli_helpers import ROOT
+
+    shipped = ROOT / "configs" / "games" / "tournament_tictactoe.yaml"
+    monkeypatch.chdir(tmp_path)  # no runs/tictactoe here
+    with pytest.raises(
+        ConfigError,
+        match=r"run:runs/tictactoe/\*.*train it first: marl train \S*configs/games/"
+        r"tictactoe\.yaml",
+    ):
+        load_config(TournamentConfig, [shipped])
+    assert main(["tournament", str(shipped)]) == 2  # the CLI's config error, not a traceback
+    assert "train it first: marl train" in capsys.readouterr().err
+    monkeypatch.chdir(ROOT)
+    if not list(ROOT.glob("runs/tictactoe/*/config.yaml")):
+        with pytest.raises(ConfigError, match="train it first: marl train configs/games/tictactoe.yaml"):
+            load_config(TournamentConfig, [shipped])
+
+
+def test_malformed_override_is_a_config_error_naming_a_valid_one(capsys):
+    from marl.cli import main
+    from tests.cli_helpers import ROOT
+
+    shipped = ROOT / "configs" / "games" / "tournament_tictactoe.yaml"
+    bad = "matchups=[{players:[lm,lm],games:16}]"
+    with pytest.raises(ConfigError) as err:
+        load_config(TournamentConfig, [shipped], [bad])
+    msg = str(err.value)
+    assert f"override '{bad}'" in msg and "not valid YAML" in msg and "column 10 of the value" in msg
+    assert "'matchups=[{players: [lm, lm], games: 16}]'" in msg
+    assert main(["tournament", str(shipped), bad]) == 2
+    assert "config error: override" in capsys.readouterr().err
+
+
+def test_broken_yaml_file_is_a_config_error(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("players: [random, mcts-5\n")
+    with pytest.raises(ConfigError, match=f"{path}: not valid YAML"):
+        load_config(TournamentConfig, [path])
+
+
+def test_llm_players_without_the_budget_for_the_game_are_refused(trained, tmp_path):
+    d, _ = trained
+    kuhn = GameConfig("kuhn_poker", constrained_sampling=True)
+    cfg = TournamentConfig(game=kuhn, players=["random", "hf:x"], max_new_tokens=2)
+    # kuhn's longest action, "pass", is 4 tokens of the byte-level tokenizer
+    with pytest.raises(ValueError, match=r"'kuhn_poker'.*'pass' takes 4 tokens.*max_new_tokens is 2"):
+        hf_player(f"hf:{d / 'runs' / 'ttt' / 'export' / 'lm'}", cfg)
+    run = _fake_run(
+        tmp_path, "kuhn", {"name": "kuhn_poker", "constrained_sampling": True}, 2, d / "runs" / "ttt"
+    )
+    # a run trained with too short a budget: its own saved config is refused, naming the run and the budget
+    with pytest.raises(
+        ValueError, match=r"run .*kuhn does not load: .*agents.lm.sampling.max_new_tokens is 2"
+    ):
+        run_player(f"run:{run}", TournamentConfig(game=kuhn, players=["random", f"run:{run}"]))
+
+
+def test_fixed_players_that_cannot_play_the_game_are_refused_up_front(tmp_path):
+    yaml_path = tmp_path / "t.yaml"
+    yaml_path.write_text("game: {name: kuhn_poker}\nplayers: [random, mcts-25]\n")
+    with pytest.raises(ConfigError, match="'mcts-25': MCTS needs a perfect-information game"):
+        load_config(TournamentConfig, [yaml_path])
+
+
+def test_players_that_cannot_be_built_are_config_errors(tmp_path, trained):
+    d, _ = trained
+    yaml_path = tmp_path / "t.yaml"
+    yaml_path.write_text("game: {name: tic_tac_toe}\nplayers: [random, 'hf:/no/such/model']\n")
+    with pytest.raises(
+        ConfigError, match="player 'hf:/no/such/model': policy.path '/no/such/model' does not exist"
+    ):
+        load_config(TournamentConfig, [yaml_path])
+    # at config time too: an hf: player whose max_new_tokens cannot spell the game's longest action
+    export = d / "runs" / "ttt" / "export" / "lm"
+    yaml_path.write_text(
+        f"game: {{name: kuhn_poker, constrained_sampling: true}}\nplayers: [random, 'hf:{export}']\n"
+        "max_new_tokens: 3\n"
+    )
+    with pytest.raises(ConfigError, match=r"'pass' takes 4 tokens.*max_new_tokens is 3"):
+        load_config(TournamentConfig, [yaml_path])
+    # make_players (used without load_config) turns what it cannot build into a ConfigError as well
+    with pytest.raises(ConfigError, match="players: player 'run:"):
+        make_players(TournamentConfig(players=["random", f"run:{tmp_path}/nothing"]))
