@@ -1,6 +1,6 @@
 """The sandbox as the rest of the platform sees it: a pool of judges, one program per job.
 
-``Sandbox`` starts ``workers`` judge processes (``verifier.py``); each starts its
+``Sandbox`` starts ``workers`` judge processes (``judge.py``); each starts its
 own zygote (``zygote.py``) with two unprivileged uids of its own, and the zygote forks
 one isolated process per program. ``run_many`` keeps every judge busy, so a
 batch of programs uses all the workers at once.
@@ -239,7 +239,7 @@ class _Worker:
     def __init__(self, settings: dict):
         self.settings = settings
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        boot = f"import sys; sys.path.insert(0, {_HERE!r}); import verifier; verifier.main({theirs.fileno()})"
+        boot = f"import sys; sys.path.insert(0, {_HERE!r}); import judge; judge.main({theirs.fileno()})"
         env = dict(os.environ, PYTHONHASHSEED="0")
         self.proc = subprocess.Popen(
             [sys.executable, "-s", "-B", "-c", boot],

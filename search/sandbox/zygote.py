@@ -32,7 +32,7 @@ The child speaks to the judge over one socket (fd 3); its stdout and stderr
 per reply at the sizes each reply reports, and bounded by ``RLIMIT_FSIZE``. It
 only ever receives inputs: the judge keeps expected outputs and assertion code
 to itself, so nothing the program writes on the socket can claim a pass it did
-not earn (see ``verifier.py``). Requests come as ``marshal`` data of plain values
+not earn (see ``judge.py``). Requests come as ``marshal`` data of plain values
 (``wire.pack_request``), replies go back as JSON (``wire.dump_value``), the
 format the judge decodes safely.
 
@@ -395,7 +395,7 @@ def _child_main(state: _State, run_dir: str, uid: int) -> None:  # pragma: no co
             raise RuntimeError("failed to drop root")
     # after the uid change (which clears it): die with the zygote
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-    # the environment is the zygote's, scrubbed (verifier.PROGRAM_ENV); HOME and TMPDIR are ".";
+    # the environment is the zygote's, scrubbed (zygote_client.PROGRAM_ENV); HOME and TMPDIR are ".";
     # sys.stdin/stdout/stderr already wrap fds 0, 1 and 2, which now are the program's; sys.argv and
     # the hook that seeds ``random`` on import were set in the zygote
     if "random" in sys.modules:  # preloaded on request after all (its after-fork hook reseeded it)

@@ -20,8 +20,9 @@ from search.sandbox import (
     wire,
     zygote,
 )
-from search.sandbox.judge import floats_close
-from search.sandbox.verifier import describe_status, static_calls
+from search.sandbox.calls import static_calls
+from search.sandbox.child import describe_status
+from search.sandbox.compare import floats_close
 from search.tasks import CodeTask, TestCase
 
 
