@@ -225,13 +225,15 @@ def test_floats_close_hand_values():
         (1, True, False),
         (True, True, True),
         (0.1 + 0.2, 0.3, True),  # 5.6e-17 apart
-        (2, 2.0000001, True),  # int against float: numeric with tolerance
+        (2, 2.0000001, True),  # an expected float brings the tolerance, whatever number came back
+        (2.0000001, 2, False),  # an expected int does not
         ((1, 2), [1, 2], True),  # JSON has no tuples
-        ([1, [2, 3.0000001]], [1, (2, 3)], True),
+        ([1, [2, 3.0000001]], [1, (2, 3.0)], True),
+        ([1, [2, 3.0000001]], [1, (2, 3)], False),
         ([1, 2], [1, 2, 3], False),
-        ({"a": 1.0}, {"a": 1}, True),
+        ({"a": 1.0}, {"a": 1}, True),  # exactly equal, as Python's == says
         ({"a": 1}, {"b": 1}, False),
-        ({1, 2}, [2, 1], True),
+        ({1, 2}, [2, 1], False),  # a set is not a list (the full table: test_sandbox_compare.py)
         ("1", 1, False),
         (None, None, True),
         (None, 0, False),
@@ -249,6 +251,7 @@ def test_outputs_match(got, expected, ok):
         ("1 2\n3", "1  2 3", True),  # token fallback ignores layout
         ("0.3333333\n", "0.333333333", True),  # 3.3e-8 relative: within 1e-6
         ("0.33\n", "0.333333333", False),
+        ("1000001\n", "1000000", False),  # integer tokens are exact
         ("YES", "yes", False),
         ("1 2", "1 2 3", False),
         ("", "", True),
