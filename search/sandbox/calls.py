@@ -186,8 +186,8 @@ class Candidate:
         if op == "ret":
             try:
                 value = wire.decode_value(reply.get("value"))
-            except wire.WireError as e:
-                self.fatal = Fatal("crash", f"the program broke the result channel ({e})")
+            except (wire.WireError, MemoryError, RecursionError) as e:
+                self.fatal = Fatal("crash", f"the program broke the result channel ({type(e).__name__}: {e})")
                 raise self.fatal from None
             self._last = (args, kwargs, "ret", value)
             return value
