@@ -32,8 +32,7 @@ uid, another PID namespace), from information the program never holds:
   ones are dropped).
 
 Limits: a program can read the inputs it is given and can hard-code answers
-for the public tests it was shown (that is what private tests are for); it
-can read world-readable host files that are not masked (``hide_paths``);
+for the public tests it was shown (that is what private tests are for);
 stateful programs see calls sent ahead a little earlier than a sequential
 harness would make them (same order). In ``rlimit`` isolation it runs under
 the caller's uid and could signal or ptrace this process: a killed judge is
@@ -60,11 +59,12 @@ import traceback
 from typing import Any
 
 try:  # imported as search.sandbox.judge (tests) or as top-level judge (judge process)
-    from . import compare, wire
+    from . import cgroup, compare, wire
     from .calls import Candidate, Pipeline, short_repr, static_calls
     from .child import SIGNALS, Child, Fatal, describe_status
     from .zygote_client import ZygoteClient
 except ImportError:  # pragma: no cover - exercised in the judge process
+    import cgroup
     import compare
     import wire
     from calls import Candidate, Pipeline, short_repr, static_calls
@@ -106,7 +106,12 @@ class Judge:
         self.cfg = cfg
         self.zygote = ZygoteClient(cfg)
         self._compiled: dict[tuple[str, str], tuple[Any, list | None]] = {}
+        self._ooms = self._oom_kills()
         signal.signal(signal.SIGALRM, _on_alarm)
+
+    def _oom_kills(self) -> list[int]:
+        """Processes the kernel has killed so far in each memory cgroup of this worker's uids."""
+        return [cgroup.oom_kills(self.cfg.get("cgroup_version", ""), p) for p in self.cfg.get("cgroups", [])]
 
     def _compile(self, code: str, filename: str, entry: str) -> tuple[Any, list | None]:
         """Compiled trusted code and its known calls (``static_calls``), cached."""
@@ -224,6 +229,14 @@ class Judge:
             )
         if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
             return "timeout", SIGNALS[signal.SIGXCPU], _join(out, err)
+        if e.status == "crash" and self._ooms:
+            ooms = self._oom_kills()
+            if any(now > before for now, before in zip(ooms, self._ooms)):
+                message = (
+                    f"memory limit exceeded: the program's processes together held more than "
+                    f"{self.cfg['memory_mb']} MB and the kernel killed one"
+                )
+            self._ooms = ooms
         return e.status, message, _join(out, err)
 
     def _load(
@@ -389,7 +402,7 @@ def main(fd: int) -> None:
     except Exception as e:
         wire.send_frame(sock, {"op": "fatal", "error": f"{type(e).__name__}: {e}"})
         return
-    wire.send_frame(sock, {"op": "ready", "preloaded": j.zygote.preloaded})
+    wire.send_frame(sock, {"op": "ready", "preloaded": j.zygote.preloaded, "notes": j.zygote.notes})
     try:
         while True:
             job = wire.recv_frame(sock)

