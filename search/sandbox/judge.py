@@ -30,14 +30,27 @@ uid, another PID namespace), from information the program never holds:
   replies are still matched to the calls in order, and a test that makes
   other calls than predicted gets live calls (the replies to the predicted
   ones are dropped).
+* A returned value passes a call test only by the exact rules of
+  ``compare.py`` (a set is not a list, a float near an int is not that int,
+  ``True`` is not ``1``): a lenient rule would be a reward hack.
+* A reply cannot hold or break this process: it is at most
+  ``max_result_bytes``, decoding it is linear work (``wire.py``: no hash
+  flooding, no integer too long to convert), and this process's address space
+  is capped (``judge_memory_mb``): a reply that does not fit is the program's
+  ``crash``. Should the judge fail anyway, it is rebuilt (with a fresh zygote)
+  and the job run once more, so a job never pays for what an earlier one broke.
 
 Limits: a program can read the inputs it is given and can hard-code answers
 for the public tests it was shown (that is what private tests are for);
 stateful programs see calls sent ahead a little earlier than a sequential
-harness would make them (same order). In ``rlimit`` isolation it runs under
-the caller's uid and could signal or ptrace this process: a killed judge is
-replaced (the job is retried once, then reported as ``crash``), but a
-ptraced one could be made to lie, so use ``full`` isolation for untrusted code.
+harness would make them (same order); trusted test code that hashes values it
+derives from a reply in other ways than the decoder foresees (lists of lists
+made into tuples, say) could still meet hash collisions; then the pool's
+watchdog replaces this judge and runs the jobs queued behind it again. In
+``rlimit`` isolation a program runs under the caller's uid, sees its files, and
+could signal or ptrace this process: a killed judge is replaced (the job is
+retried once, then reported as ``crash``), but a ptraced one could be made to
+lie, so use ``full`` isolation for untrusted code.
 
 Standard library only; started by ``search.sandbox.pool`` as a fresh
 interpreter that imports this file as the top-level module ``judge`` (``main``).
@@ -51,6 +64,7 @@ from __future__ import annotations
 import builtins
 import os
 import random
+import resource
 import signal
 import socket
 import sys
@@ -392,6 +406,9 @@ def main(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     sys.stdout = open(os.devnull, "w")  # trusted test code may print; our channel is the socket
     cfg = wire.recv_frame(sock)
+    if cfg.get("judge_memory_mb"):  # a reply too large to decode here is a MemoryError, not the host's loss
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (int(cfg["judge_memory_mb"]) << 20, hard))
     if cfg.get("cpus"):  # the zygote and every program inherit them
         try:
             os.sched_setaffinity(0, cfg["cpus"])
@@ -411,12 +428,23 @@ def main(fd: int) -> None:
             try:
                 res = j.run_job(job)
             except Exception:
-                res = {"tests": [], "wall_s": 0.0, "judge_error": traceback.format_exc()[-4000:]}
+                # a fresh judge and zygote, and the job once more: it may only have met what an earlier job
+                # left broken (an innocent program's verdict must not depend on what ran before it)
+                j = _restart(j, cfg)
                 try:
-                    j.close()
-                finally:
-                    j = Judge(cfg)
+                    res = j.run_job(job)
+                except Exception:
+                    res = {"tests": [], "wall_s": 0.0, "judge_error": traceback.format_exc()[-4000:]}
+                    j = _restart(j, cfg)
             res["job_id"] = job.get("job_id")
             wire.send_frame(sock, res)
     finally:
         j.close()
+
+
+def _restart(j: Judge, cfg: dict) -> Judge:
+    try:
+        j.close()
+    except Exception:  # a judge that failed may fail to close: the worker goes on with a fresh one
+        pass
+    return Judge(cfg)

@@ -4,6 +4,17 @@
 own zygote (``zygote.py``) with two unprivileged uids of its own, and the zygote forks
 one isolated process per program. ``run_many`` keeps every judge busy, so a
 batch of programs uses all the workers at once.
+
+Threat: one program fails its neighbours. A job is sent to a worker before
+the one ahead of it has finished (``QUEUE_DEPTH``), so a program that takes its
+worker down (a judge that stops answering, or dies) would take the jobs queued
+behind it too. Those jobs never started, so they are run again on a fresh
+worker at no cost to them; only the job the worker was running is charged,
+retried once alone (nothing queued behind it), then reported as ``crash``.
+What else a program could leave for the next one (files, IPC objects,
+processes, memory) ends with it (``zygote.py``), and a reply cannot hold the
+judge (``wire.py``), so an innocent program's verdict never depends on what ran
+before it.
 """
 
 from __future__ import annotations
@@ -70,8 +81,12 @@ class SandboxConfig:
     """Open file descriptors per process (RLIMIT_NOFILE)."""
     max_output_bytes: int = 65536
     """Stdout/stderr kept per test for feedback (output files themselves stop at fsize_mb)."""
-    max_result_bytes: int = 8 * 1024 * 1024
-    """Largest reply (one serialised return value) a program may send."""
+    max_result_bytes: int = 1024 * 1024
+    """Largest reply (one serialised return value) a program may send. Decoding one builds up to about
+    50 times as many bytes of objects in the judge (see ``judge_memory_mb``)."""
+    judge_memory_mb: int = 1024
+    """Address-space limit of each judge process: what a reply too large to decode there meets (the
+    program then gets ``crash``, and the judge goes on)."""
     float_rel_tol: float = 1e-6
     """Relative tolerance when a float is compared (call and stdio tests)."""
     float_abs_tol: float = 1e-9
@@ -110,6 +125,11 @@ class SandboxConfig:
             raise ValueError(
                 f"max_output_bytes ({self.max_output_bytes}) and max_result_bytes ({self.max_result_bytes}) "
                 "must be >= 1024"
+            )
+        if self.judge_memory_mb < 256 + 64 * self.max_result_bytes // (1024 * 1024):
+            raise ValueError(
+                f"judge_memory_mb ({self.judge_memory_mb}) must be >= 256 + 64 per MiB of max_result_bytes "
+                f"({self.max_result_bytes} bytes): decoding a reply takes up to about 50 bytes per byte"
             )
         if self.max_open_files < 16:
             raise ValueError(f"max_open_files ({self.max_open_files}) must be >= 16 (Python needs a few)")
@@ -450,33 +470,45 @@ class Sandbox:
 
     # -- scheduling -------------------------------------------------------------------------------------
     def _dispatch(self, jobs: list[dict], results: list[ExecResult | None]) -> None:
-        """Keep ``QUEUE_DEPTH`` jobs in flight per worker until every result is in."""
+        """Keep ``QUEUE_DEPTH`` jobs in flight per worker until every result is in.
+
+        A worker that dies or stops answering is replaced. The job it was running is
+        suspect: retried once, alone on its worker, then reported as ``crash``. The jobs
+        queued behind it never started: they go back to the queue, uncharged.
+        """
         todo = deque(i for i, r in enumerate(results) if r is None)
+        suspects: deque[int] = deque()  # jobs whose worker was lost while they ran: one more try, alone
         hard_limit = self.cfg.timeout_s * 2 + 30.0  # a judge silent this long is broken
         retried: set[int] = set()
 
         def lose(w: _Worker, why: str) -> _Worker:
-            """Replace a dead or hung worker; its jobs are retried once, then reported as crashes."""
             now = time.monotonic()
-            for j, sent in reversed(w.inflight):
-                if j in retried:
+            for k, (j, sent) in reversed(list(enumerate(w.inflight))):
+                if k > 0:
+                    todo.appendleft(j)  # never started: collateral damage, not its fault
+                elif j in retried:
                     results[j] = ExecResult("crash", [], 0, len(jobs[j]["tests"]), now - sent, why)
                 else:
-                    log.warning("%s; retrying job %d once on a fresh worker", why, j)
+                    log.warning("%s; retrying job %d once, alone, on a fresh worker", why, j)
                     retried.add(j)
-                    todo.appendleft(j)
+                    suspects.append(j)
             return self._replace(w)
 
-        while todo or any(w.inflight for w in self._workers):
+        def send(w: _Worker, i: int) -> _Worker:
+            w.inflight.append((i, time.monotonic()))
+            try:
+                wire.send_frame(w.sock, jobs[i])
+            except OSError:
+                w = lose(w, "the sandbox worker exited")
+            return w
+
+        while todo or suspects or any(w.inflight for w in self._workers):
             for slot in range(len(self._workers)):
                 w = self._workers[slot]
-                while todo and len(w.inflight) < QUEUE_DEPTH:
-                    i = todo.popleft()
-                    w.inflight.append((i, time.monotonic()))
-                    try:
-                        wire.send_frame(w.sock, jobs[i])
-                    except OSError:
-                        w = lose(w, "the sandbox worker exited")
+                if suspects and not w.inflight:
+                    w = send(w, suspects.popleft())
+                while todo and len(w.inflight) < QUEUE_DEPTH and not any(j in retried for j, _ in w.inflight):
+                    w = send(w, todo.popleft())
             busy = [w for w in self._workers if w.inflight]
             readable, _, _ = select.select([w.sock for w in busy], [], [], 1.0)
             now = time.monotonic()

@@ -304,6 +304,7 @@ def test_describe_status():
         ({"max_open_files": 8}, "max_open_files (8) must be >= 16"),
         ({"max_output_bytes": 10}, "max_output_bytes (10)"),
         ({"uid_base": 0}, "uid_base (0)"),
+        ({"judge_memory_mb": 300}, "judge_memory_mb (300) must be >= 256"),
     ],
 )
 def test_config_validation_names_the_rule(kwargs, words):
@@ -413,7 +414,7 @@ def test_a_crashing_call_restarts_the_program_for_the_next_tests(sb):
 def test_unserializable_return_values_are_errors(sb):
     r = sb.run("def add(a, b):\n    return (x for x in (a, b))\n", ADD)
     assert r.status == "error" and "not plain data" in r.tests[0].message
-    r = sb.run("def add(a, b):\n    return 'x' * 10_000_000\n", ADD)  # 10 MB > 8 MiB
+    r = sb.run("def add(a, b):\n    return 'x' * 10_000_000\n", ADD)  # 10 MB > 1 MiB
     assert r.status == "error" and "the value is too large" in r.tests[0].message
 
 
