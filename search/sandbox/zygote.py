@@ -31,7 +31,8 @@ Threat model of full isolation (root on Linux); each threat has a hostile test
   signal nor ptrace the judge, the zygote, the other uid's program or the
   host's processes; ``/proc`` is mounted ``hidepid=invisible``, so it lists and
   shows only the program's own processes (no host command line, no
-  environment). ``PR_SET_NO_NEW_PRIVS``: set-uid binaries cannot give root back.
+  environment; before Linux 5.8, whose proc mounts share their options, it
+  stays empty). ``PR_SET_NO_NEW_PRIVS``: set-uid binaries cannot give root back.
 * **The network.** An empty network namespace (loopback down: every connect
   fails).
 * **Leaving something for a later program, or on the host.** Each program
@@ -222,7 +223,8 @@ def isolate_filesystem_and_network(
     with the trees bound (or overlaid) at their own paths, read-only; a
     minimal ``/dev`` (null, zero, full, random, urandom and the ``fd`` links);
     a ``/proc`` that shows each program only its own processes
-    (``hidepid=invisible``: every other process has another uid); and for each
+    (``hidepid=invisible``: every other process has another uid; Linux 5.8 and
+    later, an empty ``/proc`` before); and for each
     of ``uids`` a writable tmpfs of ``tmpfs_mb`` for its programs' run
     directories (``<run root>/<uid>``: a program can fill only its own uid's, which
     the zygote empties before that uid's next program; the judge may already run
@@ -286,8 +288,19 @@ def isolate_filesystem_and_network(
         os.mkdir(f"{view.run_root}/{uid}", 0o755)
         opts = f"size={tmpfs_mb}m,mode=0755"
         _mount("tmpfs", f"{view.run_root}/{uid}", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+    if _kernel_at_least(5, 8):
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+    else:  # before 5.8 every proc mount of a PID namespace shares its options: the host's would change
+        notes.append("kernel before 5.8: programs get an empty /proc (a private one needs per-mount options)")
     return view.run_root, notes
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        have = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return have >= (major, minor)
 
 
 def _mask_each(root: str, tree: str, rels: list[str]) -> set[tuple[int, int]]:
