@@ -15,6 +15,13 @@ Threats it closes (each with a hostile test in ``tests/search/test_sandbox_isola
   with bit 30 set, fails with ``ENOSYS``.
 * **Leaving its cores.** ``sched_setaffinity`` fails with ``EPERM``: a program
   stays on the cores its worker was given (``SandboxConfig.pin_cpus``).
+* **Talking to other processes.** ``socket`` makes only ``AF_INET`` and
+  ``AF_INET6`` sockets (``EAFNOSUPPORT`` otherwise), which reach nothing in the
+  worker's empty network namespace. Abstract UNIX sockets, netlink and vsock
+  are not bounded by uids or by the IPC namespace: a program's leftover
+  process could have served one to the next program in the moment before it
+  is reaped, and vsock reaches the host's own services. ``socketpair``
+  (what a program needs to talk to itself) is another call, and allowed.
 * **Host residue and kernel attack surface that programs do not need:** kernel
   keyrings (``add_key``, ``request_key``, ``keyctl``: keys outlive the
   process), ``io_uring`` (its operations bypass seccomp), ``bpf``,
@@ -53,6 +60,7 @@ _ARCHES = {  # machine: (audit arch, system call numbers)
             "io_uring_register": 427, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "mount": 165,
             "umount2": 166, "pivot_root": 155, "chroot": 161, "open_tree": 428, "move_mount": 429,
             "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+            "socket": 41,
         },
     ),
     "aarch64": (
@@ -63,9 +71,11 @@ _ARCHES = {  # machine: (audit arch, system call numbers)
             "io_uring_register": 427, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "mount": 40,
             "umount2": 39, "pivot_root": 41, "chroot": 51, "open_tree": 428, "move_mount": 429,
             "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+            "socket": 198,
         },
     ),
 }  # fmt: skip
+_AF_INET, _AF_INET6 = 2, 10
 DENIED = {  # system call -> errno it fails with (clone and unshare: only with a namespace flag)
     "setns": errno.EPERM, "clone3": errno.ENOSYS, "sched_setaffinity": errno.EPERM,
     "add_key": errno.ENOSYS, "request_key": errno.ENOSYS, "keyctl": errno.ENOSYS,
@@ -115,6 +125,14 @@ def program(machine: str | None = None) -> list[tuple[int, int, int, int]]:
         emit(_JEQ, nr[name], f"errno{err}", 0)
     emit(_JEQ, nr["clone"], "clone", 0)
     emit(_JEQ, nr["unshare"], "unshare", 0)
+    emit(_JEQ, nr["socket"], "socket", 0)
+    emit(_RET, _ALLOW)
+    labels["socket"] = len(code)
+    emit(_LD_W_ABS, 16)  # the address family
+    emit(_JEQ, _AF_INET, "allow", 0)
+    emit(_JEQ, _AF_INET6, "allow", 0)
+    emit(_RET, _ERRNO | errno.EAFNOSUPPORT)
+    labels["allow"] = len(code)
     emit(_RET, _ALLOW)
     for name, mask in (("clone", _CLONE_NS), ("unshare", _UNSHARE_NS)):
         labels[name] = len(code)

@@ -218,6 +218,30 @@ def test_no_namespace_can_be_made_by_any_system_call(sb):
     assert _returned(sb.run(NAMESPACES, _task(None))) == "[[], True]"
 
 
+def test_no_socket_reaches_another_process(sb):
+    # abstract UNIX sockets, netlink and vsock are bounded by no uid and no IPC namespace (vsock not even
+    # by the network namespace): a leftover process of one program could serve the next; AF_INET reaches
+    # nothing in the empty network namespace (test_hostile.py); a program still talks to itself
+    prog = P("""
+        import asyncio, socket
+        def f(i):
+            made = []
+            for family, kind in ((socket.AF_UNIX, socket.SOCK_STREAM), (socket.AF_UNIX, socket.SOCK_DGRAM),
+                                 (socket.AF_NETLINK, socket.SOCK_RAW), (40, socket.SOCK_STREAM),  # AF_VSOCK
+                                 (socket.AF_PACKET, socket.SOCK_RAW), (38, socket.SOCK_SEQPACKET)):  # AF_ALG
+                try:
+                    socket.socket(family, kind).close()
+                    made.append(family)
+                except OSError:
+                    pass
+            a, b = socket.socketpair()
+            a.sendall(b"self")
+            asyncio.run(asyncio.sleep(0))  # its event loop wakes itself through a socketpair
+            return [made, b.recv(4)]
+    """)  # fmt: skip
+    assert _returned(sb.run(prog, _task(None))) == "[[], b'self']"
+
+
 def test_programs_stay_on_their_cores(tmp_path, monkeypatch):
     from search.sandbox import pool
 
