@@ -74,7 +74,8 @@ class SandboxConfig:
     fsize_mb: int = 16
     """Largest file a program may write (RLIMIT_FSIZE)."""
     tmpfs_mb: int = 64
-    """Size of the private /tmp that holds the programs' working directories (full isolation)."""
+    """Size of the tmpfs that holds the run directories of one sandbox uid's programs (full isolation:
+    one per uid, emptied after each of its programs)."""
     max_processes: int = 16
     """Processes plus threads one program may have at once (RLIMIT_NPROC of its uid)."""
     max_open_files: int = 64
