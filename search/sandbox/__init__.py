@@ -13,22 +13,32 @@ prompts::
 How it is built (details in each module):
 
 * ``pool``: the API; ``workers`` judge processes, jobs kept in flight.
-* ``verifier``: the judge, a trusted process per worker that holds the expected
+* ``judge``: the judge, a trusted process per worker that holds the expected
   outputs and runs assertion code, calling the program as a remote function;
-  the threat model and its limits are written there.
-* ``zygote``: isolation (namespaces, read-only filesystem, no network, one
-  unprivileged uid per worker, rlimits) and the untrusted harness.
-* ``wire``: the only data that crosses (plain values as tagged JSON).
-* ``judge``: output comparison (call results, stdout).
+  the threat model and its limits are written there. It is built from
+  ``child`` (the judge's end of one untrusted process), ``zygote_client``
+  (starts the zygote, takes its ready children), ``calls`` (calls sent ahead,
+  the ``candidate`` proxy) and ``compare`` (output comparison: call results,
+  stdout).
+* ``zygote``: the zygote process: isolation (a new root that shows only the
+  system and the Python installation, namespaces, no network, unprivileged
+  uids, rlimits) and the untrusted harness; the threat model of the programs'
+  side is written there. With it: ``hidden`` (the answer keys that must stay
+  out of sight), ``cgroup`` (one memory bound per program),
+  ``syscall_filter`` (the seccomp filter: no namespaces, no other cores).
+* ``wire``: the only data that crosses (plain values as tagged JSON), and the
+  bounds on decoding it.
 
 Isolation needs root on Linux ("full"); elsewhere it falls back to "rlimit"
-(limits and a process-group kill, no network or filesystem isolation), with a
-warning. The verdict protocol is the same in both modes, but under "rlimit" a
-program runs with your uid and could attack the judge process itself (signal
-or ptrace it): use "full" for code you do not trust.
+(limits, the seccomp filter and a process-group kill, no network or filesystem
+isolation), with a warning. ``Sandbox.memory_bound`` says whether a program's
+memory is bounded as a whole (a cgroup) or per process. The verdict protocol
+is the same in both modes, but under "rlimit" a program runs with your uid and
+could attack the judge process itself (signal or ptrace it): use "full" for
+code you do not trust.
 """
 
-from search.sandbox.judge import outputs_match, stdout_matches
+from search.sandbox.compare import outputs_match, stdout_matches
 from search.sandbox.pool import (
     ExecResult,
     Sandbox,

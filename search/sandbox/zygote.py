@@ -10,29 +10,62 @@ standby::
     judge (trusted) <--standby + fds-- zygote (root, own mount + network namespace)
                     --reap pid------->   |  fork, in a fresh PID namespace
                                          v
-                                       child: setsid, rlimits, own tempdir, one of
-                                       the slot's uids, no_new_privs -> runs the program
+                                       child: setsid, own IPC namespace, rlimits, its
+                                       memory cgroup, own run directory, one of the
+                                       slot's uids, seccomp filter -> runs the program
 
-Full isolation (root on Linux): private mount namespace whose whole tree is
-read-only, with the repository, the data files and ``hide_paths`` masked by
-empty tmpfs mounts, ``/root`` (0700) replaced by an empty directory with only
-the Python installation bound back, and a small private tmpfs on ``/tmp``; an
-empty network namespace (loopback down: every connect fails); each program in
-its own PID namespace, so killing its first process kills every descendant,
-including ones that called ``setsid``, and it cannot even name processes
-outside; unprivileged uids of the worker slot's own, so the program can neither signal
-nor ptrace the judge, the zygote or the host's processes nor read their
-``/proc/<pid>/environ``, and ``RLIMIT_NPROC`` caps its processes and threads;
-``PR_SET_NO_NEW_PRIVS`` so set-uid binaries cannot give root back. Fallback
-("rlimit" isolation, when not root): rlimits, ``setsid`` and a process-group
-kill only.
+Threat model of full isolation (root on Linux); each threat has a hostile test
+(``tests/search/test_hostile.py`` and ``test_sandbox_*.py``):
+
+* **Reading answer keys or the host.** The zygote's root is a new one
+  (``isolate_filesystem_and_network``): only the system directories (``/usr``,
+  ``/etc``, ``/lib*``, ``/bin``, ``/sbin``) and the Python installation and its
+  site-packages are there, read-only, and inside those, every path of
+  ``hidden.default_hidden_paths`` is removed (overlay whiteouts); the zygote
+  checks that none of them can be read before it serves a program, and
+  refuses to start otherwise. No checkout of the repository, no home
+  directory, no ``/work``, ``/var`` or ``/sys``: not masked, absent.
+* **Seeing or touching other processes.** Each program has its own PID
+  namespace (killing its first process kills every descendant, ``setsid`` or
+  not) and an unprivileged uid of the worker slot's own, so it can neither
+  signal nor ptrace the judge, the zygote, the other uid's program or the
+  host's processes; ``/proc`` is mounted ``hidepid=invisible``, so it lists and
+  shows only the program's own processes (no host command line, no
+  environment; before Linux 5.8, whose proc mounts share their options, it
+  stays empty). ``PR_SET_NO_NEW_PRIVS``: set-uid binaries cannot give root back.
+* **The network.** An empty network namespace (loopback down: every connect
+  fails).
+* **Leaving something for a later program, or on the host.** Each program
+  has its own IPC namespace, so its SysV shared memory, queues and semaphores
+  and its POSIX message queues end with it. Its files live in a run directory
+  on a tmpfs of its uid (``tmpfs_mb``; one per uid, so a full one cannot fail
+  the program of the other uid that may start while it is emptied), removed
+  entirely when it is reaped (``_rmtree``: any depth, past ``PATH_MAX``,
+  whatever permissions it set). Its processes die with it (PID namespace) and
+  the zygote dies with the judge, its children with it (``PR_SET_PDEATHSIG``).
+* **Exhausting the host.** ``RLIMIT_CPU``, ``RLIMIT_AS`` (per process),
+  ``RLIMIT_NPROC`` (processes and threads), ``RLIMIT_FSIZE``,
+  ``RLIMIT_NOFILE``; a memory cgroup per uid (``cgroup.py``), which the zygote
+  moves each program into before it runs, bounds all of a program's processes,
+  its tmpfs files and its shared memory together (without one: SysV shared
+  memory is capped per IPC namespace, and a program may hold
+  ``max_processes x memory_mb``).
+* **Escaping the above with the kernel's help.** A seccomp filter
+  (``syscall_filter.py``) denies every way to make a namespace (a user
+  namespace would give it every capability), ``setns``, the other system
+  call tables, ``sched_setaffinity`` (it stays on its worker's cores), kernel
+  keyrings, ``io_uring``, ``bpf``, ``userfaultfd`` and the mount calls.
+
+Fallback ("rlimit" isolation, when not root): rlimits, the seccomp filter,
+``setsid`` and a process-group kill only; the program has the caller's uid and
+sees the caller's files.
 
 The child speaks to the judge over one socket (fd 3); its stdout and stderr
 (fds 1 and 2) are append-only memory files the judge reads with ``pread``, cut
 per reply at the sizes each reply reports, and bounded by ``RLIMIT_FSIZE``. It
 only ever receives inputs: the judge keeps expected outputs and assertion code
 to itself, so nothing the program writes on the socket can claim a pass it did
-not earn (see ``verifier.py``). Requests come as ``marshal`` data of plain values
+not earn (see ``judge.py``). Requests come as ``marshal`` data of plain values
 (``wire.pack_request``), replies go back as JSON (``wire.dump_value``), the
 format the judge decodes safely.
 
@@ -51,6 +84,7 @@ import _signal as signal
 import _socket as socket
 import builtins
 import ctypes
+import errno
 import fcntl
 import gc
 import importlib
@@ -59,13 +93,15 @@ import linecache
 import marshal
 import os
 import resource
+import stat
 import struct
 import sys
 import traceback
 
 try:  # imported as search.sandbox.zygote (tests) or as top-level zygote (sandbox processes)
-    from . import wire
+    from . import syscall_filter, wire
 except ImportError:  # pragma: no cover - exercised in the zygote process
+    import syscall_filter
     import wire
 
 F_SETFL, O_APPEND = fcntl.F_SETFL, os.O_APPEND
@@ -73,10 +109,13 @@ _FDS = struct.Struct("4i")  # the descriptors a standby child's channels travel 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWIPC = 0x08000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x1000, 0x2000, 0x4000, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 SYS_MOUNT_SETATTR = 442  # same number on every architecture (asm-generic table)
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, -1)
+MNT_DETACH = 2
 AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 1
 PROGRAM_FILE = "<program>"  # filename of the program in tracebacks
 MAX_TB_CHARS = 4000
@@ -123,76 +162,227 @@ def _setattr(path: str, flags: int, set_: int, clr: int) -> None:
     )
 
 
-def _blocked_ancestor(path: str) -> str | None:
-    """The first directory on the way to ``path`` that other users cannot traverse (no o+x), if any."""
-    cur = "/"
-    for part in [p for p in os.path.abspath(path).split("/") if p]:
-        cur = os.path.join(cur, part)
-        if os.path.isdir(cur) and not os.stat(cur).st_mode & 0o001:
-            return cur
-    return None
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def isolate_filesystem_and_network(hide: list[str], expose: list[str], tmpfs_mb: int) -> str:
-    """Enter a private mount + network namespace and rebuild the view of the filesystem.
+def _outermost(paths: list[str]) -> list[str]:
+    return [p for p in sorted(set(paths)) if not any(q != p and _under(p, q) for q in paths)]
 
-    Mutates the calling process (must be root): fresh tmpfs on ``/tmp``; each
-    directory of ``expose`` (the Python installation) that sits below a
-    directory other users cannot traverse (``/root`` is 0700) is bind-mounted
-    back onto an empty 0755 tmpfs that replaces that directory, which also hides
-    the rest of it; each path of ``hide`` is covered by an empty read-only
-    tmpfs; then every mount is made read-only except ``/tmp``. A directory of
-    ``expose`` that ``/tmp`` or a ``hide`` path would cover (a virtual environment
-    in ``/tmp`` or inside the repository) is bound back in place, read-only,
-    from a descriptor opened before the covering mounts. The new network
-    namespace holds only a loopback device that is down. Returns the directory
-    for per-program run directories.
+
+class View:
+    """The filesystem programs see, decided from the host's view before anything is mounted.
+
+    ``trees`` are the host directories shown (the system directories and the
+    Python installation), each at its own path; ``hidden`` the paths inside
+    them that must not show (``hidden.default_hidden_paths``). Each hidden path
+    belongs to the innermost tree that holds it, and that tree is shown as a
+    read-only overlay whose top layer holds a whiteout for each of them, so one
+    mount hides any number of paths (a tree with none is a plain bind mount).
+    A hidden path outside every tree needs nothing: it is not there at all. A
+    hidden path that is a tree, or holds one, shows that tree and nothing else
+    (the Python installation is never hidden).
     """
+
+    SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+    def __init__(self, hide: list[str], expose: list[str]):
+        self.links: dict[str, str] = {}  # symlinked system directories (/bin -> usr/bin), made again
+        shown = []
+        for p in self.SYSTEM:
+            if os.path.islink(p):
+                self.links[p] = os.readlink(p)
+            elif os.path.isdir(p):
+                shown.append(p)
+        shown += [os.path.realpath(p) for p in expose if os.path.isdir(p)]
+        self.all_trees = sorted(set(shown))
+        self.hidden = sorted({os.path.realpath(h) for h in hide if os.path.lexists(h)})
+        held: dict[str, list[str]] = {}  # tree -> the hidden paths it holds (it is the innermost that does)
+        for h in self.hidden:
+            inner = [t for t in self.all_trees if _under(h, t) and h != t]
+            if inner:
+                held.setdefault(max(inner, key=len), []).append(h)
+        self.whiteouts = {  # per tree, relative to it; a path inside another hidden one needs nothing more
+            tree: [os.path.relpath(h, tree) for h in _outermost(paths)] for tree, paths in held.items()
+        }
+        top = _outermost(self.all_trees)
+        self.mounts = top + sorted(t for t in self.whiteouts if t not in top)  # outer ones first
+        for t in self.mounts:
+            if _under(t, "/proc") or _under(t, "/dev"):
+                raise OSError(errno.EINVAL, f"cannot show {t} to programs: it lies in /proc or /dev")
+        # the programs' run directories live on a tmpfs here: /tmp, unless a tree lies there (a venv)
+        self.run_root = "/tmp" if not any(_under(t, "/tmp") for t in self.mounts) else "/sandbox-tmp"
+
+
+def isolate_filesystem_and_network(
+    hide: list[str], expose: list[str], tmpfs_mb: int, uids: list[int]
+) -> tuple[str, list[str]]:
+    """Enter a private mount + network namespace whose root shows only ``View(hide, expose)``.
+
+    Mutates the calling process (must be root). The new root is a small tmpfs
+    with the trees bound (or overlaid) at their own paths, read-only; a
+    minimal ``/dev`` (null, zero, full, random, urandom and the ``fd`` links);
+    a ``/proc`` that shows each program only its own processes
+    (``hidepid=invisible``: every other process has another uid; Linux 5.8 and
+    later, an empty ``/proc`` before); and for each
+    of ``uids`` a writable tmpfs of ``tmpfs_mb`` for its programs' run
+    directories (``<run root>/<uid>``: a program can fill only its own uid's, which
+    the zygote empties before that uid's next program; the judge may already run
+    a program of the other uid meanwhile). The old root is
+    detached (``pivot_root``), so nothing else of the host can be reached by any
+    path. Every source is opened before the first mount, so no mount can cover
+    another's source: what programs see does not depend on mount order. Last,
+    every hidden path is checked from inside the new root (``_check_hidden``):
+    one that can still be read is an ``OSError``, and the zygote refuses to
+    start (fail closed). The new network namespace holds only a loopback device
+    that is down. Returns the run root and notes for the log.
+    """
+    view = View(hide, expose)
+    old_umask = os.umask(0o022)
+    notes: list[str] = []
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare(CLONE_NEWNS | CLONE_NEWNET)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-
-    def _under(path: str, top: str) -> bool:
-        path, top = os.path.abspath(path), os.path.abspath(top)
-        return path == top or path.startswith(top.rstrip("/") + "/")
-
-    covered = sorted(
-        {
-            os.path.abspath(p)
-            for p in expose
-            if os.path.isdir(p) and any(_under(p, c) for c in ["/tmp", *hide])
-        }
-    )
-    covered = [p for p in covered if not any(q != p and _under(p, q) for q in covered)]
-    keep_fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in covered}
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={tmpfs_mb}m,mode=0755")
-    blocked: dict[str, list[str]] = {}
-    for path in sorted(set(expose)):
-        top = _blocked_ancestor(path)
-        if top is not None and not any(path.startswith(p + "/") for p in blocked.get(top, [])):
-            blocked.setdefault(top, []).append(path)
-    for top, paths in blocked.items():
-        stages = []
-        for i, path in enumerate(paths):
-            stage = f"/tmp/.stage{i}"
-            os.mkdir(stage)
-            _mount(path, stage, None, MS_BIND | MS_REC, None)
-            stages.append(stage)
-        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-        for stage, path in zip(stages, paths):
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            _mount(stage, path, None, MS_MOVE, None)
-            os.rmdir(stage)
-    masked = MS_NOSUID | MS_NODEV | MS_NOEXEC  # read-only below, after the bind-backs
-    for path in hide:
-        if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", masked, "size=64k,mode=0755")
-    for path, fd in keep_fds.items():
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+    # held in this namespace (a mount of another namespace cannot be bound), before anything is mounted
+    fds = {t: os.open(t, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for t in view.mounts}
+    root = "/tmp" if os.path.isdir("/tmp") else "/mnt"  # any directory: every source is held by a descriptor
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID, "size=1m,mode=0755")
+    layers = root + "/.layers"
+    os.mkdir(layers)
+    _mount("tmpfs", layers, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0700")
+    masks: set[tuple[int, int]] = set()
+    for i, tree in enumerate(view.mounts):
+        target = root + tree
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        source = f"/proc/self/fd/{fds[tree]}"
+        if tree not in view.whiteouts:
+            _mount(source, target, None, MS_BIND | MS_REC, None)
+            continue
+        layer = f"{layers}/{i}"
+        os.mkdir(layer)
+        for rel in view.whiteouts[tree]:
+            os.makedirs(os.path.dirname(f"{layer}/{rel}"), mode=0o755, exist_ok=True)
+            os.mknod(f"{layer}/{rel}", stat.S_IFCHR, os.makedev(0, 0))  # an overlay whiteout
+        try:
+            _mount("overlay", target, "overlay", MS_RDONLY, f"lowerdir={layer}:{source}")
+        except OSError as e:  # no overlayfs here (or too deeply stacked): a mount per hidden path
+            notes.append(
+                f"overlayfs failed on {tree} ({e.strerror}): {len(view.whiteouts[tree])} mounts hide it"
+            )
+            _mount(source, target, None, MS_BIND | MS_REC, None)
+            masks |= _mask_each(root, tree, view.whiteouts[tree])
+    _umount(layers)
+    os.rmdir(layers)
+    for link, to in view.links.items():
+        os.symlink(to, root + link)
+    _make_dev(root)
+    for d in ("/proc", view.run_root):
+        os.makedirs(root + d, mode=0o755, exist_ok=True)
+    for fd in fds.values():
         os.close(fd)
+    _enter_root(root)
     _setattr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0)
-    _setattr("/tmp", 0, 0, MOUNT_ATTR_RDONLY)
-    return "/tmp"
+    os.umask(old_umask)
+    _check_hidden(view, masks)
+    _mount("tmpfs", view.run_root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755")
+    for uid in sorted(set(uids)):
+        os.mkdir(f"{view.run_root}/{uid}", 0o755)
+        opts = f"size={tmpfs_mb}m,mode=0755"
+        _mount("tmpfs", f"{view.run_root}/{uid}", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
+    if _kernel_at_least(5, 8):
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+    else:  # before 5.8 every proc mount of a PID namespace shares its options: the host's would change
+        notes.append("kernel before 5.8: programs get an empty /proc (a private one needs per-mount options)")
+    return view.run_root, notes
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        have = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return have >= (major, minor)
+
+
+def _mask_each(root: str, tree: str, rels: list[str]) -> set[tuple[int, int]]:
+    """Cover each hidden path of ``tree`` (bound at ``root + tree``) with an empty tmpfs or an empty file;
+    the (device, inode) of each mask."""
+    empty = root + "/.empty"
+    if not os.path.exists(empty):
+        os.close(os.open(empty, os.O_CREAT | os.O_WRONLY, 0o444))
+    out = set()
+    for rel in rels:
+        target = f"{root}{tree}/{rel}"
+        if os.path.isdir(target) and not os.path.islink(target):
+            _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755")
+        else:
+            _mount(empty, target, None, MS_BIND, None)
+        st = os.lstat(target)
+        out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def _make_dev(root: str) -> None:
+    """A minimal /dev: the harmless character devices (made, or bound from the host's where mknod is
+    refused) and the usual links."""
+    dev = root + "/dev"
+    os.mkdir(dev, 0o755)
+    for name, minor in (("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)):
+        try:
+            os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(1, minor))
+            os.chmod(f"{dev}/{name}", 0o666)
+        except PermissionError:
+            os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
+            _mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND, None)
+    for name, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                     ("stderr", "/proc/self/fd/2")):  # fmt: skip
+        os.symlink(to, f"{dev}/{name}")
+
+
+def _enter_root(root: str) -> None:
+    """Make ``root`` this mount namespace's root and detach the old one (``pivot_root(".", ".")``);
+    where the root cannot be pivoted (an initramfs), move it onto / and chroot."""
+    os.chdir(root)
+    if _libc.syscall(SYS_PIVOT_ROOT, b".", b".") == 0:
+        _check(_libc.umount2(b".", MNT_DETACH), "umount2(old root)")
+    else:
+        _mount(root, "/", None, MS_MOVE, None)
+        _check(_libc.chroot(b"."), "chroot")
+    os.chdir("/")
+
+
+def _umount(path: str) -> None:
+    _check(_libc.umount2(path.encode(), MNT_DETACH), f"umount2({path})")
+
+
+def _check_hidden(view: View, masks: set[tuple[int, int]]) -> None:
+    """Fail closed: raise if any hidden path can be read in the new root."""
+    root_dev = os.lstat("/").st_dev
+
+    def visible(path: str) -> str | None:
+        if path in view.all_trees:  # the Python installation or a system directory: shown on purpose
+            return None
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if (st.st_dev, st.st_ino) in masks:
+            return None
+        if stat.S_ISDIR(st.st_mode) and st.st_dev == root_dev:  # a directory of the skeleton: look inside
+            for name in os.listdir(path):
+                found = visible(f"{path.rstrip('/')}/{name}")
+                if found:
+                    return found
+            return None
+        return path
+
+    for h in view.hidden:
+        found = visible(h)
+        if found:
+            raise OSError(
+                errno.EACCES,
+                f"{found} must be hidden from programs but would be readable in the sandbox; "
+                "refusing to start (report this: the view in zygote.View missed it)",
+            )
 
 
 class _State:
@@ -202,7 +392,12 @@ class _State:
         self.cfg = cfg
         self.full = cfg["isolation"] == "full"
         self.uids = [int(u) for u in cfg["uids"]]  # two per slot: one runs a program, one stands by
-        self.run_root = ""
+        self.run_root = ""  # where each program's run directory is made
+        self.cgroup_fds: dict[
+            int, int
+        ] = {}  # uid -> its memory cgroup's cgroup.procs, opened before isolation
+        self.ipc_limits: list[tuple[bytes, bytes]] = []  # /proc/sys files of each program's IPC namespace
+        self.filter = None  # the seccomp filter every program runs under (syscall_filter.build)
         self.pidns_fd = -1
         self.n_runs = 0
         self.runs: dict[int, tuple[str, int]] = {}  # pid -> (run dir, uid)
@@ -229,7 +424,9 @@ def _spawn(state: _State, uid: int) -> None:
     in_r, in_w = os.pipe()
     theirs = [ctl_child.detach(), out, err, in_r]
     state.n_runs += 1
-    run_dir = f"{state.run_root}/run{state.n_runs}"
+    run_dir = (
+        f"{state.run_root}/{uid}/run{state.n_runs}" if state.full else f"{state.run_root}/run{state.n_runs}"
+    )
     os.mkdir(run_dir, 0o700)
     if state.full:
         os.chown(run_dir, uid, uid)
@@ -262,6 +459,14 @@ def _spawn(state: _State, uid: int) -> None:
     for fd in (theirs[0], in_r):
         os.close(fd)
     state.runs[pid] = (run_dir, uid)
+    cg = state.cgroup_fds.get(uid)
+    if cg is not None:  # before the judge can hand the child a program: every process it makes is counted
+        try:
+            os.write(cg, str(pid).encode())
+        except OSError:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
     state.standby = (pid, [ctl_judge.detach(), out, err, in_w])
 
 
@@ -296,22 +501,60 @@ def _reap(state: _State, pid: int) -> tuple[int, float]:
 
 
 def _rmtree(path: str) -> None:
-    """Remove a run directory and whatever the program left in it, ignoring errors (what
-    ``shutil.rmtree(path, ignore_errors=True)`` does, without importing shutil into the zygote)."""
-    for top, dirs, files in os.walk(path, topdown=False):  # never descends into links
-        for name, is_dir in [(n, False) for n in files] + [(n, True) for n in dirs]:
-            p = f"{top}/{name}"
+    """Remove a run directory and whatever the program left in it, best effort, in constant stack and
+    descriptors: one directory open at a time, entries addressed relative to it (so a tree nested past
+    ``PATH_MAX`` or 100,000 levels deep goes too), parents reached through "..", links removed and never
+    followed, directories the program made unreadable made readable again (it had our uid)."""
+    opened = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, opened)
+    except OSError:
+        return
+    pending: list[list[str]] = []  # per level, from the top: subdirectories still to remove
+    names: list[str] = []  # the directory open at each level below the top, by name in its parent
+    while True:
+        subdirs = []
+        try:
+            entries = list(os.scandir(fd))
+        except OSError:
+            entries = []
+        for entry in entries:
             try:
-                if is_dir and not os.path.islink(p):
-                    os.rmdir(p)
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.name)
                 else:
-                    os.unlink(p)
+                    os.unlink(entry.name, dir_fd=fd)
             except OSError:
                 pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
+        pending.append(subdirs)
+        while not pending[-1]:  # this level is done: remove its directory from the parent
+            pending.pop()
+            if not names:
+                os.close(fd)
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
+                return
+            parent = os.open("..", opened & ~os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            try:
+                os.rmdir(names.pop(), dir_fd=fd)
+            except OSError:
+                pass
+        name = pending[-1].pop()
+        try:
+            try:
+                child = os.open(name, opened, dir_fd=fd)
+            except PermissionError:  # the program took its own permissions away
+                os.chmod(name, 0o700, dir_fd=fd)
+                child = os.open(name, opened, dir_fd=fd)
+        except OSError:
+            continue
+        os.close(fd)
+        fd = child
+        names.append(name)
 
 
 def _kill_all_of_uid(uid: int) -> None:
@@ -382,6 +625,14 @@ def _child_main(state: _State, run_dir: str, uid: int) -> None:  # pragma: no co
     pipe 0), placed by the zygote right before the fork."""
     os.setsid()
     os.closerange(4, state.fd_limit)
+    if state.full:
+        # an IPC namespace of its own: SysV IPC objects and POSIX message queues end with the program
+        # (no later program can read them back, even one whose predecessor is still being reaped)
+        _check(_libc.unshare(CLONE_NEWIPC), "unshare(CLONE_NEWIPC)")
+        for name, value in state.ipc_limits:  # no memory cgroup: SysV IPC bounded per program instead
+            fd = os.open(name, os.O_WRONLY)
+            os.write(fd, value)
+            os.close(fd)
     os.chdir(run_dir)
     # here, not by prlimit from the zygote: that needs CAP_SYS_RESOURCE once the child has another uid
     setrlimit = resource.setrlimit
@@ -393,9 +644,15 @@ def _child_main(state: _State, run_dir: str, uid: int) -> None:  # pragma: no co
         os.setresuid(uid, uid, uid)
         if os.getuid() == 0 or os.geteuid() == 0:
             raise RuntimeError("failed to drop root")
-    # after the uid change (which clears it): die with the zygote
+    # after the uid change (which clears both): die with the zygote; be dumpable again, so that the
+    # program's /proc entries are its own and it sees its own children there (hidepid=invisible shows a
+    # process only to those that may ptrace it: its uid holds nothing else; core files stay off)
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-    # the environment is the zygote's, scrubbed (verifier.PROGRAM_ENV); HOME and TMPDIR are ".";
+    if state.full:
+        _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+    if state.filter is not None:  # last: no new namespaces, no other cores, for it and all it starts
+        syscall_filter.install(state.filter, _libc)
+    # the environment is the zygote's, scrubbed (zygote_client.PROGRAM_ENV); HOME and TMPDIR are ".";
     # sys.stdin/stdout/stderr already wrap fds 0, 1 and 2, which now are the program's; sys.argv and
     # the hook that seeds ``random`` on import were set in the zygote
     if "random" in sys.modules:  # preloaded on request after all (its after-fork hook reseeded it)
@@ -598,23 +855,43 @@ def main(ctl_fd: int) -> None:
     std = [_high_copy(fd) for fd in (0, 1, 2)]
     os.dup2(std[0], 3, inheritable=False)  # a placeholder, so no new descriptor lands on 3
     sock = socket.socket(fileno=high)  # SOCK_SEQPACKET: one message per request, fds attached
-    state = _State(wire.loads(sock.recv(1 << 20)))
+    state = _State(wire.loads(_recv_settings(sock)))
     state.sock = sock
     state.std = [*std, std[0]]
     state.fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     cfg = state.cfg
     global _LIMIT
     _LIMIT = int(cfg["max_result_bytes"])
+    notes: list[str] = []
     try:
+        try:
+            state.filter = syscall_filter.build()
+        except OSError:
+            if state.full:
+                raise
+            notes.append("no system call filter for this machine: programs may create namespaces")
         if state.full:
-            state.run_root = isolate_filesystem_and_network(
-                list(cfg["hide"]),
-                [sys.base_prefix, sys.prefix, sys.exec_prefix, *cfg.get("site_paths", [])],
-                cfg["tmpfs_mb"],
-            )
-            state.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+            state.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            for uid, path in zip(state.uids, cfg.get("cgroups") or []):
+                fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+                state.cgroup_fds[uid] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16)
+                os.close(fd)
+            if not state.cgroup_fds:
+                mb, page = int(cfg["memory_mb"]), os.sysconf("SC_PAGE_SIZE")
+                state.ipc_limits = [
+                    (b"/proc/sys/kernel/shmmax", str(mb << 20).encode()),
+                    (b"/proc/sys/kernel/shmall", str((mb << 20) // page).encode()),
+                    (b"/proc/sys/kernel/msgmni", b"16"),
+                ]
             for uid in state.uids:
                 _kill_all_of_uid(uid)  # leftovers of a sandbox that died before cleaning up
+            state.run_root, more = isolate_filesystem_and_network(
+                list(cfg["hide"]),
+                [sys.base_prefix, sys.prefix, sys.exec_prefix, *cfg.get("site_paths", [])],
+                int(cfg["tmpfs_mb"]),
+                state.uids,
+            )
+            notes += more
         else:
             state.run_root = cfg["run_root"]
         os.chdir("/")
@@ -641,7 +918,7 @@ def main(ctl_fd: int) -> None:
     gc.collect()
     gc.freeze()  # children never scan (and so never copy-on-write) the zygote's objects
     try:
-        sock.send(wire.dumps({"op": "ready", "preloaded": loaded}))
+        sock.send(wire.dumps({"op": "ready", "preloaded": loaded, "notes": notes}))
         for uid in state.uids:
             _push_standby(state, uid)
         reap, reaped = wire.REAP, wire.REAPED
@@ -662,6 +939,19 @@ def main(ctl_fd: int) -> None:
         pass
     for pid in list(state.runs):
         _reap(state, pid)
+
+
+def _recv_settings(sock: socket.socket) -> bytes:
+    """The settings: their size, then pieces of at most ``wire.SETTINGS_PIECE`` bytes (a message of the
+    control socket cannot hold them all: the hidden paths alone may pass 200 kB)."""
+    (n,) = struct.unpack("=Q", sock.recv(8))
+    data = bytearray()
+    while len(data) < n:
+        piece = sock.recv(wire.SETTINGS_PIECE)
+        if not piece:
+            raise OSError(errno.EPIPE, "the judge went away while sending the settings")
+        data += piece
+    return bytes(data)
 
 
 def _add_site_paths(dirs: list[str]) -> None:

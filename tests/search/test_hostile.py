@@ -26,7 +26,9 @@ from search.tasks import CodeTask, TestCase
 
 CANARY = "canary-" + secrets.token_hex(12)  # put in this process's environment before the sandbox starts
 TOKENS = ["tok-" + secrets.token_hex(16) for _ in range(3)]
-SECRET_DIR = tempfile.mkdtemp(prefix="marl-hostile-")  # masked through hide_paths
+SECRET_DIR = os.path.join(
+    tempfile.gettempdir(), "marl-hostile-" + secrets.token_hex(8)
+)  # hide_paths; made by sb
 HOST_MARK = os.path.join(tempfile.gettempdir(), "marl-hostile-" + secrets.token_hex(8))
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -59,6 +61,7 @@ GOOD_CALL = "TOK = {}\ndef f(i):\n    return TOK[i]\n"  # formatted with the rea
 @pytest.fixture(scope="module")
 def sb():
     os.environ["MARL_HOSTILE_CANARY"] = CANARY
+    os.makedirs(SECRET_DIR, exist_ok=True)
     with open(os.path.join(SECRET_DIR, "answers.txt"), "w") as fh:
         fh.write("\n".join(TOKENS))
     cfg = SandboxConfig(

