@@ -208,9 +208,9 @@ def load_jsonl(path: str | os.PathLike) -> list[CodeTask]:
     as well, functional tests as call tests (one JSON argument per input line);
     their pickled private tests are not (decode them to JSON first).
 
-    Programs in the sandbox can read world-readable files that are not masked:
-    put the directory of a task file in ``SandboxConfig.hide_paths`` (the
-    repository is masked already) so no program can read its private tests.
+    With full isolation, programs see only the system directories and the Python installation, so a
+    task file elsewhere is already out of their sight; a task file inside those needs
+    ``SandboxConfig.hide_paths`` so no program can read its private tests.
     """
     tasks = []
     with open(path, encoding="utf-8") as f:

@@ -6,7 +6,7 @@ suite).
 A task is a statement shown to the model (``prompt``), the name the program
 must define (``entry_point``), public tests (search reward and feedback) and
 private tests (reported only). Tests come in three kinds, all judged outside
-the untrusted process (see ``search/sandbox/verifier.py``):
+the untrusted process (see ``search/sandbox/judge.py``):
 
 * ``call``: ``entry_point(*args)`` must return ``expected`` (plain data);
 * ``stdio``: the program run as a script on ``stdin`` must print ``expected``;
