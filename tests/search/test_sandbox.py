@@ -414,7 +414,7 @@ def test_a_crashing_call_restarts_the_program_for_the_next_tests(sb):
 def test_unserializable_return_values_are_errors(sb):
     r = sb.run("def add(a, b):\n    return (x for x in (a, b))\n", ADD)
     assert r.status == "error" and "not plain data" in r.tests[0].message
-    r = sb.run("def add(a, b):\n    return 'x' * 10_000_000\n", ADD)  # 10 MB > 1 MiB
+    r = sb.run("def add(a, b):\n    return 'x' * 1_500_000\n", ADD)  # 1.5 MB > 1 MiB
     assert r.status == "error" and "the value is too large" in r.tests[0].message
 
 

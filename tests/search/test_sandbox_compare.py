@@ -9,7 +9,8 @@ import math
 import pytest
 
 from search.sandbox import Sandbox, SandboxConfig, outputs_match, stdout_matches
-from search.tasks import CodeTask, TestCase, synthetic_suite
+from search.synthetic import synthetic_suite
+from search.tasks import CodeTask, TestCase
 
 # One value of each plain type, each as close as its type allows to "one".
 VALUES = {

@@ -10,8 +10,9 @@ import types
 
 import pytest
 
+from search.loaders import load_humaneval
 from search.sandbox import Sandbox, SandboxConfig, wire
-from search.tasks import CodeTask, TestCase, load_humaneval
+from search.tasks import CodeTask, TestCase
 
 P61 = (1 << 61) - 1  # ints k * P61 + c all share one hash value
 
@@ -116,7 +117,7 @@ def test_hash_flooding_is_refused_in_linear_time(text):
     t0 = time.perf_counter()
     with pytest.raises(wire.WireError, match="share one hash value"):
         wire.decode_value(wire.loads(text.encode()))
-    assert time.perf_counter() - t0 < 1.0  # quadratic decoding took 69 s on 2.4 MB
+    assert time.perf_counter() - t0 < 5.0  # linear: milliseconds; quadratic decoding took 69 s on 2.4 MB
 
 
 def test_honest_hash_collisions_and_repeats_decode():
