@@ -103,6 +103,22 @@ class TournamentConfig:
                 raise ValueError(f"unknown player spec {spec!r}; valid kinds: {', '.join(SPEC_KINDS)}")
         check_tournament_game(self.game)
         for spec in self.players:
+            if not spec.startswith(("run:", "hf:")):
+                check_opponent(spec, self.game)
+
+    def check_players(self) -> None:
+        """``ConfigError`` naming the fix unless every run: / hf: player exists and has the completion
+        budget the game needs (checked when the tournament starts, before any game; ``validate`` checks
+        what the config says without looking for the runs, so the config resolves before they exist)."""
+        from marl.config import ConfigError
+
+        try:
+            self._check_llm_players()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def _check_llm_players(self) -> None:
+        for spec in self.players:
             if spec.startswith("run:"):
                 path, agent_name, run_cfg = find_run(spec, self.game)
                 acfg = run_cfg.agents[agent_name]
@@ -119,8 +135,6 @@ class TournamentConfig:
                 except (OSError, ValueError) as e:
                     raise ValueError(f"player {spec!r}: {e}") from None
                 check_action_budget(self.game, tokenizer, self.max_new_tokens, where="max_new_tokens")
-            else:
-                check_opponent(spec, self.game)
 
 
 def check_tournament_game(game: GameConfig) -> None:
@@ -351,7 +365,8 @@ def run_tournament(cfg: TournamentConfig) -> tuple[TournamentResult, Path]:
 
 
 def run(cfg: TournamentConfig) -> str:
-    """The ``marl tournament`` command: play, write the reports, return the summary to print."""
+    """The ``marl tournament`` command: check the players, play, write the reports, return the summary."""
+    cfg.check_players()
     result, out = run_tournament(cfg)
     return (
         f"{result.to_markdown()}\nreports: {out / 'tournament.md'}  {out / 'tournament.json'}  "

@@ -144,11 +144,11 @@ def test_run_trained_on_other_game_params_is_refused_showing_both_specs(tmp_path
     msg = str(err.value)
     assert f"run {small}: openspiel:hex(board_size=3, num_cols=3, num_rows=3," in msg
     assert "tournament:    openspiel:hex(board_size=11, num_cols=11, num_rows=11," in msg
-    # through the config: refused before anything is built or played
+    # through the config: refused when the tournament starts, before anything is built or played
     yaml_path = tmp_path / "t.yaml"
     yaml_path.write_text(f"game: {{name: hex}}\nplayers: [random, 'run:{small}']\n")
     with pytest.raises(ConfigError, match="trained on a different game"):
-        load_config(TournamentConfig, [yaml_path])
+        load_config(TournamentConfig, [yaml_path]).check_players()
     # the same game spelled with its default is the same game: only the missing checkpoint is left
     same = _fake_run(tmp_path, "hex11", {"name": "hex", "params": {"board_size": 11}})
     with pytest.raises(ValueError, match="no checkpoint"):
@@ -166,13 +166,14 @@ def test_shipped_tournament_without_its_run_names_the_training_command(tmp_path,
         match=r"run:runs/tictactoe/\*.*train it first: marl train \S*configs/games/"
         r"tictactoe\.yaml",
     ):
-        load_config(TournamentConfig, [shipped])
+        load_config(TournamentConfig, [shipped]).check_players()
+    assert main(["show-config", str(shipped)]) == 0  # the config itself resolves before its run exists
     assert main(["tournament", str(shipped)]) == 2  # the CLI's config error, not a traceback
     assert "train it first: marl train" in capsys.readouterr().err
     monkeypatch.chdir(ROOT)
     if not list(ROOT.glob("runs/tictactoe/*/config.yaml")):
         with pytest.raises(ConfigError, match="train it first: marl train configs/games/tictactoe.yaml"):
-            load_config(TournamentConfig, [shipped])
+            load_config(TournamentConfig, [shipped]).check_players()
 
 
 def test_malformed_override_is_a_config_error_naming_a_valid_one(capsys):
@@ -228,15 +229,15 @@ def test_players_that_cannot_be_built_are_config_errors(tmp_path, trained):
     with pytest.raises(
         ConfigError, match="player 'hf:/no/such/model': policy.path '/no/such/model' does not exist"
     ):
-        load_config(TournamentConfig, [yaml_path])
-    # at config time too: an hf: player whose max_new_tokens cannot spell the game's longest action
+        load_config(TournamentConfig, [yaml_path]).check_players()
+    # before play too: an hf: player whose max_new_tokens cannot spell the game's longest action
     export = d / "runs" / "ttt" / "export" / "lm"
     yaml_path.write_text(
         f"game: {{name: kuhn_poker, constrained_sampling: true}}\nplayers: [random, 'hf:{export}']\n"
         "max_new_tokens: 3\n"
     )
     with pytest.raises(ConfigError, match=r"'pass' takes 4 tokens.*max_new_tokens is 3"):
-        load_config(TournamentConfig, [yaml_path])
+        load_config(TournamentConfig, [yaml_path]).check_players()
     # make_players (used without load_config) turns what it cannot build into a ConfigError as well
     with pytest.raises(ConfigError, match="players: player 'run:"):
         make_players(TournamentConfig(players=["random", f"run:{tmp_path}/nothing"]))
