@@ -38,7 +38,7 @@ COMMON = [
 ]
 SINGLE_TURN = ["run.steps=20", "run.eval_every=5", "prompts_per_step=4", "group_size=8", "eval_prompts=16"]
 SELFPLAY = ["run.steps=20", "run.eval_every=10", "eval.games_per_seat=4", "final.games_per_pair=4"]
-MARS2 = [
+MARS2 = [  # search.mars2.SMOKE_OVERRIDES of the recording's commit, pinned (the smoke list has moved on)
     "run.steps=20",
     "run.eval_every=10",
     "problems_per_step=4",

@@ -47,15 +47,23 @@ class FinalTournamentConfig:
     """Agents play their most likely action."""
 
 
+@dataclass
+class MatchSettings:
+    """What every evaluation game of a run shares: the game, how LLM players see a decision, the rule
+    for invalid outputs, and a cache of solved CFR opponents (expensive to rebuild)."""
+
+    game: GameConfig
+    prompt: PromptSettings
+    invalid: InvalidActionConfig
+    cfr_cache: dict[str, Player] | None = None
+
+
 def evaluate(
     agents: Mapping[str, Agent],
     cfg: EvalConfig,
+    match: MatchSettings,
     *,
-    game: GameConfig,
-    prompt: PromptSettings,
-    invalid: InvalidActionConfig,
     seed: int,
-    cfr_cache: dict[str, Player] | None = None,
 ) -> dict[str, float]:
     """Each agent against each fixed opponent, ``games_per_seat`` games in each seat (the opponent in
     every other seat of a game of more than two).
@@ -65,6 +73,7 @@ def evaluate(
     opponent: ``eval/AGENT/solo/{return,win,draw,loss,invalid}`` over ``games_per_seat`` games, and the
     same for each fixed player of ``cfg.opponents`` as a reference (``eval/reference/OPP/...``).
     """
+    game, prompt, invalid, cfr_cache = match.game, match.prompt, match.invalid, match.cfr_cache
     if num_players(game) == 1:
         return solo_scores(
             agents,
@@ -72,11 +81,8 @@ def evaluate(
             cfg.games_per_seat,
             cfg.greedy,
             "eval",
-            game=game,
-            prompt=prompt,
-            invalid=invalid,
+            match,
             seed=seed,
-            cfr_cache=cfr_cache,
         )
     metrics: dict[str, float] = {}
     opp_specs = list(cfg.opponents)
@@ -120,17 +126,15 @@ def evaluate(
 def final_tournament(
     agents: Mapping[str, Agent],
     cfg: FinalTournamentConfig,
+    match: MatchSettings,
     *,
-    game: GameConfig,
-    prompt: PromptSettings,
-    invalid: InvalidActionConfig,
     seed: int,
     out_dir: Path,
-    cfr_cache: dict[str, Player] | None = None,
 ) -> dict[str, float]:
     """Round robin of the agents and ``cfg.opponents``; writes tournament.{md,json,png} to ``out_dir``.
     In a one-player game: every agent's and every fixed player's score over ``games_per_pair`` games
     of its own (tournament.{md,json}), the fixed players' scores the reference."""
+    game, prompt, invalid, cfr_cache = match.game, match.prompt, match.invalid, match.cfr_cache
     if not cfg.opponents:
         return {}
     seed = derive_seed(seed, "final")
@@ -141,11 +145,8 @@ def final_tournament(
             cfg.games_per_pair,
             cfg.greedy,
             "eval/final",
-            game=game,
-            prompt=prompt,
-            invalid=invalid,
+            match,
             seed=seed,
-            cfr_cache=cfr_cache,
         )
         write_solo_table(metrics, game.name, cfg.games_per_pair, out_dir)
         return metrics
@@ -179,16 +180,14 @@ def solo_scores(
     n: int,
     greedy: bool,
     prefix: str,
+    match: MatchSettings,
     *,
-    game: GameConfig,
-    prompt: PromptSettings,
-    invalid: InvalidActionConfig,
     seed: int,
-    cfr_cache: dict[str, Player] | None = None,
 ) -> dict[str, float]:
     """A one-player game: each agent plays ``n`` games alone (``{prefix}/AGENT/solo/...``), each fixed
     player of ``references`` too (``{prefix}/reference/SPEC/...``): mean return, win / draw / loss
     (the sign of the return, ``GameRecord.score``) and invalid outputs per game."""
+    game, prompt, invalid, cfr_cache = match.game, match.prompt, match.invalid, match.cfr_cache
     players: list[tuple[str, Player]] = [
         (f"{n_}/solo", llm_player(n_, a, prompt, greedy=greedy)) for n_, a in agents.items()
     ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from games.evaluation import EvalConfig, FinalTournamentConfig, evaluate, final_tournament
+from games.evaluation import EvalConfig, FinalTournamentConfig, MatchSettings, evaluate, final_tournament
 from games.league import PROMPT_FORMATS, SnapshotPool
 from games.opponents import Player, check_opponent
 from games.parsing import InvalidActionConfig
@@ -144,14 +144,14 @@ def train(cfg: SelfPlayConfig, runner: Runner) -> dict[str, float]:
         prompt=cfg.prompt,
         hash_states="state_hash" in key_fields(cfg.credit),
     )
-    judge = dict(game=cfg.game, prompt=cfg.prompt, invalid=cfg.invalid, cfr_cache=cfr_cache)
+    match = MatchSettings(cfg.game, cfg.prompt, cfg.invalid, cfr_cache)
 
     start = runner.restore(agents, extra=extra)
     if start == 0:
         for name in agents:
             league.add(name, 0)
         if runner.should_eval(0):
-            runner.log(0, evaluate(agents, cfg.eval, seed=derive_seed(seed, "eval", 0), **judge))
+            runner.log(0, evaluate(agents, cfg.eval, match, seed=derive_seed(seed, "eval", 0)))
     fixed_specs = sorted({s for m in cfg.matchups for s in m.players if FIXED_OPPONENT.fullmatch(s.lower())})
     for step in runner.steps(start):
         t0 = time.perf_counter()
@@ -181,9 +181,9 @@ def train(cfg: SelfPlayConfig, runner: Runner) -> dict[str, float]:
         metrics["time/play_s"], metrics["time/learn_s"] = t_play, t_learn
         metrics["games/league_size"] = float(len(league))
         if runner.should_eval(step):
-            metrics.update(evaluate(agents, cfg.eval, seed=derive_seed(seed, "eval", step), **judge))
+            metrics.update(evaluate(agents, cfg.eval, match, seed=derive_seed(seed, "eval", step)))
         if step == cfg.run.steps:
-            metrics.update(final_tournament(agents, cfg.final, seed=seed, out_dir=runner.dir, **judge))
+            metrics.update(final_tournament(agents, cfg.final, match, seed=seed, out_dir=runner.dir))
         runner.end_step(step, metrics, agents, extra)
     return runner.finish(agents)
 
@@ -191,14 +191,8 @@ def train(cfg: SelfPlayConfig, runner: Runner) -> dict[str, float]:
 def evaluate_run(cfg: SelfPlayConfig, runner: Runner) -> dict[str, float]:
     """Scheduled-evaluation metrics of the agents in the run's latest checkpoint."""
     agents, step = load_latest(cfg, runner)
-    return evaluate(
-        agents,
-        cfg.eval,
-        game=cfg.game,
-        prompt=cfg.prompt,
-        invalid=cfg.invalid,
-        seed=derive_seed(cfg.run.seed, "eval", step),
-    )
+    match = MatchSettings(cfg.game, cfg.prompt, cfg.invalid)
+    return evaluate(agents, cfg.eval, match, seed=derive_seed(cfg.run.seed, "eval", step))
 
 
 Config = SelfPlayConfig
