@@ -66,8 +66,24 @@ class RecipeConfig:
 
 
 def make_agents(cfg: RecipeConfig, cache_dir) -> dict[str, Agent]:
-    """One agent per ``cfg.agents`` entry (each with its own model, optimizer and RNG), sizes logged."""
-    agents = build_agents(cfg.agents, cache_dir=cache_dir, total_steps=cfg.run.steps, seed=cfg.run.seed)
+    """One agent per ``cfg.agents`` entry (each with its own model, optimizer and RNG), sizes logged.
+
+    ``run.runtime: ray`` puts each agent's learner (and vLLM engine) in Ray actors and returns proxies
+    with the same surface (:func:`marl.distributed.make_ray_agents`); the recipe loop does not change.
+    """
+    if cfg.run.runtime == "ray":
+        from marl.distributed import make_ray_agents
+
+        agents = make_ray_agents(
+            cfg.agents,
+            settings=cfg.run.ray,
+            cache_dir=cache_dir,
+            total_steps=cfg.run.steps,
+            seed=cfg.run.seed,
+            threads=cfg.run.threads,
+        )
+    else:
+        agents = build_agents(cfg.agents, cache_dir=cache_dir, total_steps=cfg.run.steps, seed=cfg.run.seed)
     for name, a in agents.items():
         logger.info("agent %s: %d parameters (%d trainable)", name, a.num_params, a.num_trainable)
     return agents
@@ -85,8 +101,12 @@ def load_latest(cfg: RecipeConfig, runner) -> tuple[dict[str, Agent], int]:
 
 
 def prefixed(prefix: str, stats: Mapping[str, float]) -> dict[str, float]:
-    """``{f"{prefix}/{k}": v}``: metric names are namespaced (``agent/<name>/loss``)."""
-    return {f"{prefix}/{k}": float(v) for k, v in stats.items()}
+    """``{f"{prefix}/{k}": v}``: metric names are namespaced (``agent/<name>/loss``); timings stay under
+    ``time/`` (``time/push_s`` -> ``time/agent/<name>/push_s``)."""
+    return {
+        (f"time/{prefix}/{k[5:]}" if k.startswith("time/") else f"{prefix}/{k}"): float(v)
+        for k, v in stats.items()
+    }
 
 
 def learn_agents(
