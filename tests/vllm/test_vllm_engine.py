@@ -15,7 +15,7 @@ from marl.agent import build_agents  # noqa: E402
 from marl.config import AgentConfig, SamplingConfig  # noqa: E402
 from marl.policies import LoraConfig, PolicyConfig  # noqa: E402
 from marl.rundir import read_metrics  # noqa: E402
-from tests.cli_helpers import cli_env, run_train, train_cmd  # noqa: E402
+from tests.cli_helpers import cli_env, deterministic, kill_after_checkpoint, resume, run_train, train_cmd  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 TOL = 1e-4
@@ -183,3 +183,31 @@ task: {constrain: false}
     assert last["step"] == 2 and last["agent/v/logprob_gap"] < TOL and last["time/agent/v/push_s"] > 0
     assert 0 < last["agent/v/tis_weight"] <= 2.0
     assert (tmp_path / "r" / "export" / "v" / "config.json").is_file()
+
+
+def test_vllm_run_killed_mid_run_resumes_with_the_same_metrics(tmp_path):
+    # the resumed process starts a new engine from the base weights; Agent.load pushes the checkpoint's
+    yaml = tmp_path / "v.yaml"
+    yaml.write_text("""
+recipe: single_turn
+run: {steps: 3, checkpoint_every: 1, eval_every: 1, threads: 1, progress: false, tensorboard: false}
+agents:
+  v:
+    engine: vllm
+    policy: {tiny: 100k, seed: 1}
+    optim: {lr: 1.0e-2}
+    sampling: {max_new_tokens: 4}
+task: {constrain: false}
+prompts_per_step: 4
+group_size: 4
+eval_prompts: 8
+""")
+    cache = tmp_path / "cache"
+    run_train(train_cmd(yaml, tmp_path, "full", cache_dir=cache), cli_env())
+    cmd = train_cmd(yaml, tmp_path, "killed", cache_dir=cache)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    killed_at = kill_after_checkpoint(cmd, latest, {"step_0000001", "step_0000002"}, 600, cli_env())
+    assert killed_at in ("step_0000001", "step_0000002")
+    resume(tmp_path / "killed", cli_env())
+    full, resumed = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "killed")
+    assert deterministic(resumed) == deterministic(full) and len(full) == 4
