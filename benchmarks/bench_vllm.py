@@ -9,8 +9,8 @@ step: one agent per engine (``native``: our fast decoder, ``vllm``), the same mo
 ``3m``, 3.5M parameters, unless overridden) and the same GRPO step: ``act`` on ``prompts x group``
 prompts (up to ``--new-tokens`` tokens each), then ``learn`` on the batch (for vLLM the learner first
 recomputes the log-probs, and pushes the new weights after the update). Both agents live in this
-process and alternate, ``--repeats`` times; the table has the medians. vLLM's CPU build binds the
-process's OpenMP threads when its engine starts, so both sides run with the same thread count.
+process and alternate, ``--repeats`` times; the table has the medians. Both run with ``--threads``
+torch threads (the engine does not bind OpenMP threads: ``marl.policies.vllm_engine.engine_env``).
 
 push: seconds to push the full weights of the ``3m`` model, and one LoRA adapter, into a running engine.
 
@@ -82,6 +82,7 @@ def agent_cfg(engine: str, args, lora: bool = False, share: bool = False, **poli
 
 
 def bench_step(args) -> list[dict]:
+    torch.set_num_threads(args.threads)
     cache = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
     agents = build_agents(
         {"native": agent_cfg("native", args), "vllm": agent_cfg("vllm", args)},
@@ -99,6 +100,7 @@ def bench_step(args) -> list[dict]:
             t1 = time.perf_counter()
             stats = agent.learn(grpo_batch(prompts, gen, args.group, rep), step=rep + 1)
             t2 = time.perf_counter()
+            print(f"  round {rep} {name}: act {t1 - t0:.2f}s learn {t2 - t1:.2f}s", file=sys.stderr, flush=True)
             if rep == 0:
                 continue
             row = times[name]
@@ -191,6 +193,7 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--micro-batch-tokens", type=int, default=8192)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of both engines and the learner")
     p.add_argument("--mem-hidden", type=int, default=512)
     p.add_argument("--mem-layers", type=int, default=8)
     p.add_argument("--separate", action="store_true", help="memory: also 4 agents with an engine each")

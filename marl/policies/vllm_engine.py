@@ -88,10 +88,13 @@ def require_vllm():
 
 def engine_env(cfg: VllmConfig) -> dict[str, str]:
     """Environment the engine needs before vLLM is imported: in-process engine core (so weights can be
-    pushed), the CPU build's KV-cache size."""
+    pushed), the CPU build's KV-cache size, and (CPU build, unless already set) no OpenMP thread binding:
+    the engine shares its process with the learner, whose thread count (``run.threads``) stays in force
+    (vLLM's binding would pin the process's threads and disable ``torch.set_num_threads``)."""
     return {
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(int(cfg.kv_cache_gib)),
+        "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
         "TOKENIZERS_PARALLELISM": "false",
     }
 

@@ -211,3 +211,21 @@ eval_prompts: 8
     resume(tmp_path / "killed", cli_env())
     full, resumed = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "killed")
     assert deterministic(resumed) == deterministic(full) and len(full) == 4
+
+
+def test_gpu_check_dry_run_on_cpu():
+    import subprocess
+    import sys
+
+    from tests.cli_helpers import ROOT
+
+    res = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--no-ray", "--repeats", "1"],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "DRY RUN on CPU" in res.stdout and "| weight push after an update |" in res.stdout
