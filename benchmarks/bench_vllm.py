@@ -100,7 +100,7 @@ def bench_step(args) -> list[dict]:
             t1 = time.perf_counter()
             stats = agent.learn(grpo_batch(prompts, gen, args.group, rep), step=rep + 1)
             t2 = time.perf_counter()
-            print(f"  round {rep} {name}: act {t1 - t0:.2f}s learn {t2 - t1:.2f}s", file=sys.stderr, flush=True)
+            print(f"  round {rep} {name}: act {t1 - t0:.2f}s learn {t2 - t1:.2f}s", file=sys.stderr)
             if rep == 0:
                 continue
             row = times[name]
