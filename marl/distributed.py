@@ -259,9 +259,15 @@ class RayAgent:
         self.num_params, self.num_trainable = info["num_params"], info["num_trainable"]
 
     def _call(self, method: str, *args):
+        return self._wait(method, self._submit(method, *args))
+
+    def _submit(self, method: str, *args):
+        return getattr(self.actor, method).remote(self.name, *args)
+
+    def _wait(self, method: str, ref):
         ray = require_ray()
         try:
-            return ray.get(getattr(self.actor, method).remote(self.name, *args))
+            return ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as exc:
             raise AgentActorError(
                 f"agent {self.name}: its Ray learner actor died during {method} ({type(exc).__name__}); "
@@ -290,6 +296,12 @@ class RayAgent:
 
     def learn(self, batch, *, step: int | None = None, measure_kl: bool = False) -> dict[str, float]:
         return self._call("learn", batch, step, measure_kl)
+
+    def learn_async(self, batch, *, step: int | None = None, measure_kl: bool = False):
+        """Start :meth:`learn` in the actor now; the returned function waits for its statistics (so
+        several agents' actors update at the same time, ``marl.scenario.learn_agents``)."""
+        ref = self._submit("learn", batch, step, measure_kl)
+        return lambda: self._wait("learn", ref)
 
     def save(self, folder) -> None:
         self._call("save", str(folder))

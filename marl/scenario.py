@@ -122,9 +122,14 @@ def learn_agents(
     assigner's KL clock advances.
     """
     metrics: dict[str, float] = {}
-    for name, agent in agents.items():
-        if name in batches:
-            metrics.update(prefixed(f"agent/{name}", _learn(agent, batches[name], credit, step)))
+    # agents in Ray actors (``learn_async``) all start learning before any result is awaited
+    pending = {
+        name: _start_learn(agent, batches[name], credit, step)
+        for name, agent in agents.items()
+        if name in batches
+    }
+    for name, result in pending.items():
+        metrics.update(prefixed(f"agent/{name}", _finish_learn(agents[name], result(), credit)))
     return metrics
 
 
@@ -155,7 +160,19 @@ def learn_from_buffers(
 
 
 def _learn(agent: Agent, batch: SampleBatch, credit: CreditAssigner, step: int) -> dict[str, float]:
-    stats = agent.learn(batch, step=step, measure_kl=credit.needs_policy_kl)
+    return _finish_learn(agent, _start_learn(agent, batch, credit, step)(), credit)
+
+
+def _start_learn(agent: Agent, batch: SampleBatch, credit: CreditAssigner, step: int):
+    """A function returning the agent's learn statistics: a Ray agent's update starts now and runs while
+    the others start theirs; a local agent learns when the function is called."""
+    start = getattr(agent, "learn_async", None)
+    if start is not None:
+        return start(batch, step=step, measure_kl=credit.needs_policy_kl)
+    return lambda: agent.learn(batch, step=step, measure_kl=credit.needs_policy_kl)
+
+
+def _finish_learn(agent: Agent, stats: dict[str, float], credit: CreditAssigner) -> dict[str, float]:
     if credit.needs_policy_kl and "policy_kl" in stats:
         credit.observe_policy_kl(agent.name, stats["policy_kl"])
     return stats
