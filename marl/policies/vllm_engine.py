@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,8 +167,8 @@ class VllmEngine:
         self.llm = vllm.LLM(**engine_kwargs(model_dir, cfg, seed=seed, lora_rank=lora_rank, dtype=dtype))
         self.start_s = time.perf_counter() - t0
         self._adapters: dict[str, Any] = {}  # name -> LoRARequest
-        self._dirty: set[str] = set()
-        self._tmp = Path(tempfile.mkdtemp(prefix="marl-vllm-"))
+        self._tmp = Path(tempfile.mkdtemp(prefix="marl-vllm-"))  # the pushed adapters, removed at exit
+        weakref.finalize(self, shutil.rmtree, self._tmp, ignore_errors=True)
         logger.info("vLLM engine for %s started in %.1fs (LoRA: %s)", model_dir, self.start_s, self.lora)
 
     # ------------------------------------------------------------------ sampling
@@ -278,9 +279,6 @@ class VllmEngine:
         req = LoRARequest(name, lora_id, str(folder), load_inplace=True)
         self.llm.llm_engine.add_lora(req)
         self._adapters[name] = LoRARequest(name, lora_id, str(folder))
-
-    def close(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 class VllmRollout:
