@@ -10,17 +10,19 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from marl.config import AgentConfig, NormalizerConfig, OptimConfig
 from marl.credit.normalizers import Normalizer, make_normalizer
 from marl.losses import aggregation_norm, clip_grad_norm, micro_batches, total_loss
 from marl.policies import Policy, frozen_copy, load_policy
+from marl.policies.shared_base import AdapterPolicy, adapter_parameters, base_key, load_shared_policies
 from marl.types import Generation, SampleBatch
 
 logger = logging.getLogger(__name__)
@@ -105,15 +107,64 @@ def _normalize_rows(batch: SampleBatch, normalizer: Normalizer) -> SampleBatch:
     )
 
 
-class Agent:
-    """A named learner with its own policy, optimizer, scheduler, normaliser and RNG."""
+def engine_correction(
+    learner_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor, cap: float
+) -> tuple[torch.Tensor, float]:
+    """Truncated importance sampling between the rollout engine and the learner (Yao et al. 2025,
+    "Your efficient RL framework secretly brings you off-policy RL training"; verl, MARTI-v2).
 
-    def __init__(self, name: str, cfg: AgentConfig, *, cache_dir: str | Path, total_steps: int, seed: int):
+    The engine sampled token ``t`` with ``pi_engine``; the learner's copy of the same weights gives
+    ``pi_learner`` (numerics differ: kernels, precision). Each token's policy-gradient term is weighted
+    by ``w_t = min(pi_learner / pi_engine, C) = min(exp(lp_learner - lp_engine), C)`` (``C = cap``;
+    ``cap <= 0``: no correction, ``w = 1``). Returns ``(w (N, T), gap)`` with ``gap`` the mean absolute
+    log-prob difference ``mean_t |lp_learner - lp_engine|`` over ``mask`` tokens (0 when none).
+    """
+    m = mask > 0
+    diff = (learner_logprobs - engine_logprobs).masked_fill(~m, 0.0)
+    gap = float(diff.abs().sum() / m.sum().clamp(min=1))
+    if cap <= 0:
+        return torch.ones_like(learner_logprobs), gap
+    w = diff.clamp(max=math.log(cap)).exp().masked_fill(~m, 1.0)
+    return w, gap
+
+
+def trainable_parameters(policy: Policy) -> dict[str, torch.nn.Parameter]:
+    """The parameters an agent's optimizer owns: its adapter's on a shared base, else those requiring grad."""
+    if isinstance(policy, AdapterPolicy):
+        return adapter_parameters(policy.model, policy.adapter)
+    return {n: p for n, p in policy.model.named_parameters() if p.requires_grad}
+
+
+class Agent:
+    """A named learner with its own policy, optimizer, scheduler, normaliser and RNG.
+
+    ``policy``: a ready policy (an :class:`AdapterPolicy` on a base shared with other agents), else
+    one is loaded from ``cfg.policy``. ``engine``: the rollout engine when it is not the policy itself
+    (vLLM, :class:`marl.policies.vllm_engine.VllmRollout`): :meth:`act` samples there, :meth:`learn`
+    recomputes the behaviour log-probs with the learner (logging the gap, optionally correcting it with
+    truncated importance sampling) and pushes the updated weights or adapter into it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cfg: AgentConfig,
+        *,
+        cache_dir: str | Path,
+        total_steps: int,
+        seed: int,
+        policy: Policy | None = None,
+        engine: Any = None,
+    ):
         self.name = name
         self.cfg = cfg
-        self.policy: Policy = load_policy(cfg.policy, cache_dir)
+        self.policy: Policy = policy if policy is not None else load_policy(cfg.policy, cache_dir)
+        if cfg.engine == "hf":
+            self.policy.fast = False  # the Hugging Face forward loop (hf_generate)
+        self.engine = engine
         self.model = self.policy.model
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        self._own = trainable_parameters(self.policy)
+        params = list(self._own.values())
         updates_per_step = cfg.ppo_epochs * cfg.mini_batches
         self.optimizer, self.scheduler = build_optimizer(params, cfg.optim, total_steps * updates_per_step)
         self.updates_per_step = updates_per_step
@@ -121,6 +172,8 @@ class Agent:
         self.normalizer = make_agent_normalizer(cfg.normalizer)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.num_params = sum(p.numel() for p in self.model.parameters())
+        if self.engine is not None:
+            self.engine.attach(self)
         self.num_trainable = sum(p.numel() for p in params)
 
     # ---------------------------------------------------------------- acting
@@ -131,7 +184,8 @@ class Agent:
         settings. ``generator``: the agent's own (default: training rollouts), or another one (or
         None) so that evaluation never shifts the training stream."""
         s = self.cfg.sampling
-        return self.policy.generate(
+        sampler = self.engine if self.engine is not None else self.policy
+        return sampler.generate(
             prompts,
             max_new_tokens=s.max_new_tokens,
             temperature=0.0 if greedy else s.temperature,
@@ -157,8 +211,14 @@ class Agent:
         cfg = self.cfg
         if step is not None:
             self._place_schedule((step - 1) * self.updates_per_step)
-        batch = _normalize_rows(batch, self.normalizer)
         temperature = cfg.sampling.temperature if cfg.sampling.temperature > 0 else 1.0
+        engine_stats: dict[str, float] = {}
+        tis = None
+        if self.engine is not None:
+            batch, tis, engine_stats = self._recompute_old_logprobs(batch, temperature)
+        batch = _normalize_rows(batch, self.normalizer)
+        if tis is not None:
+            batch.advantages = batch.advantages * tis
         n = len(batch)
         sums: dict[str, float] = {}
         updates = 0
@@ -225,7 +285,43 @@ class Agent:
         out["tokens"] = float(batch.loss_mask.sum())
         if measure_kl:
             out["policy_kl"] = self.policy_kl(batch, temperature)
+        out.update(engine_stats)
+        if self.engine is not None:
+            out["time/push_s"] = self.engine.push()
         return out
+
+    @torch.no_grad()
+    def _recompute_old_logprobs(
+        self, batch: SampleBatch, temperature: float
+    ) -> tuple[SampleBatch, torch.Tensor | None, dict[str, float]]:
+        """The learner's log-probs of the engine's samples replace the engine's as ``old_logprobs``; the
+        mean absolute gap is logged, and with ``vllm.tis_cap > 0`` the truncated IS weights are returned."""
+        learner = torch.zeros_like(batch.old_logprobs)
+        for micro in micro_batches(batch.attention_mask.sum(1).numpy(), self.cfg.micro_batch_tokens):
+            idx = torch.as_tensor(np.asarray(micro), dtype=torch.long)
+            sub = batch.select(idx)
+            t = int(sub.attention_mask.sum(1).max())
+            allowed = None if sub.allowed_ids is None else sub.allowed_ids[:, :t]
+            lp = self.policy.token_logprobs(
+                sub.input_ids[:, :t], sub.attention_mask[:, :t], temperature=temperature, allowed_ids=allowed
+            )
+            learner[idx, :t] = lp.float()
+        w, gap = engine_correction(learner, batch.old_logprobs, batch.loss_mask, self.cfg.vllm.tis_cap)
+        new = SampleBatch(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            loss_mask=batch.loss_mask,
+            old_logprobs=torch.where(batch.loss_mask > 0, learner, batch.old_logprobs),
+            advantages=batch.advantages,
+            node_ids=batch.node_ids,
+            allowed_ids=batch.allowed_ids,
+        )
+        stats = {"logprob_gap": gap}
+        if self.cfg.vllm.tis_cap > 0:
+            m = batch.loss_mask > 0
+            stats["tis_weight"] = float(w[m].mean()) if bool(m.any()) else 1.0
+            return new, w, stats
+        return new, None, stats
 
     def _place_schedule(self, update: int) -> None:
         """Set the learning rate to the schedule's value at optimizer update ``update`` (0-based)."""
@@ -256,7 +352,12 @@ class Agent:
         """Weights (safetensors), optimizer, scheduler, normaliser and RNG state into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_model(self.model, str(folder / "model.safetensors"))
+        if isinstance(self.policy, AdapterPolicy):  # a shared base: only this agent's adapter
+            save_file(
+                {n: p.detach().contiguous() for n, p in self._own.items()}, str(folder / "model.safetensors")
+            )
+        else:
+            save_model(self.model, str(folder / "model.safetensors"))
         torch.save(
             {
                 "optimizer": self.optimizer.state_dict(),
@@ -269,7 +370,15 @@ class Agent:
 
     def load(self, folder: str | Path) -> None:
         folder = Path(folder)
-        missing, unexpected = load_model(self.model, str(folder / "model.safetensors"), strict=True)
+        if isinstance(self.policy, AdapterPolicy):
+            saved = load_file(str(folder / "model.safetensors"))
+            missing, unexpected = sorted(set(self._own) - set(saved)), sorted(set(saved) - set(self._own))
+            if not (missing or unexpected):
+                with torch.no_grad():
+                    for n, p in self._own.items():
+                        p.copy_(saved[n])
+        else:
+            missing, unexpected = load_model(self.model, str(folder / "model.safetensors"), strict=True)
         if missing or unexpected:
             raise RuntimeError(
                 f"agent {self.name}: checkpoint mismatch missing={missing} unexpected={unexpected}"
@@ -279,13 +388,19 @@ class Agent:
         self.scheduler.load_state_dict(state["scheduler"])
         self.normalizer.load_state_dict(state["normalizer"])
         self.generator.set_state(state["generator"])
+        if self.engine is not None:
+            self.engine.push()
 
     def export(self, folder: str | Path) -> Path:
         """``save_pretrained`` the model (LoRA merged) and tokenizer so transformers and vLLM load it."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         model = self.model
-        if hasattr(model, "merge_and_unload"):
+        if isinstance(self.policy, AdapterPolicy):
+            model = copy.deepcopy(model)
+            model.set_adapter(self.policy.adapter)
+            model = model.merge_and_unload(adapter_names=[self.policy.adapter])
+        elif hasattr(model, "merge_and_unload"):
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(folder)
         self.policy.tokenizer.save_pretrained(folder)
@@ -293,14 +408,82 @@ class Agent:
 
 
 def build_agents(
-    agent_cfgs: dict[str, AgentConfig], *, cache_dir: str | Path, total_steps: int, seed: int
+    agent_cfgs: Mapping[str, AgentConfig],
+    *,
+    cache_dir: str | Path,
+    total_steps: int,
+    seed: int,
+    engine_factory: Any = None,
 ) -> dict[str, Agent]:
-    """One ``Agent`` per named config; each agent's RNG seed derives from (run seed, its name)."""
+    """One ``Agent`` per named config; each agent's RNG seed derives from (run seed, its name).
+
+    LoRA agents with ``share_base`` on the same base model get one frozen base with an adapter each
+    (:func:`marl.policies.shared_base.load_shared_policies`); ``engine: vllm`` agents get a vLLM
+    engine, one per base for agents that share one (an adapter id each), else one each.
+    ``engine_factory(model_dir, vllm_cfg, seed=, lora_rank=, dtype=)`` builds an engine (default: a
+    :class:`marl.policies.vllm_engine.VllmEngine` in this process; the Ray runtime puts it in an actor).
+    """
     from marl.seeding import derive_seed
 
+    shared: dict[str, dict[str, AgentConfig]] = {}
+    for name, acfg in agent_cfgs.items():
+        if acfg.share_base:
+            shared.setdefault(base_key(acfg.policy), {})[name] = acfg
+    policies: dict[str, Policy] = {}
+    for group in shared.values():
+        policies.update(load_shared_policies({n: a.policy for n, a in group.items()}, cache_dir))
+    engines = _make_engines(agent_cfgs, cache_dir=cache_dir, seed=seed, factory=engine_factory)
     return {
         name: Agent(
-            name, acfg, cache_dir=cache_dir, total_steps=total_steps, seed=derive_seed(seed, "agent", name)
+            name,
+            acfg,
+            cache_dir=cache_dir,
+            total_steps=total_steps,
+            seed=derive_seed(seed, "agent", name),
+            policy=policies.get(name),
+            engine=engines.get(name),
         )
         for name, acfg in agent_cfgs.items()
     }
+
+
+def _make_engines(
+    agent_cfgs: Mapping[str, AgentConfig], *, cache_dir: str | Path, seed: int, factory: Any
+) -> dict[str, Any]:
+    """A :class:`~marl.policies.vllm_engine.VllmRollout` per ``engine: vllm`` agent: agents sharing a
+    base share its engine (one LoRA adapter id each); the others get one engine each."""
+    wanted = {n: a for n, a in agent_cfgs.items() if a.engine == "vllm"}
+    if not wanted:
+        return {}
+    from marl.policies.hf import check_model_dir, ensure_tiny
+    from marl.policies.vllm_engine import VllmEngine, VllmRollout
+
+    factory = factory or VllmEngine
+    groups: dict[str, list[str]] = {}
+    for name, acfg in wanted.items():
+        groups.setdefault(f"shared:{base_key(acfg.policy)}" if acfg.share_base else name, []).append(name)
+    out: dict[str, Any] = {}
+    for names in groups.values():
+        first = wanted[names[0]]
+        pc = first.policy
+        model_dir = check_model_dir(pc.path) if pc.path else ensure_tiny(pc, cache_dir)
+        lora_rank = max((wanted[n].policy.lora.r for n in names if wanted[n].policy.lora.enabled), default=0)
+        engine = factory(
+            str(model_dir),
+            first.vllm,
+            seed=derive_engine_seed(seed, names[0]),
+            lora_rank=lora_rank,
+            dtype=pc.dtype,
+        )
+        for i, name in enumerate(names):
+            adapter = name if wanted[name].policy.lora.enabled else None
+            out[name] = VllmRollout(engine, adapter=adapter, adapter_id=i + 1)
+    return out
+
+
+def derive_engine_seed(seed: int, name: str) -> int:
+    """The engine's own seed (vLLM's global RNG), from (run seed, its first agent's name); sampling
+    itself is seeded per request from each agent's generator."""
+    from marl.seeding import derive_seed
+
+    return derive_seed(seed, "engine", name) % 2**31

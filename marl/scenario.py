@@ -66,8 +66,24 @@ class RecipeConfig:
 
 
 def make_agents(cfg: RecipeConfig, cache_dir) -> dict[str, Agent]:
-    """One agent per ``cfg.agents`` entry (each with its own model, optimizer and RNG), sizes logged."""
-    agents = build_agents(cfg.agents, cache_dir=cache_dir, total_steps=cfg.run.steps, seed=cfg.run.seed)
+    """One agent per ``cfg.agents`` entry (each with its own model, optimizer and RNG), sizes logged.
+
+    ``run.runtime: ray`` puts each agent's learner (and vLLM engine) in Ray actors and returns proxies
+    with the same surface (:func:`marl.distributed.make_ray_agents`); the recipe loop does not change.
+    """
+    if cfg.run.runtime == "ray":
+        from marl.distributed import make_ray_agents
+
+        agents = make_ray_agents(
+            cfg.agents,
+            settings=cfg.run.ray,
+            cache_dir=cache_dir,
+            total_steps=cfg.run.steps,
+            seed=cfg.run.seed,
+            threads=cfg.run.threads,
+        )
+    else:
+        agents = build_agents(cfg.agents, cache_dir=cache_dir, total_steps=cfg.run.steps, seed=cfg.run.seed)
     for name, a in agents.items():
         logger.info("agent %s: %d parameters (%d trainable)", name, a.num_params, a.num_trainable)
     return agents
@@ -85,8 +101,12 @@ def load_latest(cfg: RecipeConfig, runner) -> tuple[dict[str, Agent], int]:
 
 
 def prefixed(prefix: str, stats: Mapping[str, float]) -> dict[str, float]:
-    """``{f"{prefix}/{k}": v}``: metric names are namespaced (``agent/<name>/loss``)."""
-    return {f"{prefix}/{k}": float(v) for k, v in stats.items()}
+    """``{f"{prefix}/{k}": v}``: metric names are namespaced (``agent/<name>/loss``); timings stay under
+    ``time/`` (``time/push_s`` -> ``time/agent/<name>/push_s``)."""
+    return {
+        (f"time/{prefix}/{k[5:]}" if k.startswith("time/") else f"{prefix}/{k}"): float(v)
+        for k, v in stats.items()
+    }
 
 
 def learn_agents(
@@ -102,9 +122,14 @@ def learn_agents(
     assigner's KL clock advances.
     """
     metrics: dict[str, float] = {}
-    for name, agent in agents.items():
-        if name in batches:
-            metrics.update(prefixed(f"agent/{name}", _learn(agent, batches[name], credit, step)))
+    # agents in Ray actors (``learn_async``) all start learning before any result is awaited
+    pending = {
+        name: _start_learn(agent, batches[name], credit, step)
+        for name, agent in agents.items()
+        if name in batches
+    }
+    for name, result in pending.items():
+        metrics.update(prefixed(f"agent/{name}", _finish_learn(agents[name], result(), credit)))
     return metrics
 
 
@@ -135,7 +160,19 @@ def learn_from_buffers(
 
 
 def _learn(agent: Agent, batch: SampleBatch, credit: CreditAssigner, step: int) -> dict[str, float]:
-    stats = agent.learn(batch, step=step, measure_kl=credit.needs_policy_kl)
+    return _finish_learn(agent, _start_learn(agent, batch, credit, step)(), credit)
+
+
+def _start_learn(agent: Agent, batch: SampleBatch, credit: CreditAssigner, step: int):
+    """A function returning the agent's learn statistics: a Ray agent's update starts now and runs while
+    the others start theirs; a local agent learns when the function is called."""
+    start = getattr(agent, "learn_async", None)
+    if start is not None:
+        return start(batch, step=step, measure_kl=credit.needs_policy_kl)
+    return lambda: agent.learn(batch, step=step, measure_kl=credit.needs_policy_kl)
+
+
+def _finish_learn(agent: Agent, stats: dict[str, float], credit: CreditAssigner) -> dict[str, float]:
     if credit.needs_policy_kl and "policy_kl" in stats:
         credit.observe_policy_kl(agent.name, stats["policy_kl"])
     return stats

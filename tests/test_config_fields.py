@@ -241,6 +241,50 @@ def _lora_and_local_hf(cache: Path) -> None:
     )
 
 
+class PolicyEngine:
+    """A rollout engine that samples with the agent's own policy: the learner's side of ``engine: vllm``
+    (recompute, gap, truncated IS, push) without vLLM installed."""
+
+    def attach(self, agent) -> None:
+        self.agent = agent
+
+    def generate(self, prompts, **kw):
+        return self.agent.policy.generate(prompts, **kw)
+
+    def push(self) -> float:
+        return 0.0
+
+
+def _engines_and_runtimes(cache: Path) -> None:
+    """The vLLM engine's settings (its kwargs and environment, and the learner's truncated-IS cap) and the
+    Ray runtime's placement settings, read the way ``engine: vllm`` / ``run.runtime: ray`` read them
+    (runnable without vLLM or Ray installed)."""
+    from marl.config import AgentConfig, RunSettings
+    from marl.distributed import RaySettings, init_kwargs, placement_plan
+    from marl.policies import PolicyConfig
+    from marl.policies.vllm_engine import VllmConfig, engine_env, engine_kwargs
+    from marl.types import SampleBatch
+
+    vcfg = VllmConfig(tis_cap=2.0)
+    engine_kwargs("model", vcfg, seed=0, lora_rank=4, dtype="float32")
+    engine_env(vcfg)
+    cfg = AgentConfig(policy=PolicyConfig(tiny="100k", num_layers=1), vllm=vcfg)
+    agent = Agent("v", cfg, cache_dir=cache, total_steps=1, seed=0, engine=PolicyEngine())
+    ids = torch.tensor([[3, 4, 5, 6]])
+    batch = SampleBatch(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        loss_mask=torch.tensor([[0, 0, 1.0, 1.0]]),
+        old_logprobs=torch.full((1, 4), -3.0),
+        advantages=torch.tensor([[0, 0, 1.0, 1.0]]),
+        node_ids=torch.arange(1),
+    )
+    agent.learn(batch, step=1)
+    run = RunSettings(runtime="ray", ray=RaySettings(gpus_per_agent=0.5, temp_dir="/tmp/r"))
+    placement_plan({"v": AgentConfig(engine="vllm")}, run.ray)
+    init_kwargs(run.ray)
+
+
 def _task_sources() -> None:
     """The JSONL task source and the retry rule of invalid game outputs."""
     from games.parsing import InvalidActionConfig
@@ -284,6 +328,7 @@ def test_every_config_field_is_read(tmp_path):
             _credit_rules()
             _losses_and_schedules(tmp_path / "cache")
             _lora_and_local_hf(tmp_path / "cache")
+            _engines_and_runtimes(tmp_path / "cache")
             _task_sources()
     finally:
         torch.set_num_threads(threads)
