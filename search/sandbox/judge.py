@@ -127,6 +127,31 @@ class Judge:
         """Processes the kernel has killed so far in each memory cgroup of this worker's uids."""
         return [cgroup.oom_kills(self.cfg.get("cgroup_version", ""), p) for p in self.cfg.get("cgroups", [])]
 
+    def _memory_killed(self) -> bool:
+        """Whether the kernel killed a process of the program for memory since the last look.
+
+        cgroup v2 kills the whole program (``memory.oom.group``); cgroup v1 kills one process
+        only, so a program whose helper processes are killed one by one could go on and answer
+        while having held more than the bound at no time, yet having asked for more. One memory
+        bound per program means the same verdict on both: such a program is stopped, ``crash``."""
+        if not self._ooms:
+            return False
+        ooms = self._oom_kills()
+        killed = any(now > before for now, before in zip(ooms, self._ooms))
+        self._ooms = ooms
+        return killed
+
+    def _memory_verdict(self, name: str, child: Child, output: str) -> dict:
+        """Stop a program the kernel cut for memory (``_memory_killed``); its ``crash`` result."""
+        self.zygote.reap(child, wait=True)
+        return _result(name, "crash", self._memory_message(), output)
+
+    def _memory_message(self) -> str:
+        return (
+            f"memory limit exceeded: the program's processes together held more than "
+            f"{self.cfg['memory_mb']} MB and the kernel killed one"
+        )
+
     def _compile(self, code: str, filename: str, entry: str) -> tuple[Any, list | None]:
         """Compiled trusted code and its known calls (``static_calls``), cached."""
         key = (code, filename + "\0" + entry)
@@ -152,6 +177,8 @@ class Judge:
             self.zygote.close()
             self.zygote = ZygoteClient(self.cfg)
         cfg = self.cfg
+        if self._ooms:
+            self._ooms = self._oom_kills()  # a job answers for its own processes only
         t0 = time.monotonic()
         deadline = t0 + cfg["timeout_s"]
         tests = job["tests"]
@@ -243,14 +270,8 @@ class Judge:
             )
         if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
             return "timeout", SIGNALS[signal.SIGXCPU], _join(out, err)
-        if e.status == "crash" and self._ooms:
-            ooms = self._oom_kills()
-            if any(now > before for now, before in zip(ooms, self._ooms)):
-                message = (
-                    f"memory limit exceeded: the program's processes together held more than "
-                    f"{self.cfg['memory_mb']} MB and the kernel killed one"
-                )
-            self._ooms = ooms
+        if e.status == "crash" and self._memory_killed():
+            message = self._memory_message()
         return e.status, message, _join(out, err)
 
     def _load(
@@ -333,6 +354,8 @@ class Judge:
                 message = f"{message}\nduring {proxy.last_call}"
             return _result(name, status, message, output), True
         out, err = child.take_output()
+        if self._memory_killed():
+            return self._memory_verdict(name, child, _join(out, err)), True
         if test["kind"] == "call":
             if compare.outputs_match(got, expected, self.cfg["float_rel_tol"], self.cfg["float_abs_tol"]):
                 return _result(name, "passed", "", _join(out, err)), False
@@ -363,8 +386,10 @@ class Judge:
         raw, rest = child.streams[0].cut(None, keep)
         stdout = raw.decode("utf-8", errors="replace")
         _, err = child.take_output(marked=False)
-        self.zygote.reap(child, wait=False)
         shown = _join(_truncate(stdout, self.cfg["max_output_bytes"]), err)
+        if self._memory_killed():
+            return self._memory_verdict(name, child, shown)
+        self.zygote.reap(child, wait=False)
         if reply.get("op") != "done":
             return _result(name, "crash", "the program broke the result channel", shown)
         if reply.get("exc"):
