@@ -1,0 +1,176 @@
+"""Topology policies: acyclic by construction, log pi = sum of per-edge log-probs in any order,
+waves = networkx's topological generations, the fixed topologies and pruning, hand-derived values."""
+
+import itertools
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from topologies.graphs import (
+    FreeLogits,
+    QueryConditioned,
+    edge_kl,
+    edge_logprobs,
+    fixed_topology,
+    graph_logprob,
+    graph_space,
+    mode_graphs,
+    query_features,
+    sample_graphs,
+    waves,
+)
+
+
+def test_graph_space_counts_and_order_mask():
+    s = graph_space(4, rounds=3)
+    # spatial: 3 rounds x C(4,2) = 18; temporal: 2 transitions x 16 = 32
+    assert s.num_edges == 18 + 32 and s.num_nodes == 12
+    assert (s.src < s.dst).all()
+    assert len({(int(a), int(b)) for a, b in zip(s.src, s.dst)}) == s.num_edges
+
+
+def test_ten_thousand_sampled_graphs_are_acyclic():
+    s = graph_space(5, rounds=2)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2500, s.num_edges, generator=g) * 3
+    a, _ = sample_graphs(logits, 4, generator=g)
+    graphs = a.reshape(-1, s.num_edges).numpy()
+    assert graphs.shape[0] == 10_000
+    assert graphs.any(1).all() and not graphs.all(1).all()  # non-trivial graphs
+    assert all(nx.is_directed_acyclic_graph(s.to_networkx(row)) for row in graphs)
+
+
+def test_edge_logprobs_hand_derived():
+    # l = ln 3: sigmoid = 3/4, so log p(1) = ln(3/4), log p(0) = ln(1/4); l = 0: ln(1/2) either way
+    logits = torch.tensor([math.log(3.0), math.log(3.0), 0.0])
+    a = torch.tensor([1, 0, 1])
+    lp = edge_logprobs(logits, a)
+    assert_close(lp, torch.tensor([math.log(0.75), math.log(0.25), math.log(0.5)]))
+    assert_close(graph_logprob(lp), torch.tensor(math.log(0.75 * 0.25 * 0.5)))
+    # a forced edge (+inf) has log-prob 0 for its decision
+    assert_close(
+        edge_logprobs(torch.tensor([float("inf"), float("-inf")]), torch.tensor([1, 0])), torch.zeros(2)
+    )
+
+
+def _sequential_logprob(space, logits, a, order):
+    """GPTSwarm-style sampler walked in ``order``: add each edge with its probability unless it closes
+    a cycle. Under the order mask no edge is ever rejected, so the result must not depend on order."""
+    g = nx.DiGraph()
+    g.add_nodes_from(range(space.num_nodes))
+    total = 0.0
+    for e in order:
+        u, v = int(space.src[e]), int(space.dst[e])
+        assert not nx.has_path(g, v, u), "the order mask admitted a cycle"
+        p = 1.0 / (1.0 + math.exp(-float(logits[e])))
+        total += math.log(p) if a[e] else math.log(1.0 - p)
+        if a[e]:
+            g.add_edge(u, v)
+    return total
+
+
+def test_log_pi_is_the_sum_of_edge_logprobs_in_any_enumeration_order():
+    s = graph_space(4, rounds=2)
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, s.num_edges, generator=g, dtype=torch.float64)
+    a, lp = sample_graphs(logits, 2, generator=g)
+    rng = np.random.default_rng(0)
+    for b in range(3):
+        for k in range(2):
+            ref = float(graph_logprob(lp[b, k]))
+            for _ in range(5):
+                order = rng.permutation(s.num_edges)
+                assert math.isclose(
+                    _sequential_logprob(s, logits[b], a[b, k].numpy(), order), ref, rel_tol=1e-9
+                )
+
+
+def test_the_graph_distribution_sums_to_one():
+    assert graph_space(3, rounds=1).num_edges == 3  # 8 graphs
+    logits = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    graphs = torch.tensor(list(itertools.product([0, 1], repeat=3)))
+    total = graph_logprob(edge_logprobs(logits, graphs)).exp().sum()
+    assert_close(total, torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_sampling_frequencies_match_the_edge_probabilities():
+    s = graph_space(3)
+    logits = torch.tensor([[math.log(3.0), 0.0, -math.log(3.0)]])
+    a, _ = sample_graphs(logits, 20_000, generator=torch.Generator().manual_seed(0))
+    assert_close(
+        a.double().mean((0, 1)), torch.tensor([0.75, 0.5, 0.25], dtype=torch.float64), atol=0.015, rtol=0
+    )
+    assert s.num_edges == 3
+
+
+def test_waves_equal_networkx_topological_generations():
+    s = graph_space(4, rounds=2)
+    chain = fixed_topology(s, "chain") > 0
+    # chain in each round + i -> i temporal: 0 -> 1 -> 2 -> 3 and 0 -> 4, 1 -> 5, ...
+    assert [w.tolist() for w in waves(s, chain.numpy())] == [[0], [1, 4], [2, 5], [3, 6], [7]]
+    g = torch.Generator().manual_seed(3)
+    a, _ = sample_graphs(torch.zeros(1, s.num_edges), 50, generator=g)
+    for row in a[0].numpy():
+        ref = [sorted(w) for w in nx.topological_generations(s.to_networkx(row))]
+        assert [w.tolist() for w in waves(s, row)] == ref
+
+
+def _edges(space, logits):
+    on = (logits > 0).numpy()
+    return sorted(zip(space.src[on].tolist(), space.dst[on].tolist()))
+
+
+def test_fixed_topologies_by_hand():
+    s = graph_space(4)
+    assert _edges(s, fixed_topology(s, "chain")) == [(0, 1), (1, 2), (2, 3)]
+    assert _edges(s, fixed_topology(s, "star")) == [(0, 1), (0, 2), (0, 3)]
+    assert _edges(s, fixed_topology(s, "complete")) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    # 4 agents in 3 layers: [0, 1], [2], [3]
+    assert _edges(s, fixed_topology(s, "layered", layers=3)) == [(0, 2), (1, 2), (2, 3)]
+    assert _edges(s, fixed_topology(s, "single")) == [] == _edges(s, fixed_topology(s, "debate"))
+    assert (fixed_topology(s, "random") == 0).all()
+    s2 = graph_space(2, rounds=2)  # debate: every temporal edge 0,1 -> 2,3
+    assert _edges(s2, fixed_topology(s2, "debate")) == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    with pytest.raises(ValueError, match="valid names"):
+        fixed_topology(s, "ring")
+
+
+def test_edge_kl_hand_derived():
+    # p = 1/2, q = 3/4: KL = 1/2 ln((1/2)/(3/4)) + 1/2 ln((1/2)/(1/4)) = 1/2 ln(4/3)
+    kl = edge_kl(torch.tensor([0.0, 1.0]), torch.tensor([math.log(3.0), 1.0]))
+    assert_close(kl, torch.tensor(0.5 * math.log(4.0 / 3.0)))
+
+
+def test_free_logits_prune_the_lowest_edges():
+    s = graph_space(3)  # edges (0,1), (0,2), (1,2)
+    pol = FreeLogits(s)
+    with torch.no_grad():
+        pol.logit[s.pair] = torch.tensor([0.5, -2.0, 1.0])
+    assert pol.prune(0.34) == 1  # floor(0.34 * 3) = 1: the lowest, (0, 2)
+    lg = pol(torch.zeros(2, 4))
+    assert lg.shape == (2, 3) and torch.isinf(lg[:, 1]).all() and (lg[:, 1] < 0).all()
+    assert mode_graphs(lg)[0].tolist() == [True, False, True]
+    assert pol.prune(0.5) == 1  # half of the 2 left: (0, 1)
+    assert mode_graphs(pol(torch.zeros(1, 4)))[0].tolist() == [False, False, True]
+
+
+def test_query_conditioned_logits_depend_on_the_query_and_learn():
+    s = graph_space(4, rounds=2)
+    pol = QueryConditioned(s, feature_dim=32, hidden=8, seed=0)
+    f = query_features(["needs parse then sum", "needs sort then format"], dim=32)
+    assert_close(f.norm(dim=1), torch.ones(2))
+    assert_close(f, query_features(["needs parse then sum", "needs sort then format"], dim=32))
+    lg = pol(f)
+    assert lg.shape == (2, s.num_edges) and not torch.allclose(lg[0], lg[1])
+    # raise edge 0 for the first query only, by gradient ascent on its log-prob
+    opt = torch.optim.Adam(pol.parameters(), lr=0.05)
+    for _ in range(100):
+        lg = pol(f)
+        loss = -(edge_logprobs(lg[0, 0], torch.tensor(1)) + edge_logprobs(lg[1, 0], torch.tensor(0)))
+        opt.zero_grad(), loss.backward(), opt.step()
+    lg = pol(f)
+    assert lg[0, 0] > 2 and lg[1, 0] < -2

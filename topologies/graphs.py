@@ -1,0 +1,302 @@
+"""Communication graphs over a team of agents: the candidate edges, the topology policies that
+sample graphs for a batch of queries, and the fixed topologies of the literature.
+
+The unrolled graph has one node per (round, agent): node ``t * A + i`` is agent ``i`` in round
+``t`` (``A`` agents, ``R`` rounds). Candidate edges (``GraphSpace``):
+
+- spatial, inside a round: ``(t, i) -> (t, j)`` for ``i < j`` (the fixed role order: an agent only
+  hears agents earlier in the order, so the final agent ``A - 1`` can hear everyone);
+- temporal, round ``t - 1`` to ``t``: ``(t-1, i) -> (t, j)`` for every ``i, j``.
+
+Every candidate edge goes from an earlier to a later node id, so **every** subset of candidate
+edges is a DAG: acyclicity holds by construction (an order mask), no per-edge cycle check is made,
+and the probability of a graph does not depend on the order edges are enumerated in (GPTSwarm's
+sampler, which rejects an edge that would close a cycle, depends on that order; here nothing is
+rejected).
+
+A policy gives one logit ``l_e`` per candidate edge and query; edges are independent Bernoulli
+draws with ``p_e = sigmoid(l_e)``, so with ``a_e`` in {0, 1}::
+
+    log p_e(a_e) = a_e log sigmoid(l_e) + (1 - a_e) log sigmoid(-l_e)
+    log pi(G)    = sum_e log p_e(a_e)                       (references: Graph-GRPO, GPTSwarm)
+
+Spatial logits are shared by the rounds, temporal ones by the round transitions (AgentPrune), and
+each round's edges are drawn independently. The most probable graph keeps the edges with
+``p_e > 0.5`` (GPTSwarm's test-time rule).
+
+Parameterisations: :class:`FreeLogits` (one logit per (kind, i, j), GPTSwarm / AgentPrune, with
+AgentPrune's one-shot magnitude pruning) and :class:`QueryConditioned` (role embeddings and hashed
+n-gram features of the query, a bilinear scorer; G-Designer and Graph-GRPO condition on the query).
+:func:`fixed_topology` gives the hand-designed graphs (chain, star, layered, complete, random,
+debate, single).
+
+Shape legend: ``B`` queries, ``K`` graphs per query, ``A`` agents, ``E`` candidate edges,
+``N`` nodes of the unrolled graph (``R * A``), ``D`` query features, ``H`` hidden size.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from marl.seeding import stable_hash
+
+SPATIAL, TEMPORAL = 0, 1
+TOPOLOGIES = ("chain", "star", "layered", "complete", "random", "debate", "single")
+
+
+@dataclass(frozen=True)
+class GraphSpace:
+    """The candidate edges of ``num_agents`` agents over ``rounds`` rounds (see the module docstring).
+
+    ``src``, ``dst``: (E,) node ids of the unrolled graph, ``src < dst`` always; ``kind``: (E,)
+    SPATIAL or TEMPORAL; ``pair``: (E,) the flat index ``kind * A * A + i * A + j`` of the logit slot
+    the edge reads (``i``, ``j`` the agents at its ends).
+    """
+
+    num_agents: int
+    rounds: int
+    src: np.ndarray
+    dst: np.ndarray
+    kind: np.ndarray
+    pair: np.ndarray
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.src.shape[0])
+
+    @property
+    def num_nodes(self) -> int:
+        return self.num_agents * self.rounds
+
+    def node_agent(self, node: np.ndarray | int) -> np.ndarray:
+        """Agent index of unrolled node id(s)."""
+        return np.asarray(node) % self.num_agents
+
+    def node_round(self, node: np.ndarray | int) -> np.ndarray:
+        """Round of unrolled node id(s)."""
+        return np.asarray(node) // self.num_agents
+
+    def final_nodes(self) -> np.ndarray:
+        """The agents of the last round (the candidates of a majority vote)."""
+        return (self.rounds - 1) * self.num_agents + np.arange(self.num_agents)
+
+    def adjacency(self, a: np.ndarray) -> np.ndarray:
+        """(N, N) bool adjacency of one graph from its edge decisions ``a`` (E,)."""
+        adj = np.zeros((self.num_nodes, self.num_nodes), dtype=bool)
+        on = np.asarray(a, dtype=bool)
+        adj[self.src[on], self.dst[on]] = True
+        return adj
+
+    def to_networkx(self, a: np.ndarray) -> nx.DiGraph:
+        """One graph as a ``networkx.DiGraph`` over all ``N`` nodes."""
+        g = nx.DiGraph()
+        g.add_nodes_from(range(self.num_nodes))
+        on = np.asarray(a, dtype=bool)
+        g.add_edges_from(zip(self.src[on].tolist(), self.dst[on].tolist()))
+        return g
+
+
+def graph_space(num_agents: int, rounds: int = 1) -> GraphSpace:
+    """Candidate edges under the fixed role order (spatial ``i < j``) plus all temporal edges."""
+    if num_agents < 1 or rounds < 1:
+        raise ValueError(f"num_agents ({num_agents}) and rounds ({rounds}) must be >= 1")
+    a = num_agents
+    src, dst, kind, pair = [], [], [], []
+    for t in range(rounds):
+        for i in range(a):
+            for j in range(i + 1, a):
+                src.append(t * a + i), dst.append(t * a + j), kind.append(SPATIAL), pair.append(i * a + j)
+        if t > 0:
+            for i in range(a):
+                for j in range(a):
+                    src.append((t - 1) * a + i), dst.append(t * a + j), kind.append(TEMPORAL)
+                    pair.append(a * a + i * a + j)
+    as_i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    return GraphSpace(a, rounds, as_i64(src), as_i64(dst), as_i64(kind), as_i64(pair))
+
+
+# ----------------------------------------------------------------------------- the math
+def edge_logprobs(logits: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``log p_e(a_e) = a_e log sigmoid(l_e) + (1 - a_e) log sigmoid(-l_e)``, elementwise.
+
+    ``logits`` (..., E) broadcast against ``a`` (..., E) in {0, 1}. An infinite logit is a forced
+    edge: its decision has log-probability 0 (and -inf for the impossible one).
+    """
+    a = a.to(torch.bool)
+    lp_on = -F.softplus(-logits)
+    lp_off = -F.softplus(logits)
+    return torch.where(a, lp_on, lp_off)
+
+
+def graph_logprob(edge_lp: torch.Tensor) -> torch.Tensor:
+    """``log pi(G) = sum_e log p_e(a_e)`` over the last axis: (..., E) -> (...)."""
+    return edge_lp.sum(-1)
+
+
+def sample_graphs(
+    logits: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """K graphs per query: ``a ~ Bernoulli(sigmoid(logits))``, independently per edge.
+
+    ``logits`` (B, E) -> ``a`` (B, K, E) bool and per-edge log-probs (B, K, E) (no gradient).
+    """
+    with torch.no_grad():
+        p = torch.sigmoid(logits)[:, None, :].expand(-1, k, -1)
+        u = torch.rand(p.shape, generator=generator, dtype=p.dtype)
+        a = u < p
+        return a, edge_logprobs(logits[:, None, :], a)
+
+
+def mode_graphs(logits: torch.Tensor) -> torch.Tensor:
+    """The most probable graph per query, (B, E) bool: the edges with ``p_e > 0.5`` (``l_e > 0``)."""
+    return logits > 0
+
+
+def edge_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(pi || pi_ref) of two independent-Bernoulli edge distributions, summed over edges.
+
+    ``KL = sum_e p_e log(p_e / q_e) + (1 - p_e) log((1 - p_e) / (1 - q_e))`` with ``p = sigmoid(l)``,
+    ``q = sigmoid(l_ref)``; (..., E) -> (...). Graph-GRPO regularises its edge policy with it.
+    """
+    p = torch.sigmoid(logits)
+    lp, lq = -F.softplus(-logits), -F.softplus(-ref_logits)
+    l1p, l1q = -F.softplus(logits), -F.softplus(ref_logits)
+    return (p * (lp - lq) + (1 - p) * (l1p - l1q)).sum(-1)
+
+
+def waves(space: GraphSpace, a: np.ndarray, active: np.ndarray | None = None) -> list[np.ndarray]:
+    """Execution waves of one graph: the ``networkx.topological_generations`` of its active nodes
+    (``active`` (N,) bool, default all), each wave sorted by node id."""
+    g = space.to_networkx(a)
+    if active is not None:
+        g = g.subgraph(np.flatnonzero(active).tolist())
+    return [np.array(sorted(w), dtype=np.int64) for w in nx.topological_generations(g)]
+
+
+# ----------------------------------------------------------------------------- query features
+def query_features(texts: list[str], dim: int = 64) -> torch.Tensor:
+    """Hashed word unigram + bigram features of each query, signed (feature hashing, Weinberger et
+    al. 2009) and L2-normalised: (B,) texts -> (B, D). Computed offline, no encoder download."""
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for b, text in enumerate(texts):
+        words = re.findall(r"[a-z0-9]+", text.lower())
+        grams = words + [f"{x} {y}" for x, y in zip(words, words[1:])]
+        for g in grams:
+            h = stable_hash(g)
+            out[b, h % dim] += 1.0 if (h >> 32) & 1 else -1.0
+        n = np.linalg.norm(out[b])
+        if n > 0:
+            out[b] /= n
+    return torch.from_numpy(out)
+
+
+# ----------------------------------------------------------------------------- policies
+class FreeLogits(nn.Module):
+    """One free logit per (kind, i, j) slot, the same for every query (GPTSwarm, AgentPrune).
+
+    ``prune(rate)``: AgentPrune's one-shot magnitude pruning, which removes for good the fraction
+    ``rate`` of the still-allowed candidate edges with the lowest logits.
+    """
+
+    def __init__(self, space: GraphSpace, init: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("pair", torch.as_tensor(space.pair))
+        self.logit = nn.Parameter(torch.full((2 * space.num_agents**2,), float(init)))
+        self.register_buffer("pruned", torch.zeros(space.num_edges, dtype=torch.bool))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, E) edge logits (the features are ignored)."""
+        lg = self.logit[self.pair].masked_fill(self.pruned, float("-inf"))
+        return lg[None, :].expand(feats.shape[0], -1)
+
+    @torch.no_grad()
+    def prune(self, rate: float) -> int:
+        """Prune the ``rate`` fraction (rounded down) of the allowed edges with the lowest logits
+        (mutates); returns how many were pruned."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"pruning rate ({rate}) must be in [0, 1)")
+        lg = self.logit[self.pair].masked_fill(self.pruned, float("inf"))
+        n = int(rate * int((~self.pruned).sum()))
+        if n:
+            self.pruned[torch.argsort(lg, stable=True)[:n]] = True
+        return n
+
+
+class QueryConditioned(nn.Module):
+    """Query-conditioned edge logits from role embeddings and the query's features.
+
+    ``h = P phi(q)`` (H,) projects the hashed query features; each kind ``k`` (spatial, temporal)
+    has source and target role embeddings ``S_k, T_k`` (A, H), and::
+
+        l_kij(q) = b_kij + sum_h h_h S_kih T_kjh          (a bilinear scorer between the roles,
+                                                           gated by the query)
+
+    so every edge's logit is its own (factorised) linear function of the query features. With
+    ``P = 0`` it reduces to free logits ``b``.
+    """
+
+    def __init__(self, space: GraphSpace, feature_dim: int, hidden: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(int(seed))
+        a = space.num_agents
+        self.register_buffer("pair", torch.as_tensor(space.pair))
+        self.proj = nn.Parameter(torch.randn(hidden, feature_dim, generator=g) / feature_dim**0.5)
+        self.src = nn.Parameter(torch.randn(2, a, hidden, generator=g) / hidden**0.5)
+        self.dst = nn.Parameter(torch.randn(2, a, hidden, generator=g) / hidden**0.5)
+        self.bias = nn.Parameter(torch.zeros(2, a, a))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, E) edge logits."""
+        h = feats @ self.proj.T  # (B, H)
+        table = torch.einsum("bh,kih,kjh->bkij", h, self.src, self.dst) + self.bias  # (B, 2, A, A)
+        return table.reshape(feats.shape[0], -1)[:, self.pair]
+
+
+def fixed_topology(space: GraphSpace, name: str, *, layers: int = 3) -> torch.Tensor:
+    """(E,) logits of a hand-designed topology: +inf on its edges, -inf elsewhere (``random``: 0 on
+    every candidate edge, a fresh graph with ``p = 0.5`` per edge for every query). The final agent
+    is ``A - 1``.
+
+    - ``chain``: ``i -> i+1`` in each round; temporal ``i -> i`` (each agent keeps its own thread).
+    - ``star``: hub-and-spoke, agent 0 talks to every other agent (temporal ``i -> i``). AgentPrune's
+      released "star" is in fact a complete DAG; this one is a real star.
+    - ``layered``: agents split into ``layers`` consecutive groups, each group talks to the next
+      (temporal ``i -> i``).
+    - ``complete``: every spatial edge ``i < j`` and every temporal edge.
+    - ``debate``: no spatial edges; every temporal edge (each agent reads all answers of the previous
+      round; with one round the agents answer alone).
+    - ``single``: no edges (with the ``last`` decision only the final agent runs).
+    """
+    a = space.num_agents
+    i, j = space.node_agent(space.src), space.node_agent(space.dst)
+    sp, tm = space.kind == SPATIAL, space.kind == TEMPORAL
+    same = tm & (i == j)
+    if name == "random":
+        return torch.zeros(space.num_edges)
+    if name == "chain":
+        on = (sp & (j == i + 1)) | same
+    elif name == "star":
+        on = (sp & (i == 0)) | same
+    elif name == "layered":
+        layer = np.zeros(a, dtype=np.int64)
+        for n, grp in enumerate(np.array_split(np.arange(a), min(layers, a))):
+            layer[grp] = n
+        on = (sp & (layer[j] == layer[i] + 1)) | same
+    elif name == "complete":
+        on = np.ones(space.num_edges, dtype=bool)
+    elif name == "debate":
+        on = tm.copy()
+    elif name == "single":
+        on = np.zeros(space.num_edges, dtype=bool)
+    else:
+        raise ValueError(f"unknown topology {name!r}; valid names: {', '.join(TOPOLOGIES)}")
+    out = torch.full((space.num_edges,), float("-inf"))
+    out[torch.as_tensor(on)] = float("inf")
+    return out
