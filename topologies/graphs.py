@@ -159,18 +159,6 @@ def mode_graphs(logits: torch.Tensor) -> torch.Tensor:
     return logits > 0
 
 
-def edge_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
-    """KL(pi || pi_ref) of two independent-Bernoulli edge distributions, summed over edges.
-
-    ``KL = sum_e p_e log(p_e / q_e) + (1 - p_e) log((1 - p_e) / (1 - q_e))`` with ``p = sigmoid(l)``,
-    ``q = sigmoid(l_ref)``; (..., E) -> (...). Graph-GRPO regularises its edge policy with it.
-    """
-    p = torch.sigmoid(logits)
-    lp, lq = -F.softplus(-logits), -F.softplus(-ref_logits)
-    l1p, l1q = -F.softplus(logits), -F.softplus(ref_logits)
-    return (p * (lp - lq) + (1 - p) * (l1p - l1q)).sum(-1)
-
-
 def waves(space: GraphSpace, a: np.ndarray, active: np.ndarray | None = None) -> list[np.ndarray]:
     """Execution waves of one graph: the ``networkx.topological_generations`` of its active nodes
     (``active`` (N,) bool, default all), each wave sorted by node id."""

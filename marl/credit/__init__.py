@@ -16,7 +16,15 @@ from marl.credit.config import (
     ReinforcePPSettings,
     SpiralRaeSettings,
     SpoSettings,
+    TopologySettings,
     check_settings,
+)
+from marl.credit.graphs import (
+    edge_advantages,
+    edge_kl,
+    graph_advantages,
+    reinforce_advantages,
+    token_cost_utility,
 )
 from marl.credit.groups import check_finite, group_codes, whiten
 from marl.credit.multiturn import (
@@ -76,6 +84,12 @@ __all__ = [
     "RuleSpec",
     "SpiralRaeSettings",
     "SpoSettings",
+    "TopologySettings",
+    "edge_advantages",
+    "edge_kl",
+    "graph_advantages",
+    "reinforce_advantages",
+    "token_cost_utility",
     "check_settings",
     "get_spec",
     "key_fields",

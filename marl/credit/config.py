@@ -95,6 +95,14 @@ class SpoSettings:
 
 
 @dataclass
+class TopologySettings:
+    """Graph credit (rules ``graph_grpo``, ``graph_grpo_edge``, ``graph_reinforce``)."""
+
+    token_cost: float = 0.0
+    """lambda of the utility u = score - lambda * tokens (MaAS); 0 scores the outcome alone."""
+
+
+@dataclass
 class CreditConfig:
     """How a scenario turns its scored tree into advantages: the rule, its keys, its normaliser."""
 
@@ -134,6 +142,8 @@ class CreditConfig:
     """Rule advantage_alignment."""
     spo: SpoSettings = field(default_factory=SpoSettings)
     """Rule spo."""
+    topology: TopologySettings = field(default_factory=TopologySettings)
+    """Rules graph_grpo, graph_grpo_edge and graph_reinforce."""
 
     def validate(self) -> None:
         check_settings(self)

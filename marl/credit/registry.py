@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from marl.credit.config import CreditConfig, CreditResult, check_settings
+from marl.credit.graphs import rule_graph_grpo, rule_graph_grpo_edge, rule_graph_reinforce
 from marl.credit.groups import check_finite
 from marl.credit.multiturn import returns_to_go
 from marl.credit.normalizers import NORMALIZERS, Normalizer, make_normalizer
@@ -94,6 +95,9 @@ RULES: dict[str, RuleSpec] = {
         rule_advantage_alignment, "turn", ("group_key", "player_key", "gamma"), "advantage_alignment"
     ),
     "mars2_tree": RuleSpec(rule_mars2_tree, "tree", ("scale_by_std", *_STD), "mars2"),
+    "graph_grpo": RuleSpec(rule_graph_grpo, "outcome", ("group_key", *_STD), "topology"),
+    "graph_grpo_edge": RuleSpec(rule_graph_grpo_edge, "outcome", ("group_key", *_STD), "topology"),
+    "graph_reinforce": RuleSpec(rule_graph_reinforce, "outcome", (), "topology"),
 }
 """Config name -> rule. The one place a ``credit.rule`` string becomes code."""
 

@@ -20,6 +20,7 @@ from marl.credit import (
     ReinforcePPSettings,
     SpiralRaeSettings,
     SpoSettings,
+    TopologySettings,
     advantage_alignment_credit,
     check_settings,
     co_player_sum,
@@ -48,6 +49,19 @@ def _prompt_tree():
     for rewards in ([1.0, 0.0, 0.0], [0.5, 0.5, 1.0]):
         root = t.add_nodes(-1)[0]
         t.add_nodes(root, agent=["a", "b", "a"], reward=rewards, payloads=[_turn(2), _turn(3), _turn(1)])
+    return t
+
+
+def _graph_tree():
+    """Two queries (roots 0 and 4), three sampled graphs each over three candidate edges (0/1 tokens)."""
+    t = TurnTree(["topology"])
+    for rewards in ([1.0, 0.0, 0.0], [0.5, 0.5, 1.0]):
+        root = t.add_nodes(-1)[0]
+        edges = [[1, 0, 1], [0, 1, 1], [1, 1, 0]]
+        payloads = [
+            Turn(np.zeros(0, np.int32), np.array(a, np.int32), np.zeros(3, np.float32)) for a in edges
+        ]
+        t.add_nodes(root, agent="topology", reward=rewards, payloads=payloads)
     return t
 
 
@@ -111,6 +125,7 @@ def test_every_rule_refuses_every_setting_it_does_not_read(rule):
         "gigpo": GigpoSettings(omega=0.5),
         "advantage_alignment": AdvantageAlignmentSettings(beta=2.0),
         "spo": SpoSettings(d_half=0.1),
+        "topology": TopologySettings(token_cost=0.5),
     }
     assert set(changed) == {f.name for f in dataclasses.fields(CreditConfig)} - {"rule", "normalizer"}
     reads = set(RULES[rule].reads(multi_turn=True))
@@ -171,6 +186,8 @@ def test_unset_reward_is_rejected_naming_the_node():
 @pytest.mark.parametrize("rule", sorted(CREDIT_RULES))
 def test_every_rule_runs_on_a_tree(rule):
     t = _game_tree() if rule in {"mars_turn", "gigpo", "advantage_alignment"} else _prompt_tree()
+    if rule == "graph_grpo_edge":  # reads each node's 0/1 edge decisions
+        t = _graph_tree()
     cfg = CreditConfig(rule=rule)
     if rule == "spo":
         t.set_reward(np.flatnonzero(t.agent >= 0), np.clip(t.reward[t.agent >= 0], 0, 1))

@@ -13,7 +13,6 @@ from torch.testing import assert_close
 from topologies.graphs import (
     FreeLogits,
     QueryConditioned,
-    edge_kl,
     edge_logprobs,
     fixed_topology,
     graph_logprob,
@@ -137,12 +136,6 @@ def test_fixed_topologies_by_hand():
     assert _edges(s2, fixed_topology(s2, "debate")) == [(0, 2), (0, 3), (1, 2), (1, 3)]
     with pytest.raises(ValueError, match="valid names"):
         fixed_topology(s, "ring")
-
-
-def test_edge_kl_hand_derived():
-    # p = 1/2, q = 3/4: KL = 1/2 ln((1/2)/(3/4)) + 1/2 ln((1/2)/(1/4)) = 1/2 ln(4/3)
-    kl = edge_kl(torch.tensor([0.0, 1.0]), torch.tensor([math.log(3.0), 1.0]))
-    assert_close(kl, torch.tensor(0.5 * math.log(4.0 / 3.0)))
 
 
 def test_free_logits_prune_the_lowest_edges():

@@ -1,0 +1,175 @@
+"""Credit for a policy that samples communication graphs (Graph-GRPO and the REINFORCE baselines).
+
+A graph sample ``k`` is a vector of edge decisions ``a_k`` in {0, 1}^E over the candidate edges of
+its query (the same E candidates for every graph of a query), with per-edge log-probabilities
+``log p_e(a_ke)`` and ``log pi(G_k) = sum_e log p_e(a_ke)``. Its utility is the outcome score less
+the token cost (MaAS, Zhang et al. 2025, "Multi-agent Architecture Search via Agentic Supernet"):
+
+    u_k = score_k - lambda * tokens_k
+
+The K graphs of one query form a group. Graph-GRPO ("Graph-GRPO: group-relative policy
+optimisation of multi-agent communication topologies", the seed paper of ``topologies/``) gives:
+
+- graph level:  ``A_k = (u_k - mean_K u) / (std_K u + eps)``, loss ``-sum_k A_k log pi(G_k)``;
+- edge level:   ``S_e = mean of u_k over the graphs of the group that contain e``,
+  ``A_e = (S_e - mean_e S) / (std_e S + eps)`` over the edges present in at least one graph of the
+  group, loss ``-sum_e A_e log p_e(a_e)``.
+
+REINFORCE without a baseline (GPTSwarm, Zhuge et al. ICML 2024; AgentPrune, Zhang et al. ICLR 2025;
+G-Designer, Zhang et al. ICML 2025) uses ``A_k = u_k``. The policy is kept near a reference edge
+distribution with the KL of independent Bernoulli edges (:func:`edge_kl`).
+
+Shape legend: ``K`` graph samples (of all queries together), ``E`` candidate edges.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from marl.credit.config import CreditConfig, CreditResult
+from marl.credit.groups import GroupIds, group_codes, safe_divide
+from marl.credit.outcome import grpo_advantages
+from marl.credit.rules import node_key
+from marl.tree import TurnTree
+
+
+def token_cost_utility(scores: np.ndarray, tokens: np.ndarray, lam: float) -> np.ndarray:
+    """MaAS utility ``u_k = score_k - lam * tokens_k``: (K,), (K,) -> (K,) float64."""
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(tokens, dtype=np.float64)
+    if s.shape != t.shape:
+        raise ValueError(f"scores {s.shape} and tokens {t.shape} must have the same shape")
+    if lam < 0:
+        raise ValueError(f"token cost lambda ({lam}) must be >= 0")
+    return s - lam * t
+
+
+def graph_advantages(
+    utilities: np.ndarray, group_ids: GroupIds, *, unbiased: bool = True, eps: float = 1e-6
+) -> np.ndarray:
+    """Graph-GRPO graph-level advantage ``A_k = (u_k - mean_g u) / (std_g u + eps)`` over the K
+    graphs of each query (group ``g``); the GRPO formula (Shao et al. 2024) applied to graphs. A group
+    of one or an all-equal group gives exactly 0."""
+    return grpo_advantages(utilities, group_ids, scale_by_std=True, unbiased=unbiased, eps=eps)
+
+
+def edge_advantages(
+    utilities: np.ndarray,
+    decisions: np.ndarray,
+    group_ids: GroupIds,
+    *,
+    unbiased: bool = True,
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """Graph-GRPO edge-level credit: (K,) utilities, (K, E) decisions -> (K, E) advantages.
+
+    Inside each group ``g`` (the graphs of one query): ``S_ge = mean{u_k : k in g, a_ke = 1}`` for
+    every edge present in at least one of them, ``A_ge = (S_ge - mean_e S_g) / (std_e S_g + eps)``
+    (``std`` over those edges, ``n - 1`` when ``unbiased``; fewer than two such edges, or all equal,
+    give 0). The edge's advantage goes to every sampled decision that put it in a graph:
+    ``out[k, e] = A_ge if a_ke = 1 else 0``, so ``-(1/K) sum_k sum_e out[k, e] log p_e(a_ke)`` is the
+    paper's ``-sum_e A_e log p_e`` with each edge weighted by how often it was sampled.
+    """
+    u = np.asarray(utilities, dtype=np.float64).reshape(-1)
+    a = np.asarray(decisions)
+    if a.ndim != 2 or a.shape[0] != u.shape[0]:
+        raise ValueError(f"decisions must be (K, E) with K = {u.shape[0]} utilities, got shape {a.shape}")
+    if not np.isin(a, (0, 1)).all():
+        raise ValueError("decisions must be 0 or 1 (edge absent / present)")
+    a = a.astype(np.float64)
+    codes, ng = group_codes(group_ids, u.shape[0])
+    count = np.zeros((ng, a.shape[1]))
+    total = np.zeros((ng, a.shape[1]))
+    np.add.at(count, codes, a)
+    np.add.at(total, codes, a * u[:, None])
+    present = count > 0
+    s = np.divide(total, count, out=np.zeros_like(total), where=present)
+    m = present.sum(1)  # edges present per group
+    mean = np.divide(s.sum(1), m, out=np.zeros(ng), where=m > 0)
+    dev = np.where(present, s - mean[:, None], 0.0)
+    denom = m - (1 if unbiased else 0)
+    std = np.sqrt(np.divide((dev * dev).sum(1), denom, out=np.zeros(ng), where=denom > 0))
+    adv = safe_divide(dev, std[:, None], eps)
+    return adv[codes] * a
+
+
+def reinforce_advantages(utilities: np.ndarray) -> np.ndarray:
+    """REINFORCE without a baseline (GPTSwarm, G-Designer): ``A_k = u_k``, loss
+    ``-sum_k u_k log pi(G_k)``. (K,) -> (K,) float64."""
+    return np.asarray(utilities, dtype=np.float64).copy()
+
+
+def edge_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(pi || pi_ref) of two independent-Bernoulli edge distributions, summed over edges.
+
+    ``KL = sum_e p_e log(p_e / q_e) + (1 - p_e) log((1 - p_e) / (1 - q_e))``, ``p = sigmoid(l)``,
+    ``q = sigmoid(l_ref)``: (..., E) -> (...). Graph-GRPO keeps its edge policy near a reference.
+    """
+    p = torch.sigmoid(logits)
+    lp, lq = -F.softplus(-logits), -F.softplus(-ref_logits)
+    l1p, l1q = -F.softplus(logits), -F.softplus(ref_logits)
+    return (p * (lp - lq) + (1 - p) * (l1p - l1q)).sum(-1)
+
+
+# ----------------------------------------------------------------------------- tree adapters
+def graph_utilities(tree: TurnTree, nodes: np.ndarray, scores: np.ndarray, lam: float) -> np.ndarray:
+    """(K,) utilities ``u = score - lam * tokens`` of graph nodes; with ``lam > 0`` each graph node's
+    payload must hold the tokens its agents' calls used as ``data["tokens"]``."""
+    if lam == 0:
+        return token_cost_utility(scores, np.zeros(nodes.shape[0]), 0.0)
+    tokens = np.zeros(nodes.shape[0])
+    for j, i in enumerate(nodes.tolist()):  # payloads live in a Python list
+        p = tree.payloads[i]
+        if p is None or "tokens" not in p.data:
+            raise ValueError(f"node {i}: credit.topology.token_cost > 0 needs data['tokens'] on graph nodes")
+        tokens[j] = float(p.data["tokens"])
+    return token_cost_utility(scores, tokens, lam)
+
+
+def graph_decisions(tree: TurnTree, nodes: np.ndarray) -> np.ndarray:
+    """(K, E) edge decisions of graph nodes: a graph node's payload holds one 0/1 token per candidate
+    edge as ``completion_ids`` (their log-probs as ``logprobs``), the same E for all of them."""
+    rows = []
+    for i in nodes.tolist():
+        p = tree.payloads[i]
+        if p is None:
+            raise ValueError(f"node {i} has no payload; a graph node holds its edge decisions")
+        rows.append(np.asarray(p.completion_ids).reshape(-1))
+    lens = sorted({r.shape[0] for r in rows})
+    if len(lens) > 1:
+        raise ValueError(f"graph nodes hold edge decisions of different lengths {lens}; need one edge space")
+    return np.stack(rows) if rows else np.zeros((0, 0), np.int64)
+
+
+def rule_graph_grpo(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
+    u = graph_utilities(tree, nodes, r, cfg.topology.token_cost)
+    adv = graph_advantages(u, node_key(tree, nodes, cfg.group_key), unbiased=cfg.unbiased_std, eps=cfg.eps)
+    res = CreditResult(nodes=nodes, advantages=adv, train_mask=np.ones(nodes.shape[0], bool))
+    res.metrics["credit/utility_mean"] = float(u.mean()) if u.size else 0.0
+    return res
+
+
+def rule_graph_grpo_edge(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
+    u = graph_utilities(tree, nodes, r, cfg.topology.token_cost)
+    a = graph_decisions(tree, nodes)
+    adv = edge_advantages(u, a, node_key(tree, nodes, cfg.group_key), unbiased=cfg.unbiased_std, eps=cfg.eps)
+    res = CreditResult(nodes=nodes, advantages=list(adv), train_mask=np.ones(nodes.shape[0], bool))
+    res.metrics["credit/utility_mean"] = float(u.mean()) if u.size else 0.0
+    return res
+
+
+def rule_graph_reinforce(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
+    u = graph_utilities(tree, nodes, r, cfg.topology.token_cost)
+    res = CreditResult(
+        nodes=nodes, advantages=reinforce_advantages(u), train_mask=np.ones(nodes.shape[0], bool)
+    )
+    res.metrics["credit/utility_mean"] = float(u.mean()) if u.size else 0.0
+    return res

@@ -1,0 +1,154 @@
+"""Graph credit (marl.credit.graphs): hand-derived Graph-GRPO graph- and edge-level advantages, the
+token-cost utility, the edge KL, a loop reference, and the rules through the CreditAssigner."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from marl.credit import CreditAssigner, CreditConfig, TopologySettings
+from marl.credit.graphs import (
+    edge_advantages,
+    edge_kl,
+    graph_advantages,
+    reinforce_advantages,
+    token_cost_utility,
+)
+from marl.tree import TurnTree
+from marl.types import Turn
+
+# one query, three graphs over three candidate edges
+U = np.array([1.0, 0.0, 1.0])
+A = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0]])
+
+
+def test_token_cost_utility_hand_derived():
+    # u = score - lambda * tokens: 1 - 0.1, 1 - 0.3, 0 - 0.05
+    u = token_cost_utility(np.array([1.0, 1.0, 0.0]), np.array([100, 300, 50]), 0.001)
+    np.testing.assert_allclose(u, [0.9, 0.7, -0.05])
+    with pytest.raises(ValueError, match=">= 0"):
+        token_cost_utility(U, U, -1.0)
+
+
+def test_graph_advantages_hand_derived():
+    # mean 2/3, deviations (1/3, -2/3, 1/3), unbiased std sqrt((1/9 + 4/9 + 1/9) / 2) = 1/sqrt(3)
+    adv = graph_advantages(U, np.zeros(3, np.int64), eps=0.0)
+    s3 = math.sqrt(3.0)
+    np.testing.assert_allclose(adv, [s3 / 3, -2 * s3 / 3, s3 / 3])
+    # two queries are normalised separately: [1, 0] has deviations +-0.5 and std sqrt(0.5), so
+    # A = +-0.5 / sqrt(0.5) = +-1/sqrt(2) (the GRPO golden value); an all-equal group gives 0
+    adv = graph_advantages(np.array([1.0, 0.0, 0.5, 0.5]), np.array([7, 7, 9, 9]), eps=0.0)
+    np.testing.assert_allclose(adv, [1 / math.sqrt(2.0), -1 / math.sqrt(2.0), 0.0, 0.0])
+
+
+def test_edge_advantages_hand_derived():
+    # S_0 = mean(u_0, u_1) = 0.5, S_1 = mean(u_0, u_2) = 1, S_2 = u_1 = 0
+    # mean_e S = 0.5, deviations (0, 0.5, -0.5), unbiased std = sqrt(0.5 / 2) = 0.5: A_e = (0, 1, -1)
+    adv = edge_advantages(U, A, np.zeros(3, np.int64), eps=0.0)
+    np.testing.assert_allclose(adv, [[0, 1, 0], [0, 0, -1], [0, 1, 0]])
+    # biased std sqrt(0.5 / 3): A_e = (0, 0.5, -0.5) / sqrt(1/6)
+    adv = edge_advantages(U, A, np.zeros(3, np.int64), unbiased=False, eps=0.0)
+    c = 0.5 * math.sqrt(6.0)
+    np.testing.assert_allclose(adv, [[0, c, 0], [0, 0, -c], [0, c, 0]])
+
+
+def test_edge_advantages_skip_edges_no_graph_used_and_separate_queries():
+    # edge 2 is in no graph of query 0: it gets no credit and does not enter the mean
+    u = np.array([1.0, 0.0, 1.0, 0.0])
+    a = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 1]])
+    adv = edge_advantages(u, a, np.array([0, 0, 5, 5]), eps=0.0)
+    # query 0: S = (0.5, 1), mean 0.75, std sqrt(2 * 0.0625 / 1) = 0.25 * sqrt(2): A = (-1, 1) / sqrt(2)
+    # query 5: S = (1, 1, 0.5), mean 5/6, deviations (1/6, 1/6, -1/3), std sqrt((1/36 * 2 + 1/9) / 2)
+    std5 = math.sqrt((2 / 36 + 1 / 9) / 2)
+    r2 = 1 / math.sqrt(2.0)
+    np.testing.assert_allclose(
+        adv,
+        [[-r2, r2, 0], [-r2, 0, 0], [1 / 6 / std5, 1 / 6 / std5, -1 / 3 / std5], [0, 0, -1 / 3 / std5]],
+    )
+
+
+def _loop_edge(u, a, g, unbiased=True, eps=1e-6):
+    out = np.zeros(a.shape)
+    for q in set(g.tolist()):
+        ks = [k for k in range(len(u)) if g[k] == q]
+        s = {}
+        for e in range(a.shape[1]):
+            inside = [u[k] for k in ks if a[k, e]]
+            if inside:
+                s[e] = sum(inside) / len(inside)
+        vals = list(s.values())
+        mean = sum(vals) / len(vals) if vals else 0.0
+        dd = len(vals) - (1 if unbiased else 0)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / dd) if dd > 0 else 0.0
+        for k in ks:
+            for e in s:
+                if a[k, e] and s[e] != mean:
+                    out[k, e] = (s[e] - mean) / (std + eps)
+    return out
+
+
+def test_edge_advantages_match_a_loop_on_random_groups():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        k, e = rng.integers(1, 12), rng.integers(1, 7)
+        u = rng.choice([0.0, 1.0, 0.25], size=k)
+        a = rng.integers(0, 2, size=(k, e))
+        g = rng.integers(-3, 3, size=k)
+        np.testing.assert_allclose(edge_advantages(u, a, g), _loop_edge(u, a, g), atol=1e-9)
+    with pytest.raises(ValueError, match="0 or 1"):
+        edge_advantages(U, A * 2, np.zeros(3, np.int64))
+
+
+def test_reinforce_has_no_baseline():
+    np.testing.assert_array_equal(reinforce_advantages(U), U)
+
+
+def test_edge_kl_hand_derived():
+    # p = 1/2, q = 3/4: KL = 1/2 ln((1/2)/(3/4)) + 1/2 ln((1/2)/(1/4)) = 1/2 ln(4/3); equal logits: 0
+    kl = edge_kl(torch.tensor([0.0, 1.0]), torch.tensor([math.log(3.0), 1.0]))
+    assert_close(kl, torch.tensor(0.5 * math.log(4.0 / 3.0)))
+
+
+def _graph_tree(tokens=(100, 300, 50)):
+    tree = TurnTree(["topology", "worker"])
+    root = tree.add_nodes(-1)[0]
+    payloads = [
+        Turn(np.zeros(0, np.int32), a.astype(np.int32), np.zeros(3, np.float32), data={"tokens": t})
+        for a, t in zip(A, tokens)
+    ]
+    graphs = tree.add_nodes(np.full(3, root), agent="topology", reward=U, payloads=payloads)
+    # a worker call under graph 0: the rule is given the graph nodes only
+    tree.add_nodes(graphs[0], agent="worker", reward=1.0, payloads=payloads[0])
+    return tree, graphs
+
+
+def test_rules_through_the_credit_assigner():
+    tree, graphs = _graph_tree()
+    res = CreditAssigner(CreditConfig(rule="graph_grpo", eps=0.0), multi_turn=False)(tree, graphs)
+    s3 = math.sqrt(3.0)
+    np.testing.assert_allclose(res.advantages, [s3 / 3, -2 * s3 / 3, s3 / 3])
+    res = CreditAssigner(CreditConfig(rule="graph_grpo_edge", eps=0.0), multi_turn=False)(tree, graphs)
+    np.testing.assert_allclose(np.stack(res.advantages), [[0, 1, 0], [0, 0, -1], [0, 1, 0]])
+    res = CreditAssigner(CreditConfig(rule="graph_reinforce"), multi_turn=False)(tree, graphs)
+    np.testing.assert_allclose(res.advantages, U)
+    # with a token cost the rule compares u = (0.9, -0.3, 0.95)
+    cfg = CreditConfig(rule="graph_reinforce", topology=TopologySettings(token_cost=0.001))
+    res = CreditAssigner(cfg, multi_turn=False)(tree, graphs)
+    np.testing.assert_allclose(res.advantages, [0.9, -0.3, 0.95])
+
+
+def test_token_cost_is_refused_by_rules_that_do_not_read_it():
+    with pytest.raises(ValueError, match="credit.topology is set"):
+        CreditAssigner(CreditConfig(rule="grpo", topology=TopologySettings(token_cost=0.1)), multi_turn=False)
+
+
+def test_token_cost_needs_the_token_counts():
+    tree = TurnTree(["topology"])
+    root = tree.add_nodes(-1)[0]
+    p = Turn(np.zeros(0, np.int32), np.ones(2, np.int32), np.zeros(2, np.float32))
+    g = tree.add_nodes([root, root], agent="topology", reward=[1.0, 0.0], payloads=[p, p])
+    cfg = CreditConfig(rule="graph_grpo", topology=TopologySettings(token_cost=0.1))
+    with pytest.raises(ValueError, match="data\\['tokens'\\]"):
+        CreditAssigner(cfg, multi_turn=False)(tree, g)
