@@ -168,6 +168,17 @@ def waves(space: GraphSpace, a: np.ndarray, active: np.ndarray | None = None) ->
     return [np.array(sorted(w), dtype=np.int64) for w in nx.topological_generations(g)]
 
 
+def active_nodes(space: GraphSpace, a: np.ndarray, decide: np.ndarray) -> np.ndarray:
+    """(N,) bool: the decision nodes and every node with a path to one (the nodes that run)."""
+    adj = space.adjacency(a)
+    act = np.zeros(space.num_nodes, dtype=bool)
+    act[decide] = True
+    for v in range(space.num_nodes - 1, -1, -1):  # edges go to higher ids: one backward sweep
+        if not act[v] and (adj[v] & act).any():
+            act[v] = True
+    return act
+
+
 # ----------------------------------------------------------------------------- query features
 def query_features(texts: list[str], dim: int = 64) -> torch.Tensor:
     """Hashed word unigram + bigram features of each query, signed (feature hashing, Weinberger et

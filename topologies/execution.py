@@ -1,0 +1,185 @@
+"""Run a team of agents over sampled communication graphs, in batched waves, into a ``TurnTree``.
+
+For each query ``b`` and each of its ``K`` graphs, the nodes that run are the decision nodes and
+their ancestors (an agent whose message reaches no decision cannot change the answer, so it is not
+called and costs nothing). networkx schedules them: the waves of a graph are its
+``topological_generations``. Wave ``w`` of **every** graph of **every** query runs together, and all
+of its calls to one agent go to that agent in **one** ``respond`` call (one generation call per agent
+per wave, whatever ``B`` and ``K``). A call's inbox holds its predecessors' messages (spatial: same
+round; temporal: previous round) in node order.
+
+Decision: ``last``: the final agent of the last round answers; ``majority``: the most common answer
+of the last round's agents (a tie goes to the answer given first in node order).
+
+The tree (``docs/architecture.md``, DESIGN "How each scenario maps onto the tree"): a root per query;
+under it, ``K`` graph nodes whose agent is the topology policy and whose payload holds the edge
+decisions (as 0/1 completion tokens), their log-probabilities, the tokens its calls used and the
+adjacency; under each graph node, one node per agent call, ``turn`` = its wave, ``role`` = the agent's
+index, payload data = the unrolled node, its message sources and its prompt and completion tokens.
+Graph nodes and their calls carry the graph's score as reward.
+
+Shape legend: ``B`` queries, ``K`` graphs per query, ``E`` candidate edges, ``N`` unrolled nodes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from marl.tree import TurnTree
+from marl.types import Turn
+from topologies.graphs import GraphSpace, active_nodes, waves
+
+DECISIONS = ("last", "majority")
+_EMPTY_I = np.zeros(0, dtype=np.int32)
+_EMPTY_F = np.zeros(0, dtype=np.float32)
+
+
+class TeamAgent(Protocol):
+    """A member of the team: ``respond`` answers a batch of calls (query, inbox) in one go and returns
+    one message per call, each with ``answer``, ``progress``-like state, ``prompt_tokens`` and
+    ``completion_tokens`` attributes."""
+
+    name: str
+
+    def respond(self, queries: list[Any], inboxes: list[list[Any]]) -> list[Any]: ...
+
+
+@dataclass
+class Execution:
+    """What running the graphs produced (per query and graph)."""
+
+    graph_nodes: np.ndarray
+    """(B, K) tree node id of every graph."""
+    answers: list[list[str]]
+    """(B, K) decided answers."""
+    scores: np.ndarray
+    """(B, K) float score of each answer."""
+    prompt_tokens: np.ndarray
+    """(B, K) prompt tokens of all calls of the graph."""
+    completion_tokens: np.ndarray
+    """(B, K) completion tokens of all calls of the graph."""
+    calls: np.ndarray
+    """(B, K) agent calls the graph made."""
+    batched_calls: int
+    """``respond`` calls made (one per agent per wave)."""
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def decision_nodes(space: GraphSpace, decision: str) -> np.ndarray:
+    """The unrolled nodes whose answers decide: the final agent of the last round, or the whole last round."""
+    if decision == "last":
+        return np.array([space.num_nodes - 1])
+    if decision == "majority":
+        return space.final_nodes()
+    raise ValueError(f"unknown decision {decision!r}; valid: {', '.join(DECISIONS)}")
+
+
+def run_graphs(
+    tree: TurnTree,
+    space: GraphSpace,
+    agents: Sequence[TeamAgent],
+    queries: Sequence[Any],
+    decisions: np.ndarray,
+    logprobs: np.ndarray,
+    score: Callable[[Any, str], float],
+    *,
+    decision: str = "last",
+    policy_agent: str = "topology",
+    group: np.ndarray | None = None,
+) -> Execution:
+    """Grow the tree of ``B`` queries x ``K`` graphs (``decisions`` (B, K, E) bool, ``logprobs``
+    (B, K, E) their per-edge log-probabilities) and run the team over them (mutates ``tree``).
+
+    ``agents[i]`` plays agent ``i`` of the space; ``score(query, answer)`` is trusted code. ``group``:
+    (B,) group ids of the query roots (default: the root's own id).
+    """
+    d = np.asarray(decisions, dtype=bool)
+    nb, nk, ne = d.shape
+    if ne != space.num_edges or len(queries) != nb or len(agents) != space.num_agents:
+        raise ValueError(
+            f"decisions {d.shape}, {len(queries)} queries and {len(agents)} agents do not fit a space of "
+            f"{space.num_edges} edges and {space.num_agents} agents"
+        )
+    decide = decision_nodes(space, decision)
+    roots = tree.add_nodes(np.full(nb, -1), agent=-1, **({} if group is None else {"group": group}))
+    lp = np.asarray(logprobs, dtype=np.float32)
+    payloads = [
+        Turn(_EMPTY_I, d[b, k].astype(np.int32), lp[b, k], data={"kind": "graph"})
+        for b in range(nb)
+        for k in range(nk)
+    ]
+    gnodes = tree.add_nodes(np.repeat(roots, nk), agent=policy_agent, payloads=payloads).reshape(nb, nk)
+
+    # schedule: the waves of every graph, then the calls of global wave w grouped by agent
+    adj = [[None] * nk for _ in range(nb)]
+    by_wave: list[dict[int, list[tuple[int, int, int, np.ndarray]]]] = []
+    for b in range(nb):
+        for k in range(nk):
+            act = active_nodes(space, d[b, k], decide)
+            m = space.adjacency(d[b, k]) & act[:, None] & act[None, :]
+            adj[b][k] = m
+            for w, nodes in enumerate(waves(space, d[b, k], act)):
+                if w == len(by_wave):
+                    by_wave.append({})
+                for v in nodes.tolist():
+                    ag = v % space.num_agents
+                    by_wave[w].setdefault(ag, []).append((b, k, v, np.flatnonzero(m[:, v])))
+
+    msgs: dict[tuple[int, int, int], Any] = {}
+    ptok = np.zeros((nb, nk), dtype=np.int64)
+    ctok = np.zeros((nb, nk), dtype=np.int64)
+    ncalls = np.zeros((nb, nk), dtype=np.int64)
+    batched = 0
+    for w, per_agent in enumerate(by_wave):
+        for ag in sorted(per_agent):
+            calls = per_agent[ag]
+            inboxes = [[msgs[(b, k, int(u))] for u in src] for b, k, _, src in calls]
+            replies = agents[ag].respond([queries[b] for b, _, _, _ in calls], inboxes)
+            batched += 1
+            if len(replies) != len(calls):
+                raise ValueError(f"agent {agents[ag].name} answered {len(replies)} of {len(calls)} calls")
+            pay = []
+            for (b, k, v, src), r in zip(calls, replies):
+                msgs[(b, k, v)] = r
+                ptok[b, k] += r.prompt_tokens
+                ctok[b, k] += r.completion_tokens
+                ncalls[b, k] += 1
+                data = {
+                    "node": v,
+                    "round": v // space.num_agents,
+                    "sources": src.tolist(),
+                    "prompt_tokens": r.prompt_tokens,
+                    "completion_tokens": r.completion_tokens,
+                }
+                pay.append(Turn(_EMPTY_I, _EMPTY_I, _EMPTY_F, text=r.answer, data=data))
+            parents = np.array([gnodes[b, k] for b, k, _, _ in calls])
+            tree.add_nodes(parents, agent=agents[ag].name, role=ag, turn=w, payloads=pay)
+
+    answers = [[_decide([msgs[(b, k, int(v))].answer for v in decide]) for k in range(nk)] for b in range(nb)]
+    scores = np.array([[score(queries[b], answers[b][k]) for k in range(nk)] for b in range(nb)])
+    for b in range(nb):
+        for k in range(nk):
+            data = tree.payloads[int(gnodes[b, k])].data
+            data.update(tokens=int(ptok[b, k] + ctok[b, k]), calls=int(ncalls[b, k]), adjacency=adj[b][k])
+    tree.set_reward(gnodes.reshape(-1), scores.reshape(-1))
+    calls_of = np.flatnonzero(np.isin(tree.parent, gnodes.reshape(-1)))
+    flat = {int(g): s for g, s in zip(gnodes.reshape(-1), scores.reshape(-1))}
+    tree.set_reward(calls_of, [flat[int(p)] for p in tree.parent[calls_of]])
+    return Execution(gnodes, answers, scores, ptok, ctok, ncalls, batched)
+
+
+def _decide(answers: list[str]) -> str:
+    """The only answer, or the most common one (ties: the first given in node order)."""
+    if len(answers) == 1:
+        return answers[0]
+    counts = Counter(answers)
+    top = max(counts.values())
+    return next(a for a in answers if counts[a] == top)
