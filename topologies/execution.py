@@ -2,8 +2,9 @@
 
 For each query ``b`` and each of its ``K`` graphs, the nodes that run are the decision nodes and
 their ancestors (an agent whose message reaches no decision cannot change the answer, so it is not
-called and costs nothing). networkx schedules them: the waves of a graph are its
-``topological_generations``. Wave ``w`` of **every** graph of **every** query runs together, and all
+called and costs nothing). The waves of a graph are its ``networkx.topological_generations``
+(computed for all graphs at once by ``topologies.graphs.batched_levels``; the tests hold them equal
+to networkx's). Wave ``w`` of **every** graph of **every** query runs together, and all
 of its calls to one agent go to that agent in **one** ``respond`` call (one generation call per agent
 per wave, whatever ``B`` and ``K``). A call's inbox holds its predecessors' messages (spatial: same
 round; temporal: previous round) in node order.
@@ -32,7 +33,7 @@ import numpy as np
 
 from marl.tree import TurnTree
 from marl.types import Turn
-from topologies.graphs import GraphSpace, active_nodes, waves
+from topologies.graphs import GraphSpace, batched_levels
 
 DECISIONS = ("last", "majority")
 _EMPTY_I = np.zeros(0, dtype=np.int32)
@@ -118,20 +119,19 @@ def run_graphs(
     ]
     gnodes = tree.add_nodes(np.repeat(roots, nk), agent=policy_agent, payloads=payloads).reshape(nb, nk)
 
-    # schedule: the waves of every graph, then the calls of global wave w grouped by agent
-    adj = [[None] * nk for _ in range(nb)]
-    by_wave: list[dict[int, list[tuple[int, int, int, np.ndarray]]]] = []
-    for b in range(nb):
-        for k in range(nk):
-            act = active_nodes(space, d[b, k], decide)
-            m = space.adjacency(d[b, k]) & act[:, None] & act[None, :]
-            adj[b][k] = m
-            for w, nodes in enumerate(waves(space, d[b, k], act)):
-                if w == len(by_wave):
-                    by_wave.append({})
-                for v in nodes.tolist():
-                    ag = v % space.num_agents
-                    by_wave[w].setdefault(ag, []).append((b, k, v, np.flatnonzero(m[:, v])))
+    # schedule: the wave of every running node of every graph, then the calls of wave w by agent
+    flat = d.reshape(nb * nk, ne)
+    level = batched_levels(space, flat, decide)  # (B*K, N), -1 = not run
+    run = level >= 0
+    adj = [space.adjacency(row) & r[:, None] & r[None, :] for row, r in zip(flat, run)]
+    by_wave: list[dict[int, list[tuple[int, int, int, np.ndarray]]]] = [
+        {} for _ in range(int(level.max()) + 1)
+    ]
+    for gi, v in zip(*np.nonzero(run)):
+        b, k = divmod(int(gi), nk)
+        by_wave[level[gi, v]].setdefault(int(v) % space.num_agents, []).append(
+            (b, k, int(v), np.flatnonzero(adj[gi][:, v]))
+        )
 
     msgs: dict[tuple[int, int, int], Any] = {}
     ptok = np.zeros((nb, nk), dtype=np.int64)
@@ -168,7 +168,9 @@ def run_graphs(
     for b in range(nb):
         for k in range(nk):
             data = tree.payloads[int(gnodes[b, k])].data
-            data.update(tokens=int(ptok[b, k] + ctok[b, k]), calls=int(ncalls[b, k]), adjacency=adj[b][k])
+            data.update(
+                tokens=int(ptok[b, k] + ctok[b, k]), calls=int(ncalls[b, k]), adjacency=adj[b * nk + k]
+            )
     tree.set_reward(gnodes.reshape(-1), scores.reshape(-1))
     calls_of = np.flatnonzero(np.isin(tree.parent, gnodes.reshape(-1)))
     flat = {int(g): s for g, s in zip(gnodes.reshape(-1), scores.reshape(-1))}

@@ -179,14 +179,38 @@ def active_nodes(space: GraphSpace, a: np.ndarray, decide: np.ndarray) -> np.nda
     return act
 
 
+def batched_levels(space: GraphSpace, a: np.ndarray, decide: np.ndarray) -> np.ndarray:
+    """Wave of every node of many graphs at once: (G, E) decisions -> (G, N) int, -1 for a node that
+    does not run. The nodes that run are ``decide`` and their ancestors (as :func:`active_nodes`); a
+    running node's wave is the length of the longest path reaching it from a running source, which is
+    its index in ``networkx.topological_generations`` of the running subgraph (the tests hold the two
+    equal). One vectorised pass over the ``N`` nodes in each direction (node ids are topological)."""
+    a = np.asarray(a, dtype=bool)
+    g, n = a.shape[0], space.num_nodes
+    act = np.zeros((g, n), dtype=bool)
+    act[:, decide] = True
+    for v in range(n - 1, -1, -1):
+        out = np.flatnonzero(space.src == v)
+        if out.size:
+            act[:, v] |= (a[:, out] & act[:, space.dst[out]]).any(1)
+    level = np.full((g, n), -1, dtype=np.int64)
+    for v in range(n):
+        inc = np.flatnonzero(space.dst == v)
+        lv = np.zeros(g, dtype=np.int64)
+        if inc.size:
+            lv = np.where(a[:, inc], level[:, space.src[inc]], -1).max(1) + 1
+        level[:, v] = np.where(act[:, v], lv, -1)
+    return level
+
+
 # ----------------------------------------------------------------------------- query features
 def query_features(texts: list[str], dim: int = 64) -> torch.Tensor:
-    """Hashed word unigram + bigram features of each query, signed (feature hashing, Weinberger et
+    """Hashed word 1-, 2- and 3-gram features of each query, signed (feature hashing, Weinberger et
     al. 2009) and L2-normalised: (B,) texts -> (B, D). Computed offline, no encoder download."""
     out = np.zeros((len(texts), dim), dtype=np.float32)
     for b, text in enumerate(texts):
         words = re.findall(r"[a-z0-9]+", text.lower())
-        grams = words + [f"{x} {y}" for x, y in zip(words, words[1:])]
+        grams = [" ".join(words[i : i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)]
         for g in grams:
             h = stable_hash(g)
             out[b, h % dim] += 1.0 if (h >> 32) & 1 else -1.0
@@ -256,6 +280,18 @@ class QueryConditioned(nn.Module):
         h = feats @ self.proj.T  # (B, H)
         table = torch.einsum("bh,kih,kjh->bkij", h, self.src, self.dst) + self.bias  # (B, 2, A, A)
         return table.reshape(feats.shape[0], -1)[:, self.pair]
+
+
+class FixedPolicy(nn.Module):
+    """A hand-designed topology as a policy without parameters (``fixed_topology``'s logits)."""
+
+    def __init__(self, space: GraphSpace, name: str, *, layers: int = 3) -> None:
+        super().__init__()
+        self.register_buffer("logits", fixed_topology(space, name, layers=layers))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, E), the same for every query."""
+        return self.logits[None, :].expand(feats.shape[0], -1)
 
 
 def fixed_topology(space: GraphSpace, name: str, *, layers: int = 3) -> torch.Tensor:

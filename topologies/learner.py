@@ -1,0 +1,95 @@
+"""The topology policy as a learner: a policy that writes no tokens, with its own optimizer.
+
+It learns from the advantages the core's credit rule gave its graph nodes (``marl.credit.graphs``):
+one advantage per graph (graph-level, REINFORCE) or per edge decision (edge-level), with the loss
+
+    L = -(1/G) sum_k sum_e A_ke log p_e(a_ke)  +  beta * (1/B) sum_b KL(pi(.|q_b) || pi_ref(.|q_b))
+
+over the ``G`` graphs of the step (a graph-level advantage is the same on every edge of its graph,
+so its term is ``-A_k log pi(G_k)``) and the ``B`` queries, ``pi_ref`` a frozen copy of the initial
+policy (``marl.credit.graphs.edge_kl``). Edges a policy forces (fixed topologies, pruned edges)
+have log-probability 0 and no gradient.
+
+Shape legend: ``B`` queries, ``K`` graphs per query, ``E`` candidate edges, ``D`` query features.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from marl.credit.graphs import edge_kl
+from topologies.graphs import edge_logprobs
+
+
+def topology_loss(logits: torch.Tensor, decisions: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """``-(1/(B K)) sum_{b,k,e} A_bke log p_e(a_bke)``: logits (B, E), decisions and advantages
+    (B, K, E) -> scalar. A forced edge (infinite logit) contributes 0."""
+    lp = edge_logprobs(logits[:, None, :], decisions)
+    lp = torch.where(torch.isfinite(logits)[:, None, :], lp, torch.zeros_like(lp))
+    return -(advantages * lp).sum(-1).mean()
+
+
+def edge_advantages_table(advantages, num_graphs: int, num_edges: int) -> torch.Tensor:
+    """The credit result's advantages as (G, E): a per-graph scalar is spread over its edges, a list of
+    per-edge arrays is stacked."""
+    if isinstance(advantages, list):
+        out = np.stack(advantages) if advantages else np.zeros((0, num_edges))
+    else:
+        out = np.repeat(np.asarray(advantages, dtype=np.float64)[:, None], num_edges, axis=1)
+    if out.shape != (num_graphs, num_edges):
+        raise ValueError(f"advantages of shape {out.shape}, expected ({num_graphs}, {num_edges})")
+    return torch.as_tensor(out, dtype=torch.float32)
+
+
+class TopologyLearner:
+    """A topology policy, its frozen reference and its own Adam optimizer; ``state_dict`` for checkpoints."""
+
+    def __init__(self, policy: nn.Module, *, lr: float, kl_coef: float = 0.0) -> None:
+        self.policy = policy
+        self.kl_coef = kl_coef
+        self.reference = copy.deepcopy(policy).requires_grad_(False) if kl_coef > 0 else None
+        params = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=lr) if params else None
+
+    def learn(
+        self, feats: torch.Tensor, decisions: torch.Tensor, advantages: torch.Tensor
+    ) -> dict[str, float]:
+        """One optimizer step on the graphs of one step: feats (B, D), decisions and advantages
+        (B, K, E). Returns ``loss``, ``pg_loss``, ``kl`` and ``grad_norm``."""
+        logits = self.policy(feats)
+        pg = topology_loss(logits, decisions, advantages)
+        kl = torch.zeros(())
+        if self.reference is not None:
+            with torch.no_grad():
+                ref = self.reference(feats)
+            ok = torch.isfinite(logits) & torch.isfinite(ref)
+            kl = edge_kl(logits.masked_fill(~ok, 0.0), ref.masked_fill(~ok, 0.0)).mean()
+        loss = pg + self.kl_coef * kl
+        grad_norm = 0.0
+        if self.optimizer is not None:
+            self.optimizer.zero_grad()
+            loss.backward()
+            grads = [p.grad.norm() for p in self.policy.parameters() if p.grad is not None]
+            grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
+            self.optimizer.step()
+        loss, pg, kl = float(loss.detach()), float(pg.detach()), float(kl.detach())
+        return {"loss": loss, "pg_loss": pg, "kl": kl, "grad_norm": grad_norm}
+
+    def state_dict(self) -> dict:
+        d = {"policy": self.policy.state_dict()}
+        if self.optimizer is not None:
+            d["optimizer"] = self.optimizer.state_dict()
+        if self.reference is not None:
+            d["reference"] = self.reference.state_dict()
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        self.policy.load_state_dict(d["policy"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(d["optimizer"])
+        if self.reference is not None:
+            self.reference.load_state_dict(d["reference"])
