@@ -20,8 +20,8 @@ draws with ``p_e = sigmoid(l_e)``, so with ``a_e`` in {0, 1}::
     log p_e(a_e) = a_e log sigmoid(l_e) + (1 - a_e) log sigmoid(-l_e)
     log pi(G)    = sum_e log p_e(a_e)                       (references: Graph-GRPO, GPTSwarm)
 
-Spatial logits are shared by the rounds, temporal ones by the round transitions (AgentPrune), and
-each round's edges are drawn independently. The most probable graph keeps the edges with
+Every candidate edge has its own logit (each round its own spatial edges; AgentPrune shares them
+across rounds), and edges are drawn independently. The most probable graph keeps the edges with
 ``p_e > 0.5`` (GPTSwarm's test-time rule).
 
 Parameterisations: :class:`FreeLogits` (one logit per (kind, i, j), GPTSwarm / AgentPrune, with
@@ -56,8 +56,8 @@ class GraphSpace:
     """The candidate edges of ``num_agents`` agents over ``rounds`` rounds (see the module docstring).
 
     ``src``, ``dst``: (E,) node ids of the unrolled graph, ``src < dst`` always; ``kind``: (E,)
-    SPATIAL or TEMPORAL; ``pair``: (E,) the flat index ``kind * A * A + i * A + j`` of the logit slot
-    the edge reads (``i``, ``j`` the agents at its ends).
+    SPATIAL or TEMPORAL; ``pair``: (E,) the flat index ``kind * A * A + i * A + j`` of its agent pair
+    (``i``, ``j`` the agents at its ends), the slot a round-shared parameterisation would read.
     """
 
     num_agents: int
@@ -205,11 +205,12 @@ def batched_levels(space: GraphSpace, a: np.ndarray, decide: np.ndarray) -> np.n
 
 # ----------------------------------------------------------------------------- query features
 def query_features(texts: list[str], dim: int = 64) -> torch.Tensor:
-    """Hashed word 1-, 2- and 3-gram features of each query, signed (feature hashing, Weinberger et
-    al. 2009) and L2-normalised: (B,) texts -> (B, D). Computed offline, no encoder download."""
+    """Hashed word 1-, 2- and 3-gram features (with start and end markers) of each query, signed
+    (feature hashing, Weinberger et al. 2009) and L2-normalised: (B,) texts -> (B, D). Computed
+    offline, no encoder download."""
     out = np.zeros((len(texts), dim), dtype=np.float32)
     for b, text in enumerate(texts):
-        words = re.findall(r"[a-z0-9]+", text.lower())
+        words = ["<s>", *re.findall(r"[a-z0-9]+", text.lower()), "</s>"]
         grams = [" ".join(words[i : i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)]
         for g in grams:
             h = stable_hash(g)
@@ -222,21 +223,21 @@ def query_features(texts: list[str], dim: int = 64) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- policies
 class FreeLogits(nn.Module):
-    """One free logit per (kind, i, j) slot, the same for every query (GPTSwarm, AgentPrune).
+    """One free logit per candidate edge, the same for every query (GPTSwarm, AgentPrune).
 
-    ``prune(rate)``: AgentPrune's one-shot magnitude pruning, which removes for good the fraction
-    ``rate`` of the still-allowed candidate edges with the lowest logits.
+    Every round has its own spatial logits (AgentPrune shares them across rounds). ``prune(rate)``:
+    AgentPrune's one-shot magnitude pruning, which removes for good the fraction ``rate`` of the
+    still-allowed candidate edges with the lowest logits.
     """
 
     def __init__(self, space: GraphSpace, init: float = 0.0) -> None:
         super().__init__()
-        self.register_buffer("pair", torch.as_tensor(space.pair))
-        self.logit = nn.Parameter(torch.full((2 * space.num_agents**2,), float(init)))
+        self.logit = nn.Parameter(torch.full((space.num_edges,), float(init)))
         self.register_buffer("pruned", torch.zeros(space.num_edges, dtype=torch.bool))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, E) edge logits (the features are ignored)."""
-        lg = self.logit[self.pair].masked_fill(self.pruned, float("-inf"))
+        lg = self.logit.masked_fill(self.pruned, float("-inf"))
         return lg[None, :].expand(feats.shape[0], -1)
 
     @torch.no_grad()
@@ -245,7 +246,7 @@ class FreeLogits(nn.Module):
         (mutates); returns how many were pruned."""
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"pruning rate ({rate}) must be in [0, 1)")
-        lg = self.logit[self.pair].masked_fill(self.pruned, float("inf"))
+        lg = self.logit.masked_fill(self.pruned, float("inf"))
         n = int(rate * int((~self.pruned).sum()))
         if n:
             self.pruned[torch.argsort(lg, stable=True)[:n]] = True
@@ -255,31 +256,33 @@ class FreeLogits(nn.Module):
 class QueryConditioned(nn.Module):
     """Query-conditioned edge logits from role embeddings and the query's features.
 
-    ``h = P phi(q)`` (H,) projects the hashed query features; each kind ``k`` (spatial, temporal)
-    has source and target role embeddings ``S_k, T_k`` (A, H), and::
+    ``h = P phi(q)`` (H,) projects the hashed query features; every node of the unrolled graph (an
+    agent in a round) has a source and a target role embedding per edge kind, ``S_k, T_k`` (N, H),
+    and an edge ``e = (u -> v)`` of kind ``k`` scores::
 
-        l_kij(q) = b_kij + sum_h h_h S_kih T_kjh          (a bilinear scorer between the roles,
-                                                           gated by the query)
+        l_e(q) = b_e + sum_h h_h S_kuh T_kvh         (a bilinear scorer between the two roles,
+                                                      gated by the query)
 
     so every edge's logit is its own (factorised) linear function of the query features. With
     ``P = 0`` it reduces to free logits ``b``.
     """
 
-    def __init__(self, space: GraphSpace, feature_dim: int, hidden: int = 32, seed: int = 0) -> None:
+    def __init__(self, space: GraphSpace, feature_dim: int, hidden: int = 64, seed: int = 0) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(int(seed))
-        a = space.num_agents
-        self.register_buffer("pair", torch.as_tensor(space.pair))
+        n = space.num_nodes
+        for name in ("src", "dst", "kind"):
+            self.register_buffer(f"e_{name}", torch.as_tensor(getattr(space, name)))
         self.proj = nn.Parameter(torch.randn(hidden, feature_dim, generator=g) / feature_dim**0.5)
-        self.src = nn.Parameter(torch.randn(2, a, hidden, generator=g) / hidden**0.5)
-        self.dst = nn.Parameter(torch.randn(2, a, hidden, generator=g) / hidden**0.5)
-        self.bias = nn.Parameter(torch.zeros(2, a, a))
+        self.src = nn.Parameter(torch.randn(2, n, hidden, generator=g) / hidden**0.5)
+        self.dst = nn.Parameter(torch.randn(2, n, hidden, generator=g) / hidden**0.5)
+        self.bias = nn.Parameter(torch.zeros(space.num_edges))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, E) edge logits."""
         h = feats @ self.proj.T  # (B, H)
-        table = torch.einsum("bh,kih,kjh->bkij", h, self.src, self.dst) + self.bias  # (B, 2, A, A)
-        return table.reshape(feats.shape[0], -1)[:, self.pair]
+        pair = self.src[self.e_kind, self.e_src] * self.dst[self.e_kind, self.e_dst]  # (E, H)
+        return h @ pair.T + self.bias
 
 
 class FixedPolicy(nn.Module):

@@ -69,7 +69,7 @@ class PolicySettings:
     """kind fixed, topology layered: number of layers."""
     feature_dim: int = 256
     """Hashed n-gram buckets of the query features."""
-    hidden: int = 32
+    hidden: int = 64
     """kind query: rank of the bilinear scorer."""
     lr: float = 0.1
     """Adam learning rate (GPTSwarm's 0.1)."""

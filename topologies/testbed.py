@@ -13,7 +13,8 @@ A message carries a claimed progress ``k`` (steps done) and, hidden from the age
 step so far was correct. An agent takes the message with the largest claimed progress among its
 inputs (ties: the lowest node id; no input: ``k = 0``); a non-final agent then does one step
 (``k + 1``; a wrong step still claims progress, so errors propagate unseen), or passes a finished
-message on; the final agent does every remaining step and answers. So listening to the wrong agent
+message on; the final agent (in any round) does every remaining step; the final agent of the last
+round answers. So listening to the wrong agent
 hurts, and an agent that reaches no decision costs tokens and changes nothing (it is not run).
 
 **Tokens.** A call reads ``query_tokens`` plus the completion tokens of every message it receives
@@ -210,8 +211,8 @@ def success_probability(space: GraphSpace, a: np.ndarray, skills: tuple[int, ...
             k, p = prog[u], prob[u]
         else:
             k, p = 0, 1.0
-        todo = big - k if v == final else min(1, big - k)
         ag = int(space.node_agent(v))
+        todo = big - k if ag == space.num_agents - 1 else min(1, big - k)
         for i in range(todo):
             p *= rel[ag, skills[k + i]]
         prog[v], prob[v] = k + todo, p
@@ -233,9 +234,11 @@ def oracle_probability(space: GraphSpace, skills: tuple[int, ...], rel: np.ndarr
         incoming = np.concatenate([[1.0], np.zeros(big)])  # k = 0: v starts the path
         for u in preds[v]:
             incoming = np.maximum(incoming, f[u])
-        if v == final:
-            for k in range(big + 1):
-                best = max(best, incoming[k] * float(np.prod([rel[ag, s] for s in skills[k:]])))
+        if ag == space.num_agents - 1:  # the final agent finishes whatever is left
+            done = max(incoming[k] * float(np.prod([rel[ag, s] for s in skills[k:]])) for k in range(big + 1))
+            if v == final:
+                best = done
+            f[v, big] = done
             continue
         for k in range(big):
             f[v, k + 1] = max(f[v, k + 1], incoming[k] * rel[ag, skills[k]])

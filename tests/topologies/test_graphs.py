@@ -142,7 +142,7 @@ def test_free_logits_prune_the_lowest_edges():
     s = graph_space(3)  # edges (0,1), (0,2), (1,2)
     pol = FreeLogits(s)
     with torch.no_grad():
-        pol.logit[s.pair] = torch.tensor([0.5, -2.0, 1.0])
+        pol.logit[:] = torch.tensor([0.5, -2.0, 1.0])
     assert pol.prune(0.34) == 1  # floor(0.34 * 3) = 1: the lowest, (0, 2)
     lg = pol(torch.zeros(2, 4))
     assert lg.shape == (2, 3) and torch.isinf(lg[:, 1]).all() and (lg[:, 1] < 0).all()
