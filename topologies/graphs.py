@@ -264,10 +264,12 @@ class QueryConditioned(nn.Module):
                                                       gated by the query)
 
     so every edge's logit is its own (factorised) linear function of the query features. With
-    ``P = 0`` it reduces to free logits ``b``.
+    ``P = 0`` it reduces to free logits ``b`` (initialised to ``init``).
     """
 
-    def __init__(self, space: GraphSpace, feature_dim: int, hidden: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self, space: GraphSpace, feature_dim: int, hidden: int = 64, seed: int = 0, init: float = 0.0
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(int(seed))
         n = space.num_nodes
@@ -276,7 +278,7 @@ class QueryConditioned(nn.Module):
         self.proj = nn.Parameter(torch.randn(hidden, feature_dim, generator=g) / feature_dim**0.5)
         self.src = nn.Parameter(torch.randn(2, n, hidden, generator=g) / hidden**0.5)
         self.dst = nn.Parameter(torch.randn(2, n, hidden, generator=g) / hidden**0.5)
-        self.bias = nn.Parameter(torch.zeros(space.num_edges))
+        self.bias = nn.Parameter(torch.full((space.num_edges,), float(init)))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, E) edge logits."""

@@ -71,6 +71,8 @@ class PolicySettings:
     """Hashed n-gram buckets of the query features."""
     hidden: int = 64
     """kind query: rank of the bilinear scorer."""
+    init_logit: float = 0.0
+    """Initial logit of every learned edge (0: p = 0.5, GPTSwarm's start; negative: sparser graphs)."""
     lr: float = 0.1
     """Adam learning rate (GPTSwarm's 0.1)."""
     kl_coef: float = 0.0
@@ -131,9 +133,9 @@ class TopologyConfig(RecipeConfig):
 def make_policy(cfg: PolicySettings, space: GraphSpace, seed: int) -> torch.nn.Module:
     """The topology policy the settings name."""
     if cfg.kind == "query":
-        return QueryConditioned(space, cfg.feature_dim, hidden=cfg.hidden, seed=seed)
+        return QueryConditioned(space, cfg.feature_dim, hidden=cfg.hidden, seed=seed, init=cfg.init_logit)
     if cfg.kind == "free":
-        return FreeLogits(space)
+        return FreeLogits(space, init=cfg.init_logit)
     return FixedPolicy(space, cfg.topology, layers=cfg.layers)
 
 
