@@ -140,7 +140,8 @@ def make_policy(cfg: PolicySettings, space: GraphSpace, seed: int) -> torch.nn.M
 
 
 def edge_names(space: GraphSpace, names: list[str]) -> list[str]:
-    """``r<round>:<agent>><agent>`` for every candidate edge (``r1:sort>final``)."""
+    """``r<round of the target>:<agent>><agent>`` per candidate edge; ``>>`` marks a temporal edge from
+    the previous round (``r1:sort>final``, ``r1:sum>>parse``)."""
     a = space.num_agents
     return [
         f"r{int(v) // a}:{names[int(u) % a]}{'>' if int(u) // a == int(v) // a else '>>'}{names[int(v) % a]}"
@@ -234,7 +235,25 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
         if runner.should_eval(step):
             metrics.update(evaluate(learner, task, space, cfg, derive_seed(cfg.run.seed, "eval", step)))
         runner.end_step(step, metrics, {}, extra)
+    draw(learner, task, space, cfg, runner.dir)
     return runner.finish({})
+
+
+def draw(learner: TopologyLearner, task: Testbed, space: GraphSpace, cfg: TopologyConfig, out) -> None:
+    """Heat map of the mean edge probabilities per held-out query type and the most probable graph of
+    the first held-out query, into the run directory."""
+    from topologies.pictures import draw_graph, edge_heatmap
+
+    feats = query_features([q.text for q in task.heldout], cfg.policy.feature_dim)
+    with torch.no_grad():
+        p = torch.sigmoid(learner.policy(feats)).numpy()
+    types = sorted({q.skills for q in task.heldout})
+    rows = np.stack([p[[q.skills == t for q in task.heldout]].mean(0) for t in types])
+    names = task.agent_names()
+    label = lambda t: " > ".join(names[s] for s in t)  # noqa: E731
+    edge_heatmap(rows, [label(t) for t in types], edge_names(space, names), out / "topology_heatmap.png")
+    q = task.heldout[0]
+    draw_graph(space, p[0] > 0.5, names, f"most probable graph: {q.text}", out / "topology_graph.png")
 
 
 def evaluate_run(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:

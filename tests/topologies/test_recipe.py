@@ -48,6 +48,8 @@ def test_a_short_run_trains_the_policy_and_is_deterministic(tmp_path):
     assert {"eval/accuracy", "eval/oracle", "eval/tokens_per_query", "eval/calls_per_query"} <= set(a[-1])
     assert any(k.startswith("topology/r0:parse>") and k.endswith("/p") for k in a[-1])
     assert _det(a) == _det(_train(tmp_path, "b"))
+    for picture in ("topology_heatmap.png", "topology_graph.png"):
+        assert (tmp_path / "a" / picture).stat().st_size > 1000
     # the checkpointed policy differs from a fresh one, and evaluate_run reads it
     state = torch.load(
         next((tmp_path / "a" / "checkpoints").glob("step_0000004")) / "state.pt", weights_only=False
