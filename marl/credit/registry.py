@@ -29,6 +29,7 @@ from marl.credit.rules import (
     rule_dr_grpo,
     rule_gigpo,
     rule_grpo,
+    rule_loo_returns,
     rule_mars2_tree,
     rule_mars_turn,
     rule_mc_grpo,
@@ -94,6 +95,7 @@ RULES: dict[str, RuleSpec] = {
         rule_advantage_alignment, "turn", ("group_key", "player_key", "gamma"), "advantage_alignment"
     ),
     "mars2_tree": RuleSpec(rule_mars2_tree, "tree", ("scale_by_std", *_STD), "mars2"),
+    "loo_returns": RuleSpec(rule_loo_returns, "turn", ("group_key", "player_key", "gamma")),
 }
 """Config name -> rule. The one place a ``credit.rule`` string becomes code."""
 
