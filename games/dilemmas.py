@@ -157,6 +157,10 @@ class IteratedMatrixGame:
         """(rounds played, 2) bool: who played ``C`` in each finished round."""
         return np.array([[a == "C" for a in rnd] for rnd in self.history], dtype=bool).reshape(-1, 2)
 
+    def stats(self) -> dict[str, list[float]]:
+        """Per-seat statistics of the episode: ``coop``, the fraction of rounds it cooperated."""
+        return _stats(self.cooperated())
+
 
 class TrustAndSplit:
     """Trust-and-Split (``press=True``) or the no-press split (``press=False``); module doc for rules."""
@@ -305,6 +309,15 @@ class TrustAndSplit:
             loser = 1 - rps_winner(*e["hands"])
             out[r, loser] = e["keep"][loser] == 0
         return out
+
+    def stats(self) -> dict[str, list[float]]:
+        """Per-seat statistics of the episode: ``coop``, the fraction of rounds it cooperated."""
+        return _stats(self.cooperated())
+
+
+def _stats(coop: np.ndarray) -> dict[str, list[float]]:
+    rate = coop.mean(0) if coop.shape[0] else np.zeros(2)
+    return {"coop": [float(x) for x in rate]}
 
 
 # ------------------------------------------------------------------------------------------ registry

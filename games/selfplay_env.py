@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from games.arena import play
+from games.arena import game_stats, play
 from games.league import LLMPlayer, SnapshotPool, llm_decisions
 from games.opponents import Player, make_opponent
 from games.parsing import InvalidActionConfig
@@ -405,7 +405,9 @@ def play_step(
 
 
 def step_metrics(played: StepGames, agents: Mapping[str, Any]) -> dict[str, float]:
-    """train/AGENT/{return,win,draw,loss,invalid_rate} over the seats each learner held this step."""
+    """train/AGENT/{return,win,draw,loss,invalid_rate} over the seats each learner held this step, the
+    per-seat statistics its games report (``train/AGENT/coop`` in the dilemmas) and
+    ``train/collective_return`` (the mean over games of the sum of all seats' returns)."""
     out: dict[str, float] = {}
     seats = np.asarray(played.seats, dtype=object)
     for name in agents:
@@ -422,4 +424,13 @@ def step_metrics(played: StepGames, agents: Mapping[str, Any]) -> dict[str, floa
             played.per_agent.get(name, 0), 1
         )
     out["train/forfeits"] = float((played.forfeit >= 0).sum())
+    if played.returns.size:
+        out["train/collective_return"] = float(played.returns.sum(1).mean())
+    stats = [game_stats(g) if g.is_terminal() else {} for g in played.games]
+    for key in sorted({k for st in stats for k in st}):  # per-seat game statistics (dilemmas: coop)
+        table = np.array([st.get(key, [np.nan] * seats.shape[1]) for st in stats], dtype=np.float64)
+        for name in agents:
+            mask = (seats == name) & np.isfinite(table)
+            if mask.any():
+                out[f"train/{name}/{key}"] = float(table[mask].mean())
     return out
