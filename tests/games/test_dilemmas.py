@@ -244,3 +244,34 @@ def test_unknown_game_and_params_are_refused():
         make_game(cfg("prisoners"), 0)
     with pytest.raises(ValueError, match="valid params"):
         make_game(cfg("ipd", round=3), 0)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_records_carry_cooperation_rates():
+    # TFT vs always-defect over 3 rounds: TFT cooperates in round 1 only (1/3), AD never
+    rec = _play("ipd", "tit-for-tat", "always-defect", 3)
+    np.testing.assert_allclose(rec.stats["coop"], [1 / 3, 0.0])
+    # Trust-and-Split: the loser that keeps coins did not cooperate; the winner always does
+    g = make_game(cfg("trust_and_split", rounds=2), 0)
+    g.hands = [("R", "S"), ("R", "P")]  # seat 0 wins round 1, seat 1 wins round 2
+    for a in ["R", "S", "10", "3", "R", "P", "0", "10"]:
+        g.apply(a)
+    assert g.stats() == {"coop": [1.0, 0.5]}
+
+
+def test_step_metrics_report_coop_and_collective_return():
+    from games.selfplay_env import StepGames, step_metrics
+
+    games = []
+    for moves in (["C", "C", "C", "D"], ["D", "D", "D", "D"]):  # two 2-round games of lm vs lm
+        g = make_game(cfg("ipd", rounds=2), 0)
+        for a in moves:
+            g.apply(a)
+        games.append(g)
+    # game 1: CC (3, 3) then CD (0, 5) -> returns (3, 8); game 2: DD, DD -> (2, 2)
+    returns = np.array([g.returns() for g in games])
+    played = StepGames(games, [["lm", "lm"]] * 2, returns, np.zeros((2, 2)), np.array([-1, -1]))
+    m = step_metrics(played, {"lm": None})
+    # collective: mean of 11 and 4 = 7.5; coop over the four seats: (1 + 0.5 + 0 + 0) / 4 = 0.375
+    assert m["train/collective_return"] == 7.5 and m["train/lm/coop"] == 0.375
+    assert m["train/lm/return"] == (3 + 8 + 2 + 2) / 4
