@@ -2,6 +2,7 @@
 
     python benchmarks/bench_dilemmas.py [--seeds 0 1 2] [--steps 60] [--games 200] [--out /tmp/bench_dil]
         [--set KEY=VALUE ...]   (overrides applied to both configs, e.g. --set agents.lm.optim.lr=3e-4)
+        [--probe-only]          (probe the runs already in --out again, no training)
 
 Trains ``configs/dilemmas/ipd_naive.yaml`` (rule loo_returns) and ``configs/dilemmas/ipd_advalign.yaml``
 (rule advantage_alignment) through the self-play recipe, seed by seed, then probes each final policy
@@ -14,7 +15,9 @@ as it samples (temperature 1), in both seats, and prints one table (mean and min
 - ``AD gain``: always-defect's return against the policy minus its return against tit-for-tat
   (``rounds + 4``): the issue asks for <= 0;
 - ``exploit``: exact best-response value against the policy (``games.dilemma_probe``, computed from the
-  LM's cooperation probabilities at every observation, no trained exploiter) minus mutual cooperation.
+  LM's cooperation probabilities at every observation, no trained exploiter) minus mutual cooperation;
+- ``P(C|C)``, ``P(C|D)``: the policy's probability of cooperating after the co-player cooperated /
+  defected (rounds 2.., both seats, both own last moves): tit-for-tat is 1 / 0.
 """
 
 from __future__ import annotations
@@ -70,13 +73,15 @@ def probe(cfg: SelfPlayConfig, agent, games: int, seed: int) -> dict[str, float]
         if spec == "always-defect":
             out["AD gain"] = float(np.mean(opp_ret)) - (rounds + 4.0)  # AD vs TFT: 5 + (rounds - 1) * 1
     t = agent.cfg.sampling.temperature
-    ex = [
-        exploitability(
-            payoffs, rounds, policy_coop_table(agent.policy, cfg.game.name, payoffs, rounds, s, temperature=t)
-        )
-        for s in (0, 1)
+    tables = [
+        policy_coop_table(agent.policy, cfg.game.name, payoffs, rounds, s, temperature=t) for s in (0, 1)
     ]
-    out["exploit"] = float(np.mean(ex))
+    out["exploit"] = float(np.mean([exploitability(payoffs, rounds, tb) for tb in tables]))
+    # reciprocity: P(cooperate) after the co-player cooperated / defected (rounds >= 2, both seats)
+    for them in ("C", "D"):
+        out[f"P(C|{them})"] = float(
+            np.mean([tb[r][m + them] for tb in tables for r in range(1, rounds) for m in "CD"])
+        )
     return out
 
 
@@ -85,6 +90,7 @@ def run_one(
 ) -> tuple[SelfPlayConfig, dict]:
     overrides = [
         f"run.seed={seed}",
+        f"agents.lm.policy.seed={seed + 1}",  # the seed also changes the initial weights
         f"run.steps={steps}",
         f"run.out_dir={out_dir}",
         "run.progress=false",
@@ -100,12 +106,19 @@ def run_one(
     return cfg, agents
 
 
+def load_run(run_dir: Path) -> tuple[SelfPlayConfig, dict]:
+    """A finished run's config and agents (its latest checkpoint), for ``--probe-only``."""
+    cfg = load_config(SelfPlayConfig, [str(run_dir / "config.yaml")], [])
+    return cfg, load_latest(cfg, Runner(cfg, cfg.run, cfg.recipe, resume=run_dir))[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--games", type=int, default=200, help="probe games per seat")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--probe-only", action="store_true", help="probe the runs already in --out, no training")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="config override KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -114,7 +127,10 @@ def main() -> None:
     t0 = time.perf_counter()
     for method, config in METHODS.items():
         for seed in args.seeds:
-            cfg, agents = run_one(config, seed, args.steps, f"{out}/{method}", args.extra)
+            if args.probe_only:
+                cfg, agents = load_run(sorted(Path(out, method).glob(f"selfplay-s{seed}-*"))[-1])
+            else:
+                cfg, agents = run_one(config, seed, args.steps, f"{out}/{method}", args.extra)
             res = probe(cfg, agents["lm"], args.games, seed=1000 + seed)
             results[method].append(res)
             print(f"{method} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
