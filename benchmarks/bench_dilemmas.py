@@ -16,7 +16,7 @@ as it samples (temperature 1), in both seats, and prints one table (mean and min
   (``rounds + 4``): the issue asks for <= 0;
 - ``exploit``: exact best-response value against the policy (``games.dilemma_probe``, computed from the
   LM's cooperation probabilities at every observation, no trained exploiter) minus mutual cooperation;
-- ``P(C|C)``, ``P(C|D)``: the policy's probability of cooperating after the co-player cooperated /
+- ``P(C after C)``, ``P(C after D)``: the policy's probability of cooperating after the co-player cooperated /
   defected (rounds 2.., both seats, both own last moves): tit-for-tat is 1 / 0.
 """
 
@@ -79,7 +79,7 @@ def probe(cfg: SelfPlayConfig, agent, games: int, seed: int) -> dict[str, float]
     out["exploit"] = float(np.mean([exploitability(payoffs, rounds, tb) for tb in tables]))
     # reciprocity: P(cooperate) after the co-player cooperated / defected (rounds >= 2, both seats)
     for them in ("C", "D"):
-        out[f"P(C|{them})"] = float(
+        out[f"P(C after {them})"] = float(
             np.mean([tb[r][m + them] for tb in tables for r in range(1, rounds) for m in "CD"])
         )
     return out
