@@ -322,6 +322,33 @@ class TournamentResult:
         plt.close(fig)
 
 
+def plot_mean_returns(result: TournamentResult, path: str | os.PathLike) -> None:
+    """PNG: the payoff matrix of a round robin, the mean return of row against column, annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = result.order()
+    A = len(order)
+    m = result.mean_return[np.ix_(order, order)].astype(float)
+    m[np.eye(A, dtype=bool)] = np.nan
+    labels = [result.names[i] for i in order]
+    fig, ax = plt.subplots(figsize=(3 + 1.1 * A, 2 + 0.8 * A))
+    im = ax.imshow(m, cmap="viridis")
+    for r in range(A):
+        for c in range(A):
+            if r != c:
+                ax.text(c, r, f"{m[r, c]:.1f}", ha="center", va="center", fontsize=8, color="w")
+    ax.set_xticks(range(A), labels, rotation=45, ha="right")
+    ax.set_yticks(range(A), labels)
+    ax.set_title(f"{result.game}: mean return of row against column")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def round_robin(
     game_cfg: GameConfig | str,
     players: dict[str, Player],

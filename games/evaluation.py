@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from games.arena import play_games, round_robin
+from games.arena import play_games, plot_mean_returns, round_robin
 from games.opponents import Player
 from games.parsing import InvalidActionConfig
 from games.ratings import fit_bradley_terry
@@ -144,7 +144,8 @@ def final_tournament(
     seed: int,
     out_dir: Path,
 ) -> dict[str, float]:
-    """Round robin of the agents and ``cfg.opponents``; writes tournament.{md,json,png} to ``out_dir``.
+    """Round robin of the agents and ``cfg.opponents``; writes tournament.{md,json,png} and the payoff
+    matrix tournament_returns.png to ``out_dir``.
     In a one-player game: every agent's and every fixed player's score over ``games_per_pair`` games
     of its own (tournament.{md,json}), the fixed players' scores the reference."""
     game, prompt, invalid, cfr_cache = match.game, match.prompt, match.invalid, match.cfr_cache
@@ -171,6 +172,7 @@ def final_tournament(
     (out_dir / "tournament.md").write_text(md)
     result.to_json(out_dir / "tournament.json")
     result.plot(out_dir / "tournament.png")
+    plot_mean_returns(result, out_dir / "tournament_returns.png")
     logger.info("final tournament (%s):\n%s", out_dir / "tournament.md", md)
     metrics: dict[str, float] = {}
     for i, name in enumerate(result.names):

@@ -275,3 +275,19 @@ def test_step_metrics_report_coop_and_collective_return():
     # collective: mean of 11 and 4 = 7.5; coop over the four seats: (1 + 0.5 + 0 + 0) / 4 = 0.375
     assert m["train/collective_return"] == 7.5 and m["train/lm/coop"] == 0.375
     assert m["train/lm/return"] == (3 + 8 + 2 + 2) / 4
+
+
+def test_round_robin_payoff_matrix_by_hand(tmp_path):
+    from games.arena import plot_mean_returns, round_robin
+
+    players = {s: StrategyPlayer(s) for s in ("tit-for-tat", "always-defect", "always-cooperate")}
+    res = round_robin(cfg("ipd", rounds=3), players, games_per_pair=2, n_boot=10)
+    i = {n: k for k, n in enumerate(res.names)}
+    # 3 rounds: TFT vs AD 0 + 1 + 1 = 2 (AD 5 + 1 + 1 = 7); AC vs AD 0 (AD 15); TFT vs AC 9 each
+    assert res.mean_return[i["tit-for-tat"], i["always-defect"]] == 2.0
+    assert res.mean_return[i["always-defect"], i["tit-for-tat"]] == 7.0
+    assert res.mean_return[i["always-defect"], i["always-cooperate"]] == 15.0
+    assert res.mean_return[i["tit-for-tat"], i["always-cooperate"]] == 9.0
+    assert "Mean return of row against column" in res.to_markdown()
+    plot_mean_returns(res, tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 1000
