@@ -291,3 +291,25 @@ def test_round_robin_payoff_matrix_by_hand(tmp_path):
     assert "Mean return of row against column" in res.to_markdown()
     plot_mean_returns(res, tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_tournament_command_plays_the_strategies(tmp_path):
+    from games.tournament import TournamentConfig, run_tournament
+
+    t = TournamentConfig(
+        game=cfg("ipd", rounds=2),
+        players=["tit-for-tat", "always-defect", "random"],
+        games_per_pair=2,
+        out_dir=str(tmp_path),
+        name="t",
+        n_boot=10,
+        anchor="random",
+    )
+    t.validate()
+    result, out = run_tournament(t)
+    i = {n: k for k, n in enumerate(result.names)}
+    # 2 rounds, TFT vs always-defect: 0 + 1 = 1 against 5 + 1 = 6
+    assert result.mean_return[i["tit-for-tat"], i["always-defect"]] == 1.0
+    assert (out / "tournament_returns.png").is_file()
+    with pytest.raises(ValueError, match="unknown player spec"):
+        TournamentConfig(game=cfg("ipd"), players=["tit-for-two-tats", "random"]).validate()
