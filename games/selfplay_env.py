@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from games.arena import game_stats, play
+from games.dilemmas import STRATEGIES
 from games.league import LLMPlayer, SnapshotPool, llm_decisions
 from games.opponents import Player, make_opponent
 from games.parsing import InvalidActionConfig
@@ -38,9 +39,8 @@ from marl.tree import TurnTree
 
 logger = logging.getLogger(__name__)
 
-FIXED_OPPONENT = re.compile(
-    r"(random|mcts[-_]?\d*|cfr[-_]?\d*|always-cooperate|always-defect|tit-for-tat|grim-trigger)"
-)
+FIXED_OPPONENT = re.compile(r"(random|mcts[-_]?\d*|cfr[-_]?\d*|" + "|".join(map(re.escape, STRATEGIES)) + ")")
+"""Specs of the non-learning players: random, MCTS, CFR and the social dilemmas' fixed strategies."""
 
 
 # ------------------------------------------------------------------------------------------ config
