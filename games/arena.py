@@ -51,6 +51,7 @@ class GameRecord:
     )  # (seat, output[:RAW_KEEP]) per invalid output
     forfeit: int = -1  # seat that forfeited, -1 if the game ended by its rules
     num_decisions: int = 0  # outputs requested, invalid ones included
+    stats: dict[str, list[float]] = field(default_factory=dict)  # per-seat game statistics (``stats()``)
 
     def score(self, seat: int) -> float:
         """1 for a win (strictly best return), 0.5 for a draw (tied best), 0 for a loss. In a one-player
@@ -134,12 +135,20 @@ def play(
                 rec.moves.append((seat, action))
                 if g.is_terminal():
                     rec.returns = g.returns()
+                    rec.stats = game_stats(g)
                     done.add(b)
         active = [b for b in active if b not in done]
     for b, g in enumerate(games):
         if not records[b].returns:  # terminal from the start
             records[b].returns = g.returns()
     return records
+
+
+def game_stats(game: TextGame) -> dict[str, list[float]]:
+    """Per-seat statistics a game reports about a finished episode (the social dilemmas' ``coop``
+    rate), from its optional ``stats()``; ``{}`` for games without one."""
+    fn = getattr(game, "stats", None)
+    return dict(fn()) if callable(fn) else {}
 
 
 def play_games(
@@ -267,6 +276,12 @@ class TournamentResult:
         for i in order:
             cells = ["—" if i == j else "/".join(map(str, self.wdl(i, j))) for j in order]
             lines.append(f"| {self.names[i]} | " + " | ".join(cells) + " |")
+        lines += ["", "Mean return of row against column:", ""]
+        lines.append("| | " + " | ".join(self.names[j] for j in order) + " |")
+        lines.append("|---|" + "---|" * len(order))
+        for i in order:
+            cells = ["—" if i == j else f"{self.mean_return[i, j]:.2f}" for j in order]
+            lines.append(f"| {self.names[i]} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     def plot(self, path: str | os.PathLike) -> None:
@@ -305,6 +320,33 @@ class TournamentResult:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
+
+
+def plot_mean_returns(result: TournamentResult, path: str | os.PathLike) -> None:
+    """PNG: the payoff matrix of a round robin, the mean return of row against column, annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = result.order()
+    A = len(order)
+    m = result.mean_return[np.ix_(order, order)].astype(float)
+    m[np.eye(A, dtype=bool)] = np.nan
+    labels = [result.names[i] for i in order]
+    fig, ax = plt.subplots(figsize=(3 + 1.1 * A, 2 + 0.8 * A))
+    im = ax.imshow(m, cmap="viridis")
+    for r in range(A):
+        for c in range(A):
+            if r != c:
+                ax.text(c, r, f"{m[r, c]:.1f}", ha="center", va="center", fontsize=8, color="w")
+    ax.set_xticks(range(A), labels, rotation=45, ha="right")
+    ax.set_yticks(range(A), labels)
+    ax.set_title(f"{result.game}: mean return of row against column")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def round_robin(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from games.arena import play_games, round_robin
+from games.arena import play_games, plot_mean_returns, round_robin
 from games.opponents import Player
 from games.parsing import InvalidActionConfig
 from games.ratings import fit_bradley_terry
@@ -68,7 +68,9 @@ def evaluate(
     """Each agent against each fixed opponent, ``games_per_seat`` games in each seat (the opponent in
     every other seat of a game of more than two).
 
-    Logs ``eval/AGENT/OPP/{win,draw,loss,nonloss,invalid}`` and ``games/elo/AGENT``: a Bradley–Terry fit
+    Logs ``eval/AGENT/OPP/{win,draw,loss,nonloss,invalid,return,opp_return}`` (returns: the agent's and
+    the opponents' mean), each per-seat statistic the game reports (``stats()``: the dilemmas' ``coop``
+    and ``opp_coop``), and ``games/elo/AGENT``: a Bradley–Terry fit
     over these games (1 virtual draw per pair) with the first opponent at 0. A one-player game has no
     opponent: ``eval/AGENT/solo/{return,win,draw,loss,invalid}`` over ``games_per_seat`` games, and the
     same for each fixed player of ``cfg.opponents`` as a reference (``eval/reference/OPP/...``).
@@ -94,7 +96,8 @@ def evaluate(
         llm = llm_player(name, agent, prompt, greedy=cfg.greedy)
         for k, spec in enumerate(opp_specs):
             j = len(agents) + k
-            w = d = lo = inv = 0.0
+            w = d = lo = inv = ret = opp_ret = 0.0
+            stats: dict[str, float] = {}
             seats = num_players(game)
             for seat in range(seats):
                 s = derive_seed(seed, "eval", name, spec, seat)
@@ -103,6 +106,12 @@ def evaluate(
                 seated[seat] = llm
                 recs = play_games(game, seated, n, seed=s, invalid=invalid)
                 for r in recs:
+                    ret += r.returns[seat]
+                    opp_ret += float(np.mean([x for k, x in enumerate(r.returns) if k != seat]))
+                    for key, per_seat in r.stats.items():
+                        stats[key] = stats.get(key, 0.0) + per_seat[seat]
+                        others = [x for k, x in enumerate(per_seat) if k != seat]
+                        stats[f"opp_{key}"] = stats.get(f"opp_{key}", 0.0) + float(np.mean(others))
                     sc = r.score(seat)
                     w += sc == 1.0
                     d += sc == 0.5
@@ -114,6 +123,10 @@ def evaluate(
             metrics[f"eval/{name}/{spec}/loss"] = lo / total
             metrics[f"eval/{name}/{spec}/nonloss"] = (w + d) / total
             metrics[f"eval/{name}/{spec}/invalid"] = inv / total
+            metrics[f"eval/{name}/{spec}/return"] = ret / total
+            metrics[f"eval/{name}/{spec}/opp_return"] = opp_ret / total
+            for key, v in stats.items():  # per-seat game statistics (dilemmas: coop, opp_coop)
+                metrics[f"eval/{name}/{spec}/{key}"] = v / total
             wins[i, j], wins[j, i] = w, lo
             draws[i, j] = draws[j, i] = d
     if opp_specs:
@@ -131,7 +144,8 @@ def final_tournament(
     seed: int,
     out_dir: Path,
 ) -> dict[str, float]:
-    """Round robin of the agents and ``cfg.opponents``; writes tournament.{md,json,png} to ``out_dir``.
+    """Round robin of the agents and ``cfg.opponents``; writes tournament.{md,json,png} and the payoff
+    matrix tournament_returns.png to ``out_dir``.
     In a one-player game: every agent's and every fixed player's score over ``games_per_pair`` games
     of its own (tournament.{md,json}), the fixed players' scores the reference."""
     game, prompt, invalid, cfr_cache = match.game, match.prompt, match.invalid, match.cfr_cache
@@ -158,6 +172,7 @@ def final_tournament(
     (out_dir / "tournament.md").write_text(md)
     result.to_json(out_dir / "tournament.json")
     result.plot(out_dir / "tournament.png")
+    plot_mean_returns(result, out_dir / "tournament_returns.png")
     logger.info("final tournament (%s):\n%s", out_dir / "tournament.md", md)
     metrics: dict[str, float] = {}
     for i, name in enumerate(result.names):
@@ -170,6 +185,8 @@ def final_tournament(
                 total = max(w + d + lo, 1)
                 metrics[f"eval/final/{name}/{other}/nonloss"] = (w + d) / total
                 metrics[f"eval/final/{name}/{other}/win"] = w / total
+                metrics[f"eval/final/{name}/{other}/return"] = float(result.mean_return[i, j])
+                metrics[f"eval/final/{name}/{other}/opp_return"] = float(result.mean_return[j, i])
         metrics[f"eval/final/{name}/invalid"] = float(result.invalid_outputs.get(name, 0))
     return metrics
 

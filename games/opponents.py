@@ -1,4 +1,6 @@
-"""Non-LLM players: uniform random, OpenSpiel MCTS, and a CFR average policy cached on disk.
+"""Non-LLM players: uniform random, OpenSpiel MCTS, a CFR average policy cached on disk, and the fixed
+strategies of the social dilemmas (``games.dilemmas.STRATEGIES``: always-cooperate, always-defect,
+tit-for-tat, grim-trigger).
 
 Every player implements the batched ``Player`` protocol: ``act(games, players, rng)`` returns one
 output string per pending decision. LLM players implement the same protocol elsewhere and may return
@@ -255,15 +257,28 @@ def check_opponent(spec: str, game: Any) -> None:
     perfect-information OpenSpiel game (or a PettingZoo env with an OpenSpiel twin): on hidden cards it
     would read the opponent's hand; 'cfr-N' solves an OpenSpiel game (backend 'openspiel').
     """
+    from games.dilemmas import STRATEGIES
     from games.openspiel_game import load_openspiel_game
     from games.pettingzoo_game import OPENSPIEL_TWINS
 
+    if spec.strip().lower() in STRATEGIES:
+        if game.backend != "dilemmas":
+            raise ValueError(
+                f"opponent {spec!r} is a social-dilemma strategy; it plays the 'dilemmas' backend's games, "
+                f"not {game.backend}:{game.name}"
+            )
+        return
     m = re.fullmatch(r"([a-z]+)[-_]?(\d*)", spec.strip().lower())
     if m is None or m.group(1) not in OPPONENTS:
-        raise ValueError(f"unknown opponent {spec!r}; valid: {sorted(OPPONENTS)} (optionally with '-N')")
+        raise ValueError(
+            f"unknown opponent {spec!r}; valid: {sorted(OPPONENTS)} (optionally with '-N'), "
+            f"and for the dilemma games {sorted(STRATEGIES)}"
+        )
     kind = m.group(1)
     if kind == "random":
         return
+    if game.backend == "dilemmas":
+        raise ValueError(f"opponent {spec!r} cannot play {game.name!r}: use 'random' or {sorted(STRATEGIES)}")
     if game.backend == "pettingzoo":
         if kind == "cfr" or game.name not in OPENSPIEL_TWINS:
             what = "CFR solves OpenSpiel games only" if kind == "cfr" else "it has no OpenSpiel twin"
@@ -293,7 +308,12 @@ def make_opponent(
     cache_dir: str | os.PathLike | None = DEFAULT_CFR_CACHE,
     params: dict[str, Any] | None = None,
 ) -> Player:
-    """A YAML string to a player: 'random', 'mcts' / 'mcts-400' / 'mcts400', 'cfr' / 'cfr-1000'."""
+    """A YAML string to a player: 'random', 'mcts' / 'mcts-400' / 'mcts400', 'cfr' / 'cfr-1000', or a
+    social-dilemma strategy ('always-cooperate', 'always-defect', 'tit-for-tat', 'grim-trigger')."""
+    from games.dilemmas import STRATEGIES, StrategyPlayer
+
+    if spec.strip().lower() in STRATEGIES:
+        return StrategyPlayer(spec.strip().lower())
     m = re.fullmatch(r"([a-z]+)[-_]?(\d*)", spec.strip().lower())
     if m is None or m.group(1) not in OPPONENTS:
         raise ValueError(f"unknown opponent {spec!r}; valid: {sorted(OPPONENTS)} (optionally with '-N')")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from games.dilemmas import RULES as DILEMMA_RULES
 from games.text import GameConfig, TextGame, make_game
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ RULES: dict[str, str] = {
         "private card that pairs the public card wins, otherwise the higher private card; a tie splits."
     ),
 }
+RULES.update(DILEMMA_RULES)
 ANSWER_FORMAT = "Reply with exactly one of the legal actions, written as listed, and nothing else."
 
 
@@ -310,6 +312,10 @@ def _action_strings(
     backend: str, name: str, params_json: str, n_games: int, seed: int, max_plies: int
 ) -> tuple[list[str], bool]:
     params = json.loads(params_json)
+    if backend == "dilemmas":
+        from games.dilemmas import dilemma_action_strings
+
+        return dilemma_action_strings(name, params), True
     if backend == "pettingzoo":
         from games.pettingzoo_game import make_pettingzoo_env
 

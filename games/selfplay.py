@@ -107,7 +107,10 @@ class SelfPlayConfig(RecipeConfig):
         ]
         for spec in [*self.eval.opponents, *self.final.opponents]:
             if not FIXED_OPPONENT.fullmatch(spec.strip().lower()):
-                raise ValueError(f"opponent {spec!r} must be 'random', 'mcts-N' or 'cfr-N'")
+                raise ValueError(
+                    f"opponent {spec!r} must be 'random', 'mcts-N', 'cfr-N' or a dilemma strategy "
+                    "(always-cooperate, always-defect, tit-for-tat, grim-trigger)"
+                )
         for spec in dict.fromkeys([*fixed, *self.eval.opponents, *self.final.opponents]):
             check_opponent(spec, self.game)
         if self.final.opponents and seats > 2:

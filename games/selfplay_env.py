@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from games.arena import play
+from games.arena import game_stats, play
+from games.dilemmas import STRATEGIES
 from games.league import LLMPlayer, SnapshotPool, llm_decisions
 from games.opponents import Player, make_opponent
 from games.parsing import InvalidActionConfig
@@ -38,7 +39,8 @@ from marl.tree import TurnTree
 
 logger = logging.getLogger(__name__)
 
-FIXED_OPPONENT = re.compile(r"(random|mcts[-_]?\d*|cfr[-_]?\d*)")
+FIXED_OPPONENT = re.compile(r"(random|mcts[-_]?\d*|cfr[-_]?\d*|" + "|".join(map(re.escape, STRATEGIES)) + ")")
+"""Specs of the non-learning players: random, MCTS, CFR and the social dilemmas' fixed strategies."""
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -87,7 +89,8 @@ def player_kind(spec: str, agents: list[str], where: str = "players") -> tuple[s
         return "fixed", spec
     raise ValueError(
         f"{where}: unknown player {spec!r}; valid: an agent ({sorted(agents)}), 'snapshot:AGENT', "
-        "'random', 'mcts-N', 'cfr-N'"
+        "'random', 'mcts-N', 'cfr-N', or a dilemma strategy (always-cooperate, always-defect, tit-for-tat, "
+        "grim-trigger)"
     )
 
 
@@ -134,21 +137,31 @@ def turn_rewards(
     final_returns: np.ndarray,
     *,
     penalty: float,
+    paid_before: np.ndarray | None = None,
 ) -> np.ndarray:
     """What each learner turn (N,) was paid, from the games' final returns (B, P).
 
     MARS turn reward (Yuan et al. 2025): ``r_k^p`` is what player p receives between its k-th move and
-    its next, so in a game paid only at the end ``r = R_p`` on p's last turn of the game and 0 on the
-    others; an ``invalid`` turn that was retried (not the last) carries ``penalty``. Turns are node ids
-    in time order, so a player's last turn in a game is its largest id.
+    its next. ``paid_before`` (N,): the player's running return when it was asked for the turn (games
+    that pay as they go, such as the rounds of an iterated dilemma); then ``r_k = C_{k+1} - C_k`` with
+    ``C`` the running return at p's next turn, and the final return after its last. Without it (a
+    game paid only at the end) ``r = R_p`` on p's last turn of the game and 0 on the others. Either
+    way the turns of a player sum to its final return. An ``invalid`` turn that was retried (not the
+    last) carries ``penalty``. Turns are node ids in time order, so a player's last turn in a game is
+    its largest id.
     """
     n = game_of.shape[0]
     r_final = final_returns[game_of, seat_of]
+    before = np.zeros(n) if paid_before is None else np.asarray(paid_before, dtype=np.float64)
     key = game_of.astype(np.int64) * (final_returns.shape[1] + 1) + seat_of
     order = np.lexsort((np.arange(n), key))  # by (game, seat), then time
     last = np.ones(n, dtype=bool)  # the player's last turn in its game
     last[order[:-1]] = key[order[:-1]] != key[order[1:]]
-    r = np.where(last, r_final, 0.0)
+    after = r_final.copy()  # running return at the player's next turn (final after its last)
+    nxt = np.empty(n, dtype=np.int64)
+    nxt[order[:-1]] = order[1:]
+    after[~last] = before[nxt[~last]]
+    r = after - before
     r[invalid & ~last] = penalty  # a retried invalid output pays the penalty itself
     return r
 
@@ -260,6 +273,7 @@ class TreeRecorder:
         self.game_of: list[np.ndarray] = []
         self.seat_of: list[np.ndarray] = []
         self.invalid: list[np.ndarray] = []
+        self.paid_before: list[np.ndarray] = []  # each turn's player's running return when asked
         self.forced: list[bool] = []
         self.decisions = self.opponent_decisions = 0
         self.per_agent: dict[str, int] = {}
@@ -293,6 +307,9 @@ class TreeRecorder:
             self.nodes.append(ids)
             self.game_of.append(ib)
             self.seat_of.append(np.asarray(seats))
+            self.paid_before.append(
+                np.array([self.games[b].returns()[p] for b, p in zip(idx, seats)], dtype=float)
+            )
             self.invalid.append(np.array([a is None for a in actions], dtype=bool))
             self.decisions += len(idx)
             self.per_agent[name] = self.per_agent.get(name, 0) + len(idx)
@@ -377,6 +394,7 @@ def play_step(
             np.concatenate(rec.invalid),
             returns,
             penalty=invalid.penalty,
+            paid_before=np.concatenate(rec.paid_before),
         )
         tree.set_reward(ids, r)
         out.forced_nodes = ids[np.asarray(rec.forced, dtype=bool)]
@@ -387,7 +405,9 @@ def play_step(
 
 
 def step_metrics(played: StepGames, agents: Mapping[str, Any]) -> dict[str, float]:
-    """train/AGENT/{return,win,draw,loss,invalid_rate} over the seats each learner held this step."""
+    """train/AGENT/{return,win,draw,loss,invalid_rate} over the seats each learner held this step, the
+    per-seat statistics its games report (``train/AGENT/coop`` in the dilemmas) and
+    ``train/collective_return`` (the mean over games of the sum of all seats' returns)."""
     out: dict[str, float] = {}
     seats = np.asarray(played.seats, dtype=object)
     for name in agents:
@@ -404,4 +424,13 @@ def step_metrics(played: StepGames, agents: Mapping[str, Any]) -> dict[str, floa
             played.per_agent.get(name, 0), 1
         )
     out["train/forfeits"] = float((played.forfeit >= 0).sum())
+    if played.returns.size:
+        out["train/collective_return"] = float(played.returns.sum(1).mean())
+    stats = [game_stats(g) if g.is_terminal() else {} for g in played.games]
+    for key in sorted({k for st in stats for k in st}):  # per-seat game statistics (dilemmas: coop)
+        table = np.array([st.get(key, [np.nan] * seats.shape[1]) for st in stats], dtype=np.float64)
+        for name in agents:
+            mask = (seats == name) & np.isfinite(table)
+            if mask.any():
+                out[f"train/{name}/{key}"] = float(table[mask].mean())
     return out

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("openspiel", "pettingzoo")
+BACKENDS = ("openspiel", "pettingzoo", "dilemmas")
 PROMPT_STYLES = ("compact", "chat")
 
 
@@ -72,7 +72,8 @@ class GameConfig:
     name: str = "tic_tac_toe"
     """OpenSpiel game name (see pyspiel.registered_names()) or PettingZoo classic env (e.g. tictactoe_v3)."""
     backend: str = "openspiel"
-    """Library that runs the rules: 'openspiel' or 'pettingzoo'."""
+    """Library that runs the rules: 'openspiel', 'pettingzoo' or 'dilemmas' (games.dilemmas: ipd, stag_hunt,
+    chicken, trust_and_split, split_no_press)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Game parameters for pyspiel.load_game or the PettingZoo env constructor, e.g. {'rows': 6}."""
     prompt_style: str = "compact"
@@ -130,6 +131,10 @@ def make_game(cfg: GameConfig | str, seed: int) -> TextGame:
         from games.pettingzoo_game import PettingZooGame
 
         return PettingZooGame(cfg.name, cfg.params, seed=seed)
+    if cfg.backend == "dilemmas":
+        from games.dilemmas import make_dilemma
+
+        return make_dilemma(cfg.name, cfg.params, seed)
     raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {list(BACKENDS)}")
 
 
@@ -152,6 +157,10 @@ def num_players(cfg: GameConfig | str) -> int:
         from games.pettingzoo_game import make_pettingzoo_env
 
         return len(make_pettingzoo_env(cfg.name, cfg.params).possible_agents)
+    if cfg.backend == "dilemmas":
+        from games.dilemmas import make_dilemma
+
+        return make_dilemma(cfg.name, cfg.params, 0).num_players
     raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {list(BACKENDS)}")
 
 
@@ -170,6 +179,8 @@ def is_simultaneous(cfg: GameConfig | str) -> bool:
         from games.pettingzoo_game import make_pettingzoo_env
 
         return bool(make_pettingzoo_env(cfg.name, cfg.params).metadata.get("is_parallelizable", False))
+    if cfg.backend == "dilemmas":
+        return False  # simultaneous rounds are played as alternating hidden moves (games.dilemmas)
     raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {list(BACKENDS)}")
 
 
@@ -217,6 +228,10 @@ def game_spec(cfg: GameConfig | str) -> dict[str, Any]:
         from games.pettingzoo_game import pettingzoo_params
 
         params = pettingzoo_params(cfg.name, cfg.params)
+    elif cfg.backend == "dilemmas":
+        from games.dilemmas import dilemma_params
+
+        params = dilemma_params(cfg.name, cfg.params)
     else:
         raise ValueError(f"unknown backend {cfg.backend!r}; valid backends: {list(BACKENDS)}")
     return {"backend": cfg.backend, "name": cfg.name, "params": dict(sorted(params.items()))}

@@ -2,7 +2,8 @@
 
 Players are listed by spec:
   - ``random``, ``mcts-N`` (OpenSpiel MCTS with N simulations), ``cfr-N`` (CFR average policy after N
-    iterations, for poker);
+    iterations, for poker); in the social dilemmas (``games.dilemmas``) also ``always-cooperate``,
+    ``always-defect``, ``tit-for-tat``, ``grim-trigger``;
   - ``run:PATH`` or ``run:PATH:AGENT``: an agent of a self-play run directory, with the weights of its
     latest checkpoint and the prompt format, legal-action mask and sampling settings it trained with;
     PATH may be a glob (``run:runs/tictactoe/*``): the most recently modified matching run is used;
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model
 
-from games.arena import TournamentResult, round_robin
+from games.arena import TournamentResult, plot_mean_returns, round_robin
 from games.league import PROMPT_FORMATS, LLMPlayer
 from games.opponents import DEFAULT_CFR_CACHE, Player, check_opponent, make_opponent
 from games.parsing import InvalidActionConfig
@@ -47,7 +48,14 @@ from marl.policies import PolicyConfig, load_policy
 
 logger = logging.getLogger(__name__)
 
-SPEC_KINDS = ("random", "mcts-N", "cfr-N", "run:PATH[:AGENT]", "hf:PATH")
+SPEC_KINDS = (
+    "random",
+    "mcts-N",
+    "cfr-N",
+    "run:PATH[:AGENT]",
+    "hf:PATH",
+    "a dilemma strategy (always-cooperate, always-defect, tit-for-tat, grim-trigger)",
+)
 
 
 @dataclass
@@ -156,7 +164,10 @@ def check_tournament_game(game: GameConfig) -> None:
 
 
 def _fixed_ok(spec: str) -> bool:
-    return re.fullmatch(r"(random|mcts[-_]?\d*|cfr[-_]?\d*)", spec.strip().lower()) is not None
+    from games.dilemmas import STRATEGIES
+
+    key = spec.strip().lower()
+    return key in STRATEGIES or re.fullmatch(r"(random|mcts[-_]?\d*|cfr[-_]?\d*)", key) is not None
 
 
 def _runs(pattern: str) -> list[Path]:
@@ -360,6 +371,7 @@ def run_tournament(cfg: TournamentConfig) -> tuple[TournamentResult, Path]:
     (out / "tournament.md").write_text(result.to_markdown())
     result.to_json(out / "tournament.json")
     result.plot(out / "tournament.png")
+    plot_mean_returns(result, out / "tournament_returns.png")
     logger.info("tournament of %d players in %.1fs -> %s", len(players), time.perf_counter() - t0, out)
     return result, out
 
@@ -370,7 +382,7 @@ def run(cfg: TournamentConfig) -> str:
     result, out = run_tournament(cfg)
     return (
         f"{result.to_markdown()}\nreports: {out / 'tournament.md'}  {out / 'tournament.json'}  "
-        f"{out / 'tournament.png'}"
+        f"{out / 'tournament.png'}  {out / 'tournament_returns.png'}"
     )
 
 

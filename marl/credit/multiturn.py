@@ -197,6 +197,8 @@ def loo_return_advantages(
 
     Per time step ``t`` and CRN group (same seed, same player): ``A_{i,t} = G_{i,t} -
     mean_{j != i} G_{j,t}`` (RLOO over the group key (crn group, t)); a lone episode gives 0.
+    Rule ``loo_returns`` uses it alone (the self-interested, "naive" learner of AdAlignLLM);
+    rule ``advantage_alignment`` uses it as both ``A^1`` and ``A^2``.
     """
     g = _vec(returns, "return")
     crn = crn_group_ids if isinstance(crn_group_ids, (tuple, list)) else (crn_group_ids,)

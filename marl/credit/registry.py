@@ -30,6 +30,7 @@ from marl.credit.rules import (
     rule_dr_grpo,
     rule_gigpo,
     rule_grpo,
+    rule_loo_returns,
     rule_mars2_tree,
     rule_mars_turn,
     rule_mc_grpo,
@@ -98,6 +99,7 @@ RULES: dict[str, RuleSpec] = {
     "graph_grpo": RuleSpec(rule_graph_grpo, "outcome", ("group_key", *_STD), "topology"),
     "graph_grpo_edge": RuleSpec(rule_graph_grpo_edge, "outcome", ("group_key", *_STD), "topology"),
     "graph_reinforce": RuleSpec(rule_graph_reinforce, "outcome", (), "topology"),
+    "loo_returns": RuleSpec(rule_loo_returns, "turn", ("group_key", "player_key", "gamma")),
 }
 """Config name -> rule. The one place a ``credit.rule`` string becomes code."""
 

@@ -296,6 +296,19 @@ def rule_gigpo(
     return _result(nodes, adv)
 
 
+def rule_loo_returns(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
+    traj = _trajectory(tree, nodes, cfg)
+    turn = tree.turn[nodes]
+    codes, _ = group_codes(traj, nodes.shape[0])
+    rank = segment_rank(codes, turn)
+    returns = discounted_returns(r, traj, turn, gamma=cfg.gamma)
+    player = node_key(tree, nodes, cfg.player_key)
+    own = loo_return_advantages(returns, (*node_key(tree, nodes, cfg.group_key), *player), rank)
+    return _result(nodes, own)
+
+
 def rule_advantage_alignment(
     tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
 ) -> CreditResult:

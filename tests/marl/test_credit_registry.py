@@ -185,7 +185,11 @@ def test_unset_reward_is_rejected_naming_the_node():
 
 @pytest.mark.parametrize("rule", sorted(CREDIT_RULES))
 def test_every_rule_runs_on_a_tree(rule):
-    t = _game_tree() if rule in {"mars_turn", "gigpo", "advantage_alignment"} else _prompt_tree()
+    t = (
+        _game_tree()
+        if rule in {"mars_turn", "gigpo", "advantage_alignment", "loo_returns"}
+        else _prompt_tree()
+    )
     if rule == "graph_grpo_edge":  # reads each node's 0/1 edge decisions
         t = _graph_tree()
     cfg = CreditConfig(rule=rule)

@@ -1,0 +1,152 @@
+"""Naive training vs Advantage Alignment on the iterated prisoner's dilemma with the tiny LM, 3 seeds.
+
+    python benchmarks/bench_dilemmas.py [--seeds 0 1 2] [--steps 60] [--games 200] [--out /tmp/bench_dil]
+        [--set KEY=VALUE ...]   (overrides applied to both configs, e.g. --set agents.lm.optim.lr=3e-4)
+        [--probe-only]          (probe the runs already in --out again, no training)
+
+Trains ``configs/dilemmas/ipd_naive.yaml`` (rule loo_returns) and ``configs/dilemmas/ipd_advalign.yaml``
+(rule advantage_alignment) through the self-play recipe, seed by seed, then probes each final policy
+as it samples (temperature 1), in both seats, and prints one table (mean and min..max over seeds):
+
+- ``coop``: the policy's cooperation rate in self-play; ``collective``: the sum of both seats' returns
+  in self-play (mutual cooperation: 3 x rounds x 2; mutual defection: rounds x 2);
+- ``vs X``: the policy's mean return against fixed strategy X (``games`` games per seat), and the policy's
+  cooperation rate against tit-for-tat;
+- ``AD gain``: always-defect's return against the policy minus its return against tit-for-tat
+  (``rounds + 4``): the issue asks for <= 0;
+- ``exploit``: exact best-response value against the policy (``games.dilemma_probe``, computed from the
+  LM's cooperation probabilities at every observation, no trained exploiter) minus mutual cooperation;
+- ``P(C after C)``, ``P(C after D)``: the policy's probability of cooperating after the co-player cooperated /
+  defected (rounds 2.., both seats, both own last moves): tit-for-tat is 1 / 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from games.arena import play_games  # noqa: E402
+from games.dilemma_probe import exploitability, policy_coop_table  # noqa: E402
+from games.dilemmas import dilemma_params  # noqa: E402
+from games.opponents import make_opponent  # noqa: E402
+from games.selfplay import SelfPlayConfig, train  # noqa: E402
+from games.selfplay_env import llm_player  # noqa: E402
+from marl.config import load_config  # noqa: E402
+from marl.runner import Runner  # noqa: E402
+from marl.scenario import load_latest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {"naive": "configs/dilemmas/ipd_naive.yaml", "advalign": "configs/dilemmas/ipd_advalign.yaml"}
+FIXED = ["always-cooperate", "always-defect", "tit-for-tat", "grim-trigger"]
+
+
+def probe(cfg: SelfPlayConfig, agent, games: int, seed: int) -> dict[str, float]:
+    """Self-play and fixed-strategy games of the sampling policy, and its exact exploitability."""
+    p = dilemma_params(cfg.game.name, cfg.game.params)
+    rounds, payoffs = int(p["rounds"]), p["payoffs"]
+    lm = llm_player("lm", agent, cfg.prompt, greedy=False)
+    out: dict[str, float] = {}
+    recs = play_games(cfg.game, [lm, lm], games, seed=seed)
+    out["coop"] = float(np.mean([np.mean(r.stats["coop"]) for r in recs]))
+    out["collective"] = float(np.mean([sum(r.returns) for r in recs]))
+    for spec in FIXED:
+        opp = make_opponent(spec, cfg.game.name)
+        ret, opp_ret, coop = [], [], []
+        for seat in (0, 1):
+            seats = [lm, opp] if seat == 0 else [opp, lm]
+            for r in play_games(cfg.game, seats, games, seed=seed + 1 + seat):
+                ret.append(r.returns[seat])
+                opp_ret.append(r.returns[1 - seat])
+                coop.append(r.stats["coop"][seat])
+        out[f"vs {spec}"] = float(np.mean(ret))
+        if spec == "tit-for-tat":
+            out["coop vs TFT"] = float(np.mean(coop))
+        if spec == "always-defect":
+            out["AD gain"] = float(np.mean(opp_ret)) - (rounds + 4.0)  # AD vs TFT: 5 + (rounds - 1) * 1
+    t = agent.cfg.sampling.temperature
+    tables = [
+        policy_coop_table(agent.policy, cfg.game.name, payoffs, rounds, s, temperature=t) for s in (0, 1)
+    ]
+    out["exploit"] = float(np.mean([exploitability(payoffs, rounds, tb) for tb in tables]))
+    # reciprocity: P(cooperate) after the co-player cooperated / defected (rounds >= 2, both seats)
+    for them in ("C", "D"):
+        out[f"P(C after {them})"] = float(
+            np.mean([tb[r][m + them] for tb in tables for r in range(1, rounds) for m in "CD"])
+        )
+    return out
+
+
+def run_one(
+    config: str, seed: int, steps: int, out_dir: str, extra: list[str]
+) -> tuple[SelfPlayConfig, dict]:
+    overrides = [
+        f"run.seed={seed}",
+        f"agents.lm.policy.seed={seed + 1}",  # the seed also changes the initial weights
+        f"run.steps={steps}",
+        f"run.out_dir={out_dir}",
+        "run.progress=false",
+        f"run.eval_every={steps}",
+        f"run.checkpoint_every={steps}",
+        "final.opponents=[]",
+        *extra,
+    ]
+    cfg = load_config(SelfPlayConfig, [str(ROOT / config)], overrides)
+    runner = Runner(cfg, cfg.run, cfg.recipe)
+    train(cfg, runner)
+    agents, _ = load_latest(cfg, Runner(cfg, cfg.run, cfg.recipe, resume=runner.dir))
+    return cfg, agents
+
+
+def load_run(run_dir: Path) -> tuple[SelfPlayConfig, dict]:
+    """A finished run's config and agents (its latest checkpoint), for ``--probe-only``."""
+    cfg = load_config(SelfPlayConfig, [str(run_dir / "config.yaml")], [])
+    return cfg, load_latest(cfg, Runner(cfg, cfg.run, cfg.recipe, resume=run_dir))[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--games", type=int, default=200, help="probe games per seat")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--probe-only", action="store_true", help="probe the runs already in --out, no training")
+    ap.add_argument("--set", dest="extra", action="append", default=[], help="config override KEY=VALUE")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out = args.out or tempfile.mkdtemp(prefix="bench_dilemmas_")
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
+    t0 = time.perf_counter()
+    for method, config in METHODS.items():
+        for seed in args.seeds:
+            if args.probe_only:
+                cfg, agents = load_run(sorted(Path(out, method).glob(f"selfplay-s{seed}-*"))[-1])
+            else:
+                cfg, agents = run_one(config, seed, args.steps, f"{out}/{method}", args.extra)
+            res = probe(cfg, agents["lm"], args.games, seed=1000 + seed)
+            results[method].append(res)
+            print(f"{method} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
+    cols = list(results["naive"][0])
+    print(
+        f"\nIPD ({cfg.game.params}), {args.steps} steps, seeds {args.seeds}, {time.perf_counter() - t0:.0f}s"
+    )
+    print("| method | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for method, rows in results.items():
+        cells = []
+        for c in cols:
+            v = np.array([r[c] for r in rows])
+            cells.append(f"{v.mean():.2f} ({v.min():.2f}..{v.max():.2f})")
+        print(f"| {method} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

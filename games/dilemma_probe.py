@@ -1,0 +1,138 @@
+"""Probing a policy in the iterated matrix games: its cooperation probabilities, read off the LM's
+logits, and the exact best response against it (the exploitability probe).
+
+A player of ``games.dilemmas.IteratedMatrixGame`` sees only the round and the last round's two moves,
+so a fixed policy is a table ``p[r][last]`` = P(cooperate) at round ``r`` (0-based) after the joint
+move ``last`` (own move first; ``None`` in round 0): ``1 + 4 (R - 1)`` entries per seat. Against such
+a table the best response is exact by backward induction over (round, last joint move)::
+
+    V_R(s) = 0
+    V_r(s) = max_{a in {C, D}}  sum_{b in {C, D}} pi_r(b | s) [u(a, b) + V_{r+1}((b, a))]
+
+with ``u(a, b)`` the exploiter's payoff for playing ``a`` against ``b``. Exploitability (the issue's
+definition) is what the best responder gains over mutual cooperation: ``V_0(None) - R * u(C, C)``.
+No exploiter is trained: the value is exact for the policy as it samples (temperature) or plays
+greedily.
+
+Shape legend: ``R`` rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from games.dilemmas import IteratedMatrixGame, matrix_payoff
+from games.league import decision_prompt
+
+JOINT = ("CC", "CD", "DC", "DD")
+
+CoopTable = list[dict[str | None, float]]
+"""``table[r][last]``: P(cooperate) at round r after joint move ``last`` (own first; None at r = 0)."""
+
+
+def ipd_best_response(payoffs: Sequence[float], rounds: int, coop: CoopTable) -> tuple[float, float, list]:
+    """Exact best response against the fixed policy ``coop`` (module doc).
+
+    Returns ``(exploiter value, policy's value under it, plan)``; ``plan[r][last]`` is the best
+    response's move at round r when the policy's last joint move (policy's own first) was ``last``.
+    Ties go to ``C``.
+    """
+    if len(coop) != rounds:
+        raise ValueError(f"coop table has {len(coop)} rounds, the game {rounds}")
+    v_next = {s: (0.0, 0.0) for s in JOINT}
+    plan: list[dict[str | None, str]] = [dict() for _ in range(rounds)]
+    for r in range(rounds - 1, -1, -1):
+        states = [None] if r == 0 else list(JOINT)
+        v_now: dict[str | None, tuple[float, float]] = {}
+        for s in states:
+            p = float(coop[r][s])
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"coop[{r}][{s}] = {p} is not a probability")
+            best = None
+            for a in ("C", "D"):
+                ve = vp = 0.0
+                for b, pb in (("C", p), ("D", 1.0 - p)):
+                    ue, up = matrix_payoff(payoffs, a, b)
+                    ne, np_ = v_next[b + a]
+                    ve += pb * (ue + ne)
+                    vp += pb * (up + np_)
+                if best is None or ve > best[0] + 1e-12:
+                    best = (ve, vp, a)
+            v_now[s] = (best[0], best[1])
+            plan[r][s] = best[2]
+        v_next = v_now  # type: ignore[assignment]
+    ve, vp = v_next[None]  # type: ignore[index]
+    return ve, vp, plan
+
+
+def exploitability(payoffs: Sequence[float], rounds: int, coop: CoopTable) -> float:
+    """Best-response gain over mutual cooperation: ``V_0 - R * u(C, C)``."""
+    return ipd_best_response(payoffs, rounds, coop)[0] - rounds * float(payoffs[0])
+
+
+def strategy_table(spec: str, rounds: int) -> CoopTable:
+    """The cooperation table of a memory-one fixed strategy: always-cooperate, always-defect,
+    tit-for-tat (copies the co-player's last move)."""
+    tables = {
+        "always-cooperate": lambda s: 1.0,
+        "always-defect": lambda s: 0.0,
+        "tit-for-tat": lambda s: 1.0 if s is None or s[1] == "C" else 0.0,
+    }
+    if spec not in tables:
+        raise ValueError(f"no memory-one table for {spec!r}; valid: {sorted(tables)}")
+    f = tables[spec]
+    return [{s: f(s) for s in ([None] if r == 0 else JOINT)} for r in range(rounds)]
+
+
+@torch.no_grad()
+def policy_coop_table(
+    policy,
+    name: str,
+    payoffs: Sequence[float],
+    rounds: int,
+    seat: int,
+    *,
+    prompt_format: str = "state",
+    prompt_style: str = "compact",
+    temperature: float = 1.0,
+    greedy: bool = False,
+) -> CoopTable:
+    """P(cooperate) of an LM ``policy`` (``marl.policies.Policy``) in ``seat`` at every observation,
+    under the legal-action mask: ``softmax`` over the first tokens of ``C`` and ``D`` at
+    ``temperature`` (or 1/0 for the more likely one when ``greedy``)."""
+    ids_c = policy.encode("C")
+    ids_d = policy.encode("D")
+    if len(ids_c) != 1 or len(ids_d) != 1 or ids_c == ids_d:
+        raise ValueError(f"'C' and 'D' must be one distinct token each, got {ids_c} and {ids_d}")
+    keys: list[tuple[int, str | None]] = [(0, None)] + [(r, s) for r in range(1, rounds) for s in JOINT]
+    prompts = []
+    for r, s in keys:
+        g = IteratedMatrixGame(name, payoffs, rounds)
+        if s is not None:
+            mine, theirs = s[0], s[1]
+            g.history = [(mine, theirs) if seat == 0 else (theirs, mine)] * r
+        if seat == 1:
+            g.pending = "C"  # hidden from seat 1: its prompt is the same whatever seat 0 chose
+        prompts.append(decision_prompt(g, seat, prompt_format, prompt_style))
+    enc = policy.encode_prompts(prompts)
+    width = max(len(x) for x in enc)
+    ids = torch.full((len(enc), width), policy.pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, x in enumerate(enc):  # left-pad so the last position is each prompt's end
+        ids[i, width - len(x) :] = torch.tensor(x)
+        mask[i, width - len(x) :] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    dev = policy.device
+    logits = policy.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev)).logits
+    last = logits[:, -1, [ids_c[0], ids_d[0]]].float().cpu()  # (K, 2)
+    if greedy:
+        p = (last[:, 0] >= last[:, 1]).double().numpy()
+    else:
+        p = torch.softmax(last / temperature, -1)[:, 0].double().numpy()
+    table: CoopTable = [dict() for _ in range(rounds)]
+    for (r, s), pc in zip(keys, np.asarray(p)):
+        table[r][s] = float(pc)
+    return table

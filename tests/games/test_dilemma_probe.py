@@ -1,0 +1,88 @@
+"""The exact best response in the iterated matrix games (hand values, brute force) and the LM's
+cooperation table (it predicts the greedy LLM player's moves)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from games.dilemma_probe import (
+    JOINT,
+    exploitability,
+    ipd_best_response,
+    policy_coop_table,
+    strategy_table,
+)
+from games.dilemmas import IteratedMatrixGame, matrix_payoff
+from games.league import LLMPlayer
+from marl.policies import PolicyConfig, load_policy
+
+IPD = [3.0, 0.0, 5.0, 1.0]
+
+
+def test_best_response_against_fixed_strategies_by_hand():
+    # TFT, 3 rounds: cooperate twice, defect last: 3 + 3 + 5 = 11 (TFT gets 3 + 3 + 0 = 6);
+    # exploitability 11 - 3 * 3 = 2
+    ve, vp, plan = ipd_best_response(IPD, 3, strategy_table("tit-for-tat", 3))
+    assert (ve, vp) == (11.0, 6.0) and plan[0][None] == "C" and plan[2]["CC"] == "D"
+    assert exploitability(IPD, 3, strategy_table("tit-for-tat", 3)) == 2.0
+    # always-cooperate: defect every round, 3 * 5 = 15, exploitability 6
+    assert exploitability(IPD, 3, strategy_table("always-cooperate", 3)) == 6.0
+    # always-defect: defect every round, 3 * 1 = 3, exploitability 3 - 9 = -6
+    assert ipd_best_response(IPD, 3, strategy_table("always-defect", 3))[:2] == (3.0, 3.0)
+    # a coin flip, one round: C gives 0.5*3 + 0.5*0 = 1.5, D gives 0.5*5 + 0.5*1 = 3
+    assert ipd_best_response(IPD, 1, [{None: 0.5}])[0] == 3.0
+
+
+def _open_loop_best(table, rounds):
+    """Brute force for a deterministic policy: the best of all 2^R move sequences."""
+    best = -np.inf
+    for seq in itertools.product("CD", repeat=rounds):
+        last, total = None, 0.0
+        for r, a in enumerate(seq):
+            b = "C" if table[r][last] >= 0.5 else "D"
+            total += matrix_payoff(IPD, a, b)[0]
+            last = b + a
+        best = max(best, total)
+    return best
+
+
+def test_best_response_equals_brute_force_on_random_deterministic_policies():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        rounds = int(rng.integers(1, 5))
+        table = [{s: float(rng.integers(2)) for s in ([None] if r == 0 else JOINT)} for r in range(rounds)]
+        assert ipd_best_response(IPD, rounds, table)[0] == _open_loop_best(table, rounds)
+
+
+def test_bad_tables_are_refused():
+    with pytest.raises(ValueError, match="rounds"):
+        ipd_best_response(IPD, 2, [{None: 1.0}])
+    with pytest.raises(ValueError, match="probability"):
+        ipd_best_response(IPD, 1, [{None: 1.5}])
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    return load_policy(PolicyConfig(tiny="100k", seed=3), tmp_path_factory.mktemp("cache"))
+
+
+@pytest.mark.parametrize("seat", [0, 1])
+def test_coop_table_predicts_the_greedy_player(policy, seat):
+    rounds = 3
+    table = policy_coop_table(policy, "ipd", IPD, rounds, seat, greedy=True)
+    soft = policy_coop_table(policy, "ipd", IPD, rounds, seat, temperature=1.0)
+    player = LLMPlayer("lm", policy, prompt_format="state", constrained=True, greedy=True, max_new_tokens=2)
+    rng = np.random.default_rng(0)
+    for r in range(rounds):
+        for s in [None] if r == 0 else JOINT:
+            g = IteratedMatrixGame("ipd", IPD, rounds)
+            if s is not None:
+                g.history = [(s[0], s[1]) if seat == 0 else (s[1], s[0])] * r
+            if seat == 1:
+                g.pending = "D"
+            out = player.act([g], [seat], rng)[0].strip()
+            assert out == ("C" if table[r][s] == 1.0 else "D"), (r, s)
+            assert (soft[r][s] >= 0.5) == (table[r][s] == 1.0)

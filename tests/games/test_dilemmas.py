@@ -1,0 +1,315 @@
+"""The social-dilemma text games: payoff rules by hand, hidden information, common random numbers,
+the fixed strategies, and a conformance run through ``games.text.make_game``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from games.arena import play, play_games
+from games.dilemmas import (
+    StrategyPlayer,
+    TrustAndSplit,
+    dilemma_action_strings,
+    matrix_payoff,
+    rps_winner,
+    split_payoffs,
+)
+from games.opponents import RandomPlayer, check_opponent, make_opponent
+from games.parsing import parse_action
+from games.prompts import action_strings, state_text
+from games.selfplay_env import turn_rewards
+from games.text import GameConfig, check_playable, game_spec, make_game, num_players
+
+NAMES = ["ipd", "stag_hunt", "chicken", "trust_and_split", "split_no_press"]
+
+
+def cfg(name: str, **params) -> GameConfig:
+    return GameConfig(name=name, backend="dilemmas", params=params)
+
+
+# ------------------------------------------------------------------------------------------ payoffs
+def test_split_payoffs_by_hand():
+    # within the pot: granted as asked, the rest is lost: 3 coins * 10 = 30, 4 coins * 1 = 4
+    assert split_payoffs(3, 4, 10.0, 1.0, 10) == (30.0, 4.0)
+    # exactly the pot: 10 coins to the winner, nothing to the loser
+    assert split_payoffs(10, 0, 10.0, 1.0, 10) == (100.0, 0.0)
+    # both ask for everything: denominator 20, each gets 10 * 10 / 20 = 5 coins -> 50 and 5
+    assert split_payoffs(10, 10, 10.0, 1.0, 10) == (50.0, 5.0)
+    # 7 + 6 = 13 > 10: q0 = 70/13 coins worth 1 each, q1 = 60/13 coins worth 10 each
+    p0, p1 = split_payoffs(7, 6, 1.0, 10.0, 10)
+    np.testing.assert_allclose([p0, p1], [70 / 13, 600 / 13])
+    with pytest.raises(ValueError, match="must be in"):
+        split_payoffs(11, 0, 1.0, 1.0, 10)
+
+
+def test_matrix_payoffs_and_rps():
+    # IPD [CC, CD, DC, DD] = [3, 0, 5, 1]: the defector against a cooperator gets the temptation 5
+    assert matrix_payoff([3, 0, 5, 1], "D", "C") == (5.0, 0.0)
+    assert matrix_payoff([3, 0, 5, 1], "C", "C") == (3.0, 3.0)
+    assert rps_winner("R", "S") == 0 and rps_winner("R", "P") == 1 and rps_winner("S", "P") == 0
+    with pytest.raises(ValueError):
+        rps_winner("R", "R")
+
+
+def test_ipd_rounds_pay_as_they_go():
+    g = make_game(cfg("ipd", rounds=3), seed=0)
+    for a in ["C", "D", "D", "D", "C", "C"]:  # rounds: CD, DD, CC
+        g.apply(a)
+    # seat 0: 0 + 1 + 3 = 4; seat 1: 5 + 1 + 3 = 9
+    assert g.is_terminal() and g.returns() == [4.0, 9.0]
+    assert g.cooperated().tolist() == [[True, False], [False, False], [True, True]]
+
+
+def test_trust_and_split_round_by_hand():
+    g = make_game(cfg("trust_and_split", rounds=2), seed=3)
+    assert isinstance(g, TrustAndSplit)
+    g.hands = [("R", "S"), ("P", "S")]  # round 1: seat 0 wins; round 2: seat 1 wins
+    # round 1: seat 0 speaks first, then seat 1; both propose (seat 0 keeps 10, seat 1 keeps 0)
+    for a in ["R", "S", "10", "0"]:
+        g.apply(a)
+    assert g.returns() == [100.0, 0.0]
+    # round 2: seat 1 speaks first; both ask 10 -> 5 coins each: seat 0 (loser) 5, seat 1 (winner) 50
+    assert g.current_player() == 1
+    for a in ["S", "P", "10", "10"]:
+        g.apply(a)
+    assert g.is_terminal() and g.returns() == [105.0, 50.0]
+    assert g.cooperated().tolist() == [[True, True], [False, True]]
+
+
+# ------------------------------------------------------------------------------------------ hidden info
+def test_ipd_pending_move_stays_hidden():
+    a, b = make_game(cfg("ipd", rounds=2), 0), make_game(cfg("ipd", rounds=2), 0)
+    a.apply("C")
+    b.apply("D")
+    assert a.current_player() == b.current_player() == 1
+    assert a.observation(1) == b.observation(1)
+    assert a.state_key() != b.state_key()
+    a.apply("C")
+    b.apply("C")
+    assert a.observation(1) != b.observation(1)  # revealed once the round is over
+
+
+def test_trust_and_split_hand_and_proposal_stay_hidden():
+    a, b = make_game(cfg("trust_and_split"), 0), make_game(cfg("trust_and_split"), 0)
+    a.hands = [("R", "P")] + a.hands[1:]
+    b.hands = [("S", "P")] + b.hands[1:]
+    assert a.observation(1) == b.observation(1)  # seat 0's hand differs, seat 1 cannot see it
+    assert a.observation(0) != b.observation(0)
+    for g in (a, b):
+        g.apply("P")  # seat 0's claim (the same lie in both)
+        g.apply("P")
+    assert a.observation(1) == b.observation(1)  # a claim is seen, the hand behind it is not
+    a.apply("10")
+    b.apply("0")
+    assert a.current_player() == 1 and a.observation(1) == b.observation(1)  # pending proposal hidden
+    a.apply("0")
+    b.apply("0")
+    assert "hands PR" in a.observation(1) and "hands PS" in b.observation(1)  # revealed after the round
+
+
+def test_no_press_shows_the_value_and_has_no_messages():
+    g = make_game(cfg("split_no_press", rounds=1), 5)
+    assert g.legal_actions() == [str(k) for k in range(11)]
+    v0, v1 = g.values(0)
+    assert {v0, v1} == {10.0, 1.0}
+    assert f"value {v0:g}" in g.observation(0) and f"value {v1:g}" in g.observation(1)
+
+
+# ------------------------------------------------------------------------------------------ CRN
+def test_common_random_numbers_do_not_depend_on_actions():
+    rng = np.random.default_rng(0)
+    a, b = make_game(cfg("trust_and_split"), 42), make_game(cfg("trust_and_split"), 42)
+    seen_a, seen_b = {}, {}  # round -> the hands dealt when it was played
+    while not a.is_terminal():
+        seen_a[a.round] = a.hands[a.round]
+        a.apply(a.legal_actions()[int(rng.integers(len(a.legal_actions())))])
+    while not b.is_terminal():
+        seen_b[b.round] = b.hands[b.round]
+        b.apply(b.legal_actions()[-1])  # always "10": other actions, other payoffs
+    assert a.returns() != b.returns()
+    assert seen_a == seen_b and len(seen_a) == 10
+    assert make_game(cfg("trust_and_split"), 43).hands != list(seen_a.values())
+    assert all(h0 != h1 for h0, h1 in seen_a.values())
+
+
+# ------------------------------------------------------------------------------------------ strategies
+def _play(name: str, s0: str, s1: str, rounds: int, **params):
+    players = [make_opponent(s, name) if s != "random" else RandomPlayer() for s in (s0, s1)]
+    return play_games(cfg(name, rounds=rounds, **params), players, 1, seed=0)[0]
+
+
+def test_ipd_strategies_by_hand():
+    # TFT vs always-defect, 3 rounds: TFT plays C, D, D; returns 0+1+1 = 2 and 5+1+1 = 7
+    rec = _play("ipd", "tit-for-tat", "always-defect", 3)
+    assert [a for _, a in rec.moves] == ["C", "D", "D", "D", "D", "D"] and rec.returns == [2.0, 7.0]
+    # TFT vs grim trigger: both cooperate every round, 3 * 3 each
+    assert _play("ipd", "tit-for-tat", "grim-trigger", 3).returns == [9.0, 9.0]
+    # always-cooperate vs always-defect: 0 vs 5 per round
+    assert _play("ipd", "always-cooperate", "always-defect", 4).returns == [0.0, 20.0]
+
+
+def test_grim_trigger_never_forgives_tit_for_tat_does():
+    g = make_game(cfg("ipd", rounds=4), 0)
+    grim, tft = StrategyPlayer("grim-trigger"), StrategyPlayer("tit-for-tat")
+    for a0 in ["C", "D", "C"]:  # seat 1's view: co-player C, D, C
+        g.apply(a0)
+        g.apply("C")
+    g.apply("C")
+    assert grim.act([g], [1], np.random.default_rng(0)) == ["D"]
+    assert tft.act([g], [1], np.random.default_rng(0)) == ["C"]
+
+
+def test_trust_and_split_cooperators_reach_the_collective_optimum():
+    # truthful claims, the winner keeps all: 100 per round to the winner, collective 1000 in 10 rounds
+    rec = _play("trust_and_split", "always-cooperate", "tit-for-tat", 10)
+    assert sum(rec.returns) == 1000.0
+    # two grabbers: 5 coins each every round, 50 + 5 per round
+    assert sum(_play("trust_and_split", "always-defect", "always-defect", 10).returns) == 550.0
+
+
+def test_strategy_specs_are_checked_against_the_backend():
+    check_opponent("tit-for-tat", cfg("ipd"))
+    check_opponent("random", cfg("ipd"))
+    with pytest.raises(ValueError, match="dilemma"):
+        check_opponent("tit-for-tat", GameConfig("tic_tac_toe"))
+    with pytest.raises(ValueError, match="cannot play"):
+        check_opponent("mcts-10", cfg("ipd"))
+    with pytest.raises(ValueError, match="valid"):
+        StrategyPlayer("tit-for-two-tats")
+
+
+# ------------------------------------------------------------------------------------------ per-turn rewards
+def test_turn_rewards_from_running_returns_by_hand():
+    # one IPD game of 2 rounds (CD, then DD), both seats learners: turns in time order s0, s1, s0, s1.
+    # s0 is asked at running return 0 (before round 1) and 0 (round 1 paid it 0); s1 at 0 and 5.
+    # final returns: s0 0 + 1 = 1, s1 5 + 1 = 6; rewards: s0 [0 - 0, 1 - 0] = [0, 1], s1 [5 - 0, 6 - 5]
+    r = turn_rewards(
+        np.zeros(4, np.int64),
+        np.array([0, 1, 0, 1]),
+        np.zeros(4, bool),
+        np.array([[1.0, 6.0]]),
+        penalty=-1.0,
+        paid_before=np.array([0.0, 0.0, 0.0, 5.0]),
+    )
+    np.testing.assert_allclose(r, [0.0, 5.0, 1.0, 1.0])
+
+
+def test_running_returns_seen_before_each_decision():
+    # what the self-play recorder reads per turn: always-defect in both seats pays 1 each per round
+    g = make_game(cfg("ipd", rounds=3), 0)
+    seen = []
+    defect = StrategyPlayer("always-defect")
+    play(
+        [g],
+        [[defect, defect]],
+        np.random.default_rng(0),
+        on_turns=lambda pl, idx, seats, o, a: seen.append(g.returns()[seats[0]]),
+    )
+    assert seen == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+
+
+# ------------------------------------------------------------------------------------------ conformance
+@pytest.mark.parametrize("name", NAMES)
+def test_dilemma_games_conform(name):
+    c = cfg(name, rounds=4)
+    check_playable(c)
+    assert num_players(c) == 2
+    assert game_spec(c)["params"]["rounds"] == 4
+    names, exhaustive = action_strings(c)
+    assert exhaustive and names == dilemma_action_strings(name, {"rounds": 4})
+    rng = np.random.default_rng(1)
+    for seed in range(10):
+        g = make_game(c, seed)
+        paid = np.zeros(2)
+        while not g.is_terminal():
+            p = g.current_player()
+            legal = g.legal_actions()
+            assert len(set(legal)) == len(legal) and set(legal) <= set(names)
+            assert g.observation(p) and state_text(g, p) == g.observation(p)
+            a = legal[int(rng.integers(len(legal)))]
+            assert parse_action(a, legal) == a
+            twin = g.clone()
+            g.apply(a)
+            assert twin.state_key() != g.state_key() or twin.legal_actions() != g.legal_actions()
+            with pytest.raises(ValueError, match="illegal"):
+                g.clone().apply("nonsense")
+            paid = np.asarray(g.returns())
+        assert g.current_player() == -1 and g.legal_actions() == []
+        assert np.all(np.isfinite(paid))
+
+
+def test_unknown_game_and_params_are_refused():
+    with pytest.raises(ValueError, match="valid names"):
+        make_game(cfg("prisoners"), 0)
+    with pytest.raises(ValueError, match="valid params"):
+        make_game(cfg("ipd", round=3), 0)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_records_carry_cooperation_rates():
+    # TFT vs always-defect over 3 rounds: TFT cooperates in round 1 only (1/3), AD never
+    rec = _play("ipd", "tit-for-tat", "always-defect", 3)
+    np.testing.assert_allclose(rec.stats["coop"], [1 / 3, 0.0])
+    # Trust-and-Split: the loser that keeps coins did not cooperate; the winner always does
+    g = make_game(cfg("trust_and_split", rounds=2), 0)
+    g.hands = [("R", "S"), ("R", "P")]  # seat 0 wins round 1, seat 1 wins round 2
+    for a in ["R", "S", "10", "3", "R", "P", "0", "10"]:
+        g.apply(a)
+    assert g.stats() == {"coop": [1.0, 0.5]}
+
+
+def test_step_metrics_report_coop_and_collective_return():
+    from games.selfplay_env import StepGames, step_metrics
+
+    games = []
+    for moves in (["C", "C", "C", "D"], ["D", "D", "D", "D"]):  # two 2-round games of lm vs lm
+        g = make_game(cfg("ipd", rounds=2), 0)
+        for a in moves:
+            g.apply(a)
+        games.append(g)
+    # game 1: CC (3, 3) then CD (0, 5) -> returns (3, 8); game 2: DD, DD -> (2, 2)
+    returns = np.array([g.returns() for g in games])
+    played = StepGames(games, [["lm", "lm"]] * 2, returns, np.zeros((2, 2)), np.array([-1, -1]))
+    m = step_metrics(played, {"lm": None})
+    # collective: mean of 11 and 4 = 7.5; coop over the four seats: (1 + 0.5 + 0 + 0) / 4 = 0.375
+    assert m["train/collective_return"] == 7.5 and m["train/lm/coop"] == 0.375
+    assert m["train/lm/return"] == (3 + 8 + 2 + 2) / 4
+
+
+def test_round_robin_payoff_matrix_by_hand(tmp_path):
+    from games.arena import plot_mean_returns, round_robin
+
+    players = {s: StrategyPlayer(s) for s in ("tit-for-tat", "always-defect", "always-cooperate")}
+    res = round_robin(cfg("ipd", rounds=3), players, games_per_pair=2, n_boot=10)
+    i = {n: k for k, n in enumerate(res.names)}
+    # 3 rounds: TFT vs AD 0 + 1 + 1 = 2 (AD 5 + 1 + 1 = 7); AC vs AD 0 (AD 15); TFT vs AC 9 each
+    assert res.mean_return[i["tit-for-tat"], i["always-defect"]] == 2.0
+    assert res.mean_return[i["always-defect"], i["tit-for-tat"]] == 7.0
+    assert res.mean_return[i["always-defect"], i["always-cooperate"]] == 15.0
+    assert res.mean_return[i["tit-for-tat"], i["always-cooperate"]] == 9.0
+    assert "Mean return of row against column" in res.to_markdown()
+    plot_mean_returns(res, tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_tournament_command_plays_the_strategies(tmp_path):
+    from games.tournament import TournamentConfig, run_tournament
+
+    t = TournamentConfig(
+        game=cfg("ipd", rounds=2),
+        players=["tit-for-tat", "always-defect", "random"],
+        games_per_pair=2,
+        out_dir=str(tmp_path),
+        name="t",
+        n_boot=10,
+        anchor="random",
+    )
+    t.validate()
+    result, out = run_tournament(t)
+    i = {n: k for k, n in enumerate(result.names)}
+    # 2 rounds, TFT vs always-defect: 0 + 1 = 1 against 5 + 1 = 6
+    assert result.mean_return[i["tit-for-tat"], i["always-defect"]] == 1.0
+    assert (out / "tournament_returns.png").is_file()
+    with pytest.raises(ValueError, match="unknown player spec"):
+        TournamentConfig(game=cfg("ipd"), players=["tit-for-two-tats", "random"]).validate()
