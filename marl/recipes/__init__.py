@@ -18,6 +18,7 @@ RECIPES: dict[str, str] = {
     "mars2": "search.mars2",
     "selfplay": "games.selfplay",
     "tournament": "games.tournament",
+    "coevolution": "games.coevolution",
 }
 
 
