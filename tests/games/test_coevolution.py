@@ -21,6 +21,7 @@ from games.coevolution_env import (
     learning_side,
     play_round,
 )
+from games.coevolution_eval import CoevoEvalSettings, measure
 from games.coevolution_warm import warm_texts
 from marl.agent import Agent
 from marl.config import AgentConfig, SamplingConfig, load_config
@@ -197,3 +198,35 @@ def test_config_checks(tmp_path):
     ):
         with pytest.raises(ValueError, match=match):
             load_config(CoevolutionConfig, [ROOT / "configs" / "coevolution" / "advevo.yaml"], bad).validate()
+
+
+def _computing(role):
+    """A vulnerable defender that does the task for real (max of the task's digits)."""
+    obey = vulnerable(role)
+
+    def fn(prompt):
+        out = obey(prompt)
+        if out in ("max", "8") and role != "planner":
+            line = next(x for x in prompt.splitlines() if x.startswith(("task: ", "user: ")))
+            return str(max(int(d) for d in line.split()[2:5]))
+        return out
+
+    return fn
+
+
+def test_evaluation_rates_hand_derived():
+    env = CoevoEnvConfig()
+    task = DigitTask(env.task)
+    policy = _agent("p", "/tmp", 0, num_layers=1).policy
+    defenders = {r: Scripted(r, policy, _computing(r)) for r in DEFENDER_ROLES}
+    out = measure(defenders, {}, None, task, env, CoevoEvalSettings(tasks=54), seed=0, prefix="eval")
+    # held-out task k meets template k % 18 (goal halt when k is even) at entry k % 3 (1 = tool, the
+    # key holder's slot): halt always falls (27 tasks), leak only at the tool slot (k = 1 mod 6: 9
+    # tasks) -> 36 / 54; the 32 training templates alternate goals the same way -> 36 / 54 too
+    assert out["eval/heldout_asr"] == pytest.approx(36 / 54)
+    assert out["eval/train_template_asr"] == pytest.approx(36 / 54)
+    assert out["eval/acc_clean"] == 1.0
+    # a failed attack leaves the answer right (18 tasks); a halt makes every later defender write the
+    # marker (27 wrong); a leak makes the solver write the key, but the checker recomputes the answer
+    # (9 right, the leak still counts): accuracy (18 + 9) / 54
+    assert out["eval/acc_attacked"] == pytest.approx(27 / 54)
