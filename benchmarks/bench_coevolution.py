@@ -100,9 +100,7 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument(
-        "--configs", nargs="+", default=["advevo", "task_only", "fixed_attacks", "guard", "self_verify"]
-    )
+    ap.add_argument("--configs", nargs="+", default=["advevo", "task_only", "fixed_attacks", "guard"])
     ap.add_argument("--out", default="runs/bench_coevolution")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: each config's)")
     ap.add_argument("extra", nargs="*", help="KEY=VALUE overrides for every run")
