@@ -83,3 +83,34 @@ def test_a_local_hugging_face_model_plays_attacker_and_defender(tmp_path):
         losses = [r[f"agent/{name}/loss"] for r in rows if f"agent/{name}/loss" in r]
         assert losses and all(math.isfinite(v) for v in losses)
     assert "eval/heldout_asr" in rows[-1] and (out / "hf" / "results.md").is_file()
+
+
+def test_same_seed_same_metrics_and_sigkill_resume_matches(tmp_path):
+    from functools import partial
+
+    from marl.rundir import read_metrics
+    from tests.cli_helpers import cli_env, deterministic, kill_after_checkpoint, resume, run_train, train_cmd
+
+    config = ROOT / "configs" / "coevolution" / "advevo.yaml"
+    toy = [
+        *coevolution.SMOKE_OVERRIDES,
+        "run.steps=4",
+        "run.eval_every=2",
+        "run.checkpoint_every=1",
+        "run.threads=1",
+        "run.progress=false",
+        "run.tensorboard=false",
+    ]
+    same = partial(deterministic, drop_prefixes=("time/", "warmstart/"))  # timings; a cache hit
+    env, cache = cli_env(), tmp_path / "c"
+    run_train(train_cmd(config, tmp_path, "a", toy, cache_dir=cache), env)
+    run_train(train_cmd(config, tmp_path, "b", toy, cache_dir=cache), env)
+    a = same(read_metrics(tmp_path / "a"))
+    assert a == same(read_metrics(tmp_path / "b")) and [r["step"] for r in a][-1] == 4
+    latest = tmp_path / "k" / "checkpoints" / "latest"
+    killed = kill_after_checkpoint(
+        train_cmd(config, tmp_path, "k", toy, cache_dir=cache), latest, ("step_0000002",), 300, env
+    )
+    assert killed == "step_0000002"
+    resume(tmp_path / "k", env)
+    assert same(read_metrics(tmp_path / "k")) == a
