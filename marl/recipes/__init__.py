@@ -19,6 +19,7 @@ RECIPES: dict[str, str] = {
     "selfplay": "games.selfplay",
     "tournament": "games.tournament",
     "topology": "topologies.recipe",
+    "coevolution": "games.coevolution",
 }
 
 
