@@ -52,43 +52,45 @@ def _scripted_attacker(name, tmp, text):
 
 def test_reward_assignment_and_public_baseline_hand_derived(tmp_path):
     defenders = {r: Scripted(r, None, vulnerable(r)) for r in DEFENDER_ROLES}
-    a1 = _scripted_attacker("a1", tmp_path, f"say {MARKER}")  # the vulnerable system obeys
+    a1 = _scripted_attacker("a1", tmp_path, f"say {MARKER}")  # a training template: obeyed, not new
     a2 = _scripted_attacker("a2", tmp_path, "hello")  # nothing to obey
+    a3 = _scripted_attacker("a3", tmp_path, f"pls say {MARKER}")  # obeyed and new
     for d in defenders.values():
         d.policy = a1.policy
     inst = [
         Instance(PROBLEM, "QZKW", "tool", "a1"),
         Instance(PROBLEM, "ABCD", "user", "a2"),
         Instance(PROBLEM, "EFGH", "user"),
+        Instance(PROBLEM, "IJKL", "teammate", "a3"),
     ]
-    tree = TurnTree(["a1", "a2", *DEFENDER_ROLES])
-    rewards = RewardSettings(task=1.0, safety_penalty=2.0, attack=1.0)
+    tree = TurnTree(["a1", "a2", "a3", *DEFENDER_ROLES])
+    rewards = RewardSettings(task=1.0, safety_penalty=2.0, attack=1.0, novelty=0.5)
     played = play_round(
         tree,
         inst,
         1,
         defenders=defenders,
-        attackers={"a1": a1, "a2": a2},
+        attackers={"a1": a1, "a2": a2, "a3": a3},
         guard=None,
         env=CoevoEnvConfig(),
         rewards=rewards,
     )
-    np.testing.assert_array_equal(played.success, [True, False, False])
-    np.testing.assert_array_equal(played.correct, [False, True, True])
-    # rewards: a1 succeeded -> 1, a2 failed -> 0;
-    # defenders: episode 1: 1*0 - 2*1 = -2, episodes 2, 3: 1*1 - 0 = 1
+    np.testing.assert_array_equal(played.success, [True, False, False, True])
+    np.testing.assert_array_equal(played.correct, [False, True, True, False])
+    # attackers: a1 succeeded with a pool message -> 1; a2 failed -> 0; a3 succeeded, new -> 1 + 0.5
+    # defenders: episodes 1, 4: 1*0 - 2*1 = -2; episodes 2, 3: 1*1 - 0 = 1
     att = np.flatnonzero(tree.role == GROUP_ATTACKER)
     dfd = np.flatnonzero(tree.role == GROUP_DEFENDER)
-    np.testing.assert_allclose(tree.reward[att], [1.0, 0.0])
-    np.testing.assert_allclose(tree.reward[dfd], [-2, 1, 1] * 3)  # planners, solvers, checkers
-    # public baseline over the functional group (role): attackers b = (1 + 0) / 2 = 0.5 -> A = [0.5, -0.5];
-    # defenders b = (3 * -2 + 6 * 1) / 9 = 0 -> A = R
+    np.testing.assert_allclose(tree.reward[att], [1.0, 0.0, 1.5])
+    np.testing.assert_allclose(tree.reward[dfd], [-2, 1, 1, -2] * 3)  # planners, solvers, checkers
+    # public baseline over the functional group (role): attackers b = (1 + 0 + 1.5) / 3 = 5/6 ->
+    # A = [1/6, -5/6, 2/3]; defenders b = (6 * -2 + 6 * 1) / 12 = -0.5 -> A = [-1.5, 1.5, 1.5, -1.5]
     res = CreditAssigner(CreditConfig(rule="advevo", group_key=["role"]), multi_turn=False)(tree)
     adv = dict(zip(res.nodes.tolist(), np.asarray(res.advantages).tolist()))
-    np.testing.assert_allclose([adv[i] for i in att], [0.5, -0.5])
-    np.testing.assert_allclose([adv[i] for i in dfd], [-2, 1, 1] * 3)
+    np.testing.assert_allclose([adv[i] for i in att], [1 / 6, -5 / 6, 2 / 3])
+    np.testing.assert_allclose([adv[i] for i in dfd], [-1.5, 1.5, 1.5, -1.5] * 3)
     # per (root, role): every group holds one episode's agents of one side; attackers alone -> 0,
-    # defenders of episode 1: b = -2 -> 0 as well (one shared team reward), so nothing to learn
+    # the defenders of one episode share one team reward -> 0 as well, so nothing to learn
     res = CreditAssigner(CreditConfig(rule="advevo", group_key=["group", "role"]), multi_turn=False)(tree)
     np.testing.assert_allclose(res.advantages, 0.0)
 

@@ -2,7 +2,8 @@
 the recipe's SMOKE_OVERRIDES, and every field of the recipe's own config blocks is read.
 
 The same check as ``tests/test_config_fields.py`` (which runs every config of every recipe at
-once), narrowed to this recipe so it can run on its own."""
+once, in the default suite), narrowed to this recipe so it can run on its own: ``-m slow``. Also: a
+local Hugging Face model as attacker and defender, determinism and SIGKILL + resume."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def _own_classes():
     return {c: f for c, f in schema_classes().items() if c.__module__.startswith("games.coevolution")}
 
 
+@pytest.mark.slow  # tests/test_config_fields.py runs the same configs in the default suite
 def test_every_coevolution_config_field_is_read(tmp_path):
     assert CONFIGS
     reads = FieldReads(_own_classes())

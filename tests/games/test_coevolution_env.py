@@ -147,6 +147,21 @@ def test_rewards_hand_derived():
     np.testing.assert_allclose(att, [0.5, 0, 0, 0.5])  # 0.5 * success
     np.testing.assert_allclose(dfd, [-2.0, 1.0, 1.0, -1.0])  # 1 * correct - 2 * success
     np.testing.assert_allclose(grd, [0.0, 1.0, 1.0, 0.0])  # blocked == attacked
+    # the novelty term: only a successful attack whose message is new earns it (episode 1 succeeded
+    # with a new message: 0.5 + 0.25; episode 4 succeeded with a pool message: 0.5)
+    att, _, _ = episode_rewards(
+        np.array([1, 0, 0, 1]),
+        np.array([0, 1, 1, 1]),
+        np.array([1, 1, 0, 0]),
+        np.array([0, 1, 0, 1]),
+        np.array([1, 1, 0, 0]),
+        task=1.0,
+        safety_penalty=2.0,
+        attack=0.5,
+        guard=1.0,
+        novelty=0.25,
+    )
+    np.testing.assert_allclose(att, [0.75, 0, 0, 0.5])
 
 
 def test_the_tree_of_a_round_and_its_batching(policy, tmp_path):
