@@ -83,8 +83,23 @@ TOURNAMENT = (
 RENAMED: dict[str, str] = {}
 """Old override key -> new key, for keys a restructuring renamed (empty while nothing was renamed)."""
 
+_SELFPLAY_ADDED = ["train/collective_return", "eval/*/return", "eval/*/opp_return"]
+"""Self-play logs the sum of the seats' returns and each evaluation's mean return for both sides
+(added with the social dilemmas, where win rates say little); every recorded number is unchanged."""
 ADDED_KEYS: dict[str, list[str]] = {
     "single_turn": ["credit/*"],  # the single-turn recipe now logs the credit diagnostics, as the others do
+    **{
+        case: _SELFPLAY_ADDED
+        for case in (
+            "tictactoe",
+            "tictactoe_two_sizes",
+            "tictactoe_pettingzoo",
+            "connect_four",
+            "connect_four_pettingzoo",
+            "kuhn_poker",
+            "leduc_poker",
+        )
+    },  # fmt: skip
 }
 """case -> glob patterns of metric keys the restructuring added on purpose (say why beside each)."""
 
@@ -206,10 +221,10 @@ def compare_metrics(case: str, ref: list[dict], new: list[dict]) -> list[str]:
     return problems
 
 
-def compare_dicts(case: str, ref: dict, new: dict) -> list[str]:
+def compare_dicts(case: str, ref: dict, new: dict, added: list[str] = ()) -> list[str]:
     a, b = _strip(ref), _strip(new)
     return [f"{case}: {k} = {b.get(k)!r}, recorded {v!r}" for k, v in a.items() if not _same(b.get(k), v)] + [
-        f"{case}: new key {k}" for k in b.keys() - a.keys()
+        f"{case}: new key {k}" for k in b.keys() - a.keys() if not any(fnmatch.fnmatch(k, p) for p in added)
     ]
 
 
@@ -257,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{n} eval",
             json.loads((folder / f"{n}.eval.json").read_text()),
             json.loads((work / f"{n}.eval.json").read_text()),
+            ADDED_KEYS.get(n, []),
         )
     recorded = (folder / "RECORDED_AT").read_text().split()[0] if (folder / "RECORDED_AT").exists() else "?"
     if problems:

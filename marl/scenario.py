@@ -32,8 +32,9 @@ PER_AGENT_NORMALIZERS = ("batch_per_agent", "running_per_agent")
 
 
 @dataclass
-class RecipeConfig:
-    """The fields every recipe's run config has; a recipe's ``Config`` extends it with its own blocks.
+class ScenarioConfig:
+    """The fields every run config has; a recipe's ``Config`` extends :class:`RecipeConfig` (LLM agents)
+    or, when no LLM agent learns (a topology policy over programmatic agents), this class.
 
     ``MULTI_TURN`` (class attribute) says whether the scenario's samples are turns of multi-turn
     trajectories (self-play: yes; one completion per prompt, a search node: no); the credit
@@ -46,15 +47,24 @@ class RecipeConfig:
     """Recipe name (selects this schema)."""
     run: RunSettings = field(default_factory=RunSettings)
     """Seed, steps, run directory, checkpoint and eval schedule."""
-    agents: dict[str, AgentConfig] = field(default_factory=dict)
-    """Agents by name; each has its own model, optimizer, loss, sampling and normaliser."""
     credit: CreditConfig = field(default_factory=CreditConfig)
     """Credit rule over the turn tree, its keys and normaliser."""
 
     def validate(self) -> None:
+        check_settings(self.credit, multi_turn=self.MULTI_TURN)
+
+
+@dataclass
+class RecipeConfig(ScenarioConfig):
+    """A scenario whose LLM agents learn: :class:`ScenarioConfig` plus ``agents``."""
+
+    agents: dict[str, AgentConfig] = field(default_factory=dict)
+    """Agents by name; each has its own model, optimizer, loss, sampling and normaliser."""
+
+    def validate(self) -> None:
         if not self.agents:
             raise ValueError("agents: declare at least one agent")
-        check_settings(self.credit, multi_turn=self.MULTI_TURN)
+        super().validate()
         if self.credit.normalizer in PER_AGENT_NORMALIZERS:
             stacked = sorted(n for n, a in self.agents.items() if a.normalizer.kind != "none")
             if stacked:

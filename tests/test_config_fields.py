@@ -144,7 +144,7 @@ def _check_smoke_run(run: Path, recipe) -> None:
     assert losses and all(isinstance(v, float) and math.isfinite(v) for v in losses)
     ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     cfg = load_config(recipe.Config, [run / "config.yaml"])
-    for name, acfg in cfg.agents.items():
+    for name, acfg in getattr(cfg, "agents", {}).items():  # a ScenarioConfig has no LLM agents
         initial = Agent(name, acfg, cache_dir=run.parent / "cache", total_steps=1, seed=0)
         trained = Agent(name, acfg, cache_dir=run.parent / "cache", total_steps=1, seed=0)
         trained.load(ckpt / "agents" / name)

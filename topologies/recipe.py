@@ -10,7 +10,8 @@ optimizer (``topologies.learner``). Evaluation runs each held-out query once ove
 probable graph (edges with p > 0.5; ``policy.eval_graph: sample`` draws one) and reports the accuracy,
 its exact expectation and the oracle (``topologies.testbed``), tokens and calls per query.
 
-The team is the testbed's programmatic agents (``task``); ``agents`` (LLM agents) must stay empty.
+The team is the testbed's programmatic agents (``task``); the config has no ``agents`` block (LLM team
+members are not wired into the recipe yet: ``topologies.lm_team``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from marl.credit import CreditConfig, check_settings
+from marl.credit import CreditConfig
 from marl.runner import Runner
-from marl.scenario import RecipeConfig, make_credit, prefixed
+from marl.scenario import ScenarioConfig, make_credit, prefixed
 from marl.seeding import derive_seed
 from marl.tree import TurnTree
 from topologies.execution import DECISIONS, run_graphs
@@ -86,7 +87,7 @@ class PolicySettings:
 
 
 @dataclass
-class TopologyConfig(RecipeConfig):
+class TopologyConfig(ScenarioConfig):
     """Run config of the topology recipe."""
 
     recipe: str = "topology"
@@ -107,12 +108,7 @@ class TopologyConfig(RecipeConfig):
     """Held-out queries per evaluation (0 = all)."""
 
     def validate(self) -> None:
-        if self.agents:  # the base class requires LLM agents; this team is programmatic
-            raise ValueError(
-                f"agents ({sorted(self.agents)}): the topology recipe's team is the testbed's programmatic "
-                "agents (task.*); LLM team members are not supported yet, remove the agents block"
-            )
-        check_settings(self.credit, multi_turn=self.MULTI_TURN)
+        super().validate()
         if self.team.decision not in DECISIONS:
             raise ValueError(f"team.decision ({self.team.decision!r}) must be one of {DECISIONS}")
         if self.policy.kind not in POLICY_KINDS:

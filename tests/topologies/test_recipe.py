@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from marl import cli
-from marl.config import load_config
+from marl.config import ConfigError, load_config
 from marl.rundir import read_metrics
 from tests.cli_helpers import (
     ROOT,
@@ -62,11 +62,10 @@ def test_a_short_run_trains_the_policy_and_is_deterministic(tmp_path):
     assert cli.main(["eval", str(tmp_path / "a")]) == 0
 
 
-def test_llm_agents_are_refused_with_the_way_forward():
-    cfg = TopologyConfig()
-    cfg.agents = {"x": cfg.run}  # any entry: the check is on the block being empty
-    with pytest.raises(ValueError, match="remove the agents block"):
-        cfg.validate()
+def test_an_agents_block_is_refused_as_an_unknown_key():
+    # the team is programmatic: the schema has no agents block, so every field it has is live
+    with pytest.raises(ConfigError, match="agents"):
+        load_config(TopologyConfig, [CONFIG], ["agents.x.policy.tiny=100k"])
 
 
 @pytest.mark.slow
