@@ -296,9 +296,10 @@ def rule_gigpo(
     return _result(nodes, adv)
 
 
-def rule_loo_returns(
-    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
-) -> CreditResult:
+def _loo_own(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each node's leave-one-out advantage of its discounted return (and its trajectory, turn, rank)."""
     traj = _trajectory(tree, nodes, cfg)
     turn = tree.turn[nodes]
     codes, _ = group_codes(traj, nodes.shape[0])
@@ -306,19 +307,19 @@ def rule_loo_returns(
     returns = discounted_returns(r, traj, turn, gamma=cfg.gamma)
     player = node_key(tree, nodes, cfg.player_key)
     own = loo_return_advantages(returns, (*node_key(tree, nodes, cfg.group_key), *player), rank)
-    return _result(nodes, own)
+    return own, traj, turn, rank
+
+
+def rule_loo_returns(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
+) -> CreditResult:
+    return _result(nodes, _loo_own(tree, nodes, r, cfg)[0])
 
 
 def rule_advantage_alignment(
     tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
 ) -> CreditResult:
-    traj = _trajectory(tree, nodes, cfg)
-    turn = tree.turn[nodes]
-    codes, _ = group_codes(traj, nodes.shape[0])
-    rank = segment_rank(codes, turn)
-    returns = discounted_returns(r, traj, turn, gamma=cfg.gamma)
-    player = node_key(tree, nodes, cfg.player_key)
-    own = loo_return_advantages(returns, (*node_key(tree, nodes, cfg.group_key), *player), rank)
+    own, traj, turn, rank = _loo_own(tree, nodes, r, cfg)
     co = co_player_sum(own, (tree.episode[nodes],), traj, rank)
     adv = advantage_alignment_credit(own, co, traj, turn, beta=cfg.advantage_alignment.beta, gamma=cfg.gamma)
     return _result(nodes, adv)
