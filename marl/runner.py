@@ -135,14 +135,13 @@ class Runner:
             row["time/step_s"] = now - self._t_step
         self._t_step = now
         self.metrics.log(step, row)
+        shown = {k: v for k, v in metrics.items() if k.startswith("eval/") or k.endswith("/reward")}
+        if not shown:  # a step without evaluation or rewards: show what each agent's update did
+            shown = {k: v for k, v in metrics.items() if k.startswith("agent/") and k.endswith("/loss")}
         if self._bar is not None:
-            shown = {k.split("/", 1)[-1]: f"{v:.3g}" for k, v in metrics.items() if k.startswith("eval/")}
-            shown.update(
-                {k.split("/", 1)[-1]: f"{v:.3g}" for k, v in metrics.items() if k.endswith("/reward")}
-            )
-            self._bar.set_postfix(shown, refresh=False)
+            self._bar.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
         else:
-            logger.info("step %d %s", step, {k: round(v, 4) for k, v in metrics.items() if "eval/" in k})
+            logger.info("step %d %s", step, {k: round(v, 4) for k, v in shown.items()})
 
     def end_step(
         self, step: int, metrics: Mapping[str, float], agents: Mapping[str, Any], extra: Mapping[str, Any]
