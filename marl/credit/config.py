@@ -100,6 +100,14 @@ class TopologySettings:
 
     token_cost: float = 0.0
     """lambda of the utility u = score - lambda * tokens (MaAS); 0 scores the outcome alone."""
+    edge_credit: str = "mean"
+    """Rule graph_grpo_edge: mean (the paper's A_e = S_e centred and scaled across edges) | contrast
+    (optional variant, not the paper's: (S_e^+ - S_e^-) / std u between the group's graphs with and
+    without e, +/- on present / absent decisions; ``marl.credit.graphs.edge_contrast_advantages``)."""
+
+    def validate(self) -> None:
+        if self.edge_credit not in ("mean", "contrast"):
+            raise ValueError(f"credit.topology.edge_credit ({self.edge_credit!r}) must be mean or contrast")
 
 
 @dataclass
@@ -147,6 +155,12 @@ class CreditConfig:
 
     def validate(self) -> None:
         check_settings(self)
+        self.topology.validate()
+        if self.topology.edge_credit != "mean" and self.rule != "graph_grpo_edge":
+            raise ValueError(
+                f"credit.topology.edge_credit is set, but rule {self.rule!r} does not read it "
+                "(only graph_grpo_edge does); remove it"
+            )
 
 
 def check_settings(cfg: CreditConfig, *, multi_turn: bool | None = None) -> None:

@@ -15,6 +15,14 @@ optimisation of multi-agent communication topologies", the seed paper of ``topol
   ``A_e = (S_e - mean_e S) / (std_e S + eps)`` over the edges present in at least one graph of the
   group, loss ``-sum_e A_e log p_e(a_e)``.
 
+Optional variant, not in the paper (``credit.topology.edge_credit: contrast``; the default ``mean`` is
+the formula above): the per-edge contrast ``C_e = (S_e^+ - S_e^-) / (std_K u + eps)``, ``S_e^+`` /
+``S_e^-`` the mean utility of the group's graphs with / without ``e``, credited ``+C_e`` to present
+and ``-C_e`` to absent decisions. For independent Bernoulli edges the exact policy gradient on edge
+``e``'s logit is ``p_e (1 - p_e) (E[u | a_e = 1] - E[u | a_e = 0])``; ``C_e`` estimates that
+difference, so its sign can say "drop this edge" for every edge at once (the mean rule's ``A_e`` sums
+to about 0 over the edges, so it cannot ask for fewer edges overall).
+
 REINFORCE without a baseline (GPTSwarm, Zhuge et al. ICML 2024; AgentPrune, Zhang et al. ICLR 2025;
 G-Designer, Zhang et al. ICML 2025) uses ``A_k = u_k``. The policy is kept near a reference edge
 distribution with the KL of independent Bernoulli edges (:func:`edge_kl`).
@@ -95,9 +103,61 @@ def edge_advantages(
     return adv[codes] * a
 
 
+def edge_contrast_advantages(
+    utilities: np.ndarray,
+    decisions: np.ndarray,
+    group_ids: GroupIds,
+    *,
+    unbiased: bool = True,
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """Per-edge contrast credit (optional variant, see the module docstring): (K,) utilities, (K, E)
+    decisions -> (K, E) advantages.
+
+    Inside each group ``g``: ``C_ge = (S_ge^+ - S_ge^-) / (std_g u + eps)`` with ``S_ge^+`` (``S_ge^-``)
+    the mean utility of the group's graphs that contain (do not contain) ``e``; 0 when every graph of
+    the group agrees on ``e`` or all utilities are equal. ``out[k, e] = C_ge if a_ke = 1 else -C_ge``,
+    so the loss ``-sum_e out log p_e(a_e)`` moves ``e``'s logit towards the sign of ``C_ge`` from both
+    kinds of decision.
+    """
+    u = np.asarray(utilities, dtype=np.float64).reshape(-1)
+    a = np.asarray(decisions)
+    if a.ndim != 2 or a.shape[0] != u.shape[0]:
+        raise ValueError(f"decisions must be (K, E) with K = {u.shape[0]} utilities, got shape {a.shape}")
+    if not np.isin(a, (0, 1)).all():
+        raise ValueError("decisions must be 0 or 1 (edge absent / present)")
+    a = a.astype(np.float64)
+    codes, ng = group_codes(group_ids, u.shape[0])
+    n = np.bincount(codes, minlength=ng).astype(np.float64)
+    cnt_on = np.zeros((ng, a.shape[1]))
+    tot_on = np.zeros((ng, a.shape[1]))
+    np.add.at(cnt_on, codes, a)
+    np.add.at(tot_on, codes, a * u[:, None])
+    tot = np.bincount(codes, weights=u, minlength=ng)
+    cnt_off, tot_off = n[:, None] - cnt_on, tot[:, None] - tot_on
+    both = (cnt_on > 0) & (cnt_off > 0)
+    s_on = np.divide(tot_on, cnt_on, out=np.zeros_like(tot_on), where=both)
+    s_off = np.divide(tot_off, cnt_off, out=np.zeros_like(tot_off), where=both)
+    mean = tot / np.maximum(n, 1)
+    dev = u - mean[codes]
+    denom = n - (1 if unbiased else 0)
+    sq = np.bincount(codes, weights=dev * dev, minlength=ng)
+    var = np.divide(sq, denom, out=np.zeros(ng), where=denom > 0)
+    c = safe_divide(s_on - s_off, np.sqrt(var)[:, None], eps)
+    return c[codes] * (2.0 * a - 1.0)
+
+
 def reinforce_advantages(utilities: np.ndarray) -> np.ndarray:
-    """REINFORCE without a baseline (GPTSwarm, G-Designer): ``A_k = u_k``, loss
-    ``-sum_k u_k log pi(G_k)``. (K,) -> (K,) float64."""
+    """Optional variant, not in the paper (``credit.topology.edge_credit: contrast``; the default ``mean`` is
+    the formula above): the per-edge contrast ``C_e = (S_e^+ - S_e^-) / (std_K u + eps)``, ``S_e^+`` /
+    ``S_e^-`` the mean utility of the group's graphs with / without ``e``, credited ``+C_e`` to present
+    and ``-C_e`` to absent decisions. For independent Bernoulli edges the exact policy gradient on edge
+    ``e``'s logit is ``p_e (1 - p_e) (E[u | a_e = 1] - E[u | a_e = 0])``; ``C_e`` estimates that
+    difference, so its sign can say "drop this edge" for every edge at once (the mean rule's ``A_e`` sums
+    to about 0 over the edges, so it cannot ask for fewer edges overall).
+
+    REINFORCE without a baseline (GPTSwarm, G-Designer): ``A_k = u_k``, loss
+        ``-sum_k u_k log pi(G_k)``. (K,) -> (K,) float64."""
     return np.asarray(utilities, dtype=np.float64).copy()
 
 
@@ -158,7 +218,8 @@ def rule_graph_grpo_edge(
 ) -> CreditResult:
     u = graph_utilities(tree, nodes, r, cfg.topology.token_cost)
     a = graph_decisions(tree, nodes)
-    adv = edge_advantages(u, a, node_key(tree, nodes, cfg.group_key), unbiased=cfg.unbiased_std, eps=cfg.eps)
+    fn = edge_contrast_advantages if cfg.topology.edge_credit == "contrast" else edge_advantages
+    adv = fn(u, a, node_key(tree, nodes, cfg.group_key), unbiased=cfg.unbiased_std, eps=cfg.eps)
     res = CreditResult(nodes=nodes, advantages=list(adv), train_mask=np.ones(nodes.shape[0], bool))
     res.metrics["credit/utility_mean"] = float(u.mean()) if u.size else 0.0
     return res

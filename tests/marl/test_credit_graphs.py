@@ -11,6 +11,7 @@ from torch.testing import assert_close
 from marl.credit import CreditAssigner, CreditConfig, TopologySettings
 from marl.credit.graphs import (
     edge_advantages,
+    edge_contrast_advantages,
     edge_kl,
     graph_advantages,
     reinforce_advantages,
@@ -18,6 +19,7 @@ from marl.credit.graphs import (
 )
 from marl.tree import TurnTree
 from marl.types import Turn
+from topologies.learner import topology_loss
 
 # one query, three graphs over three candidate edges
 U = np.array([1.0, 0.0, 1.0])
@@ -137,6 +139,37 @@ def test_rules_through_the_credit_assigner():
     cfg = CreditConfig(rule="graph_reinforce", topology=TopologySettings(token_cost=0.001))
     res = CreditAssigner(cfg, multi_turn=False)(tree, graphs)
     np.testing.assert_allclose(res.advantages, [0.9, -0.3, 0.95])
+
+
+def test_edge_contrast_hand_derived():
+    # one group, u = (1, 1, 0, 0): std (n - 1) = sqrt(1/3); edge 0 is in the two wins: S+ - S- = 1;
+    # edge 1 in graph 0 only: 1 - 1/3; edge 2 in no graph: 0. A second group of equal utilities: 0.
+    u = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    a = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 1], [0, 1, 1]])
+    out = edge_contrast_advantages(u, a, np.array([0, 0, 0, 0, 1, 1]), eps=0.0)
+    c0, c1 = 1.0 / math.sqrt(1 / 3), (2 / 3) / math.sqrt(1 / 3)
+    want = [[c0, c1, 0], [c0, -c1, 0], [-c0, -c1, 0], [-c0, -c1, 0], [0, 0, 0], [0, 0, 0]]
+    np.testing.assert_allclose(out, want)
+    # the loss -sum A log p_e(a_e) moves each logit with the sign of E[u | a_e = 1] - E[u | a_e = 0]
+    # (the exact policy gradient is p (1 - p) times that): edges 0 and 1 go up, edge 2 gets nothing
+    logits = torch.zeros(1, 3, requires_grad=True)
+    adv = torch.as_tensor(out[:4], dtype=torch.float32)[None]
+    topology_loss(logits, torch.as_tensor(a[:4])[None], adv).backward()
+    assert logits.grad[0, 0] < 0 and logits.grad[0, 1] < 0 and logits.grad[0, 2] == 0
+
+
+def test_edge_contrast_through_the_credit_assigner():
+    # U = (1, 0, 1), std (n - 1) = 1/sqrt(3); S+ - S-: edge 0 0.5 - 1, edge 1 1 - 0, edge 2 0 - 1
+    tree, graphs = _graph_tree()
+    cfg = CreditConfig(rule="graph_grpo_edge", eps=0.0, topology=TopologySettings(edge_credit="contrast"))
+    res = CreditAssigner(cfg, multi_turn=False)(tree, graphs)
+    s3 = math.sqrt(3.0)
+    want = [[-s3 / 2, s3, s3], [-s3 / 2, -s3, -s3], [s3 / 2, s3, s3]]
+    np.testing.assert_allclose(np.stack(res.advantages), want)
+    with pytest.raises(ValueError, match="edge_credit"):
+        CreditConfig(rule="graph_grpo_edge", topology=TopologySettings(edge_credit="sum")).validate()
+    with pytest.raises(ValueError, match="edge_credit is set"):
+        CreditConfig(rule="graph_grpo", topology=TopologySettings(edge_credit="contrast")).validate()
 
 
 def test_token_cost_is_refused_by_rules_that_do_not_read_it():
