@@ -63,6 +63,26 @@ def graph_advantages(
     return grpo_advantages(utilities, group_ids, scale_by_std=True, unbiased=unbiased, eps=eps)
 
 
+def _edge_sums(
+    utilities: np.ndarray, decisions: np.ndarray, group_ids: GroupIds
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    """Checked (K,) utilities and (K, E) 0/1 decisions, group codes and count, and per group and edge
+    the number of graphs containing the edge and the sum of their utilities."""
+    u = np.asarray(utilities, dtype=np.float64).reshape(-1)
+    a = np.asarray(decisions)
+    if a.ndim != 2 or a.shape[0] != u.shape[0]:
+        raise ValueError(f"decisions must be (K, E) with K = {u.shape[0]} utilities, got shape {a.shape}")
+    if not np.isin(a, (0, 1)).all():
+        raise ValueError("decisions must be 0 or 1 (edge absent / present)")
+    a = a.astype(np.float64)
+    codes, ng = group_codes(group_ids, u.shape[0])
+    count = np.zeros((ng, a.shape[1]))
+    total = np.zeros((ng, a.shape[1]))
+    np.add.at(count, codes, a)
+    np.add.at(total, codes, a * u[:, None])
+    return u, a, codes, ng, count, total
+
+
 def edge_advantages(
     utilities: np.ndarray,
     decisions: np.ndarray,
@@ -80,18 +100,7 @@ def edge_advantages(
     ``out[k, e] = A_ge if a_ke = 1 else 0``, so ``-(1/K) sum_k sum_e out[k, e] log p_e(a_ke)`` is the
     paper's ``-sum_e A_e log p_e`` with each edge weighted by how often it was sampled.
     """
-    u = np.asarray(utilities, dtype=np.float64).reshape(-1)
-    a = np.asarray(decisions)
-    if a.ndim != 2 or a.shape[0] != u.shape[0]:
-        raise ValueError(f"decisions must be (K, E) with K = {u.shape[0]} utilities, got shape {a.shape}")
-    if not np.isin(a, (0, 1)).all():
-        raise ValueError("decisions must be 0 or 1 (edge absent / present)")
-    a = a.astype(np.float64)
-    codes, ng = group_codes(group_ids, u.shape[0])
-    count = np.zeros((ng, a.shape[1]))
-    total = np.zeros((ng, a.shape[1]))
-    np.add.at(count, codes, a)
-    np.add.at(total, codes, a * u[:, None])
+    u, a, codes, ng, count, total = _edge_sums(utilities, decisions, group_ids)
     present = count > 0
     s = np.divide(total, count, out=np.zeros_like(total), where=present)
     m = present.sum(1)  # edges present per group
@@ -120,19 +129,8 @@ def edge_contrast_advantages(
     so the loss ``-sum_e out log p_e(a_e)`` moves ``e``'s logit towards the sign of ``C_ge`` from both
     kinds of decision.
     """
-    u = np.asarray(utilities, dtype=np.float64).reshape(-1)
-    a = np.asarray(decisions)
-    if a.ndim != 2 or a.shape[0] != u.shape[0]:
-        raise ValueError(f"decisions must be (K, E) with K = {u.shape[0]} utilities, got shape {a.shape}")
-    if not np.isin(a, (0, 1)).all():
-        raise ValueError("decisions must be 0 or 1 (edge absent / present)")
-    a = a.astype(np.float64)
-    codes, ng = group_codes(group_ids, u.shape[0])
+    u, a, codes, ng, cnt_on, tot_on = _edge_sums(utilities, decisions, group_ids)
     n = np.bincount(codes, minlength=ng).astype(np.float64)
-    cnt_on = np.zeros((ng, a.shape[1]))
-    tot_on = np.zeros((ng, a.shape[1]))
-    np.add.at(cnt_on, codes, a)
-    np.add.at(tot_on, codes, a * u[:, None])
     tot = np.bincount(codes, weights=u, minlength=ng)
     cnt_off, tot_off = n[:, None] - cnt_on, tot[:, None] - tot_on
     both = (cnt_on > 0) & (cnt_off > 0)
