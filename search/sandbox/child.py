@@ -86,6 +86,7 @@ class Child:
 
     def __init__(self, pid: int, ctl: socket.socket, out: int, err: int, in_w: int, cfg: dict):
         self.pid, self.ctl, self.cfg = pid, ctl, cfg
+        self.uid = -1  # the sandbox uid it runs under (set by ZygoteClient.spawn)
         self.streams = [_Stream(out), _Stream(err)]
         self.in_w = in_w
         ctl.setblocking(False)

@@ -120,25 +120,31 @@ class Judge:
         self.cfg = cfg
         self.zygote = ZygoteClient(cfg)
         self._compiled: dict[tuple[str, str], tuple[Any, list | None]] = {}
+        self._cgroup_of = dict(zip(cfg.get("uids", []), cfg.get("cgroups", [])))
         self._ooms = self._oom_kills()
         signal.signal(signal.SIGALRM, _on_alarm)
 
-    def _oom_kills(self) -> list[int]:
-        """Processes the kernel has killed so far in each memory cgroup of this worker's uids."""
-        return [cgroup.oom_kills(self.cfg.get("cgroup_version", ""), p) for p in self.cfg.get("cgroups", [])]
+    def _oom_kills(self) -> dict[int, int]:
+        """Processes the kernel has killed so far in the memory cgroup of each of this worker's uids."""
+        version = self.cfg.get("cgroup_version", "")
+        return {
+            uid: cgroup.oom_kills(version, path)
+            for uid, path in zip(self.cfg.get("uids", []), self.cfg.get("cgroups", []))
+        }
 
-    def _memory_killed(self) -> bool:
-        """Whether the kernel killed a process of the program for memory since the last look.
+    def _memory_killed(self, child: Child) -> bool:
+        """Whether the kernel killed a process of ``child``'s program for memory since the last look.
 
-        cgroup v2 kills the whole program (``memory.oom.group``); cgroup v1 kills one process
-        only, so a program whose helper processes are killed one by one could go on and answer
-        while having held more than the bound at no time, yet having asked for more. One memory
-        bound per program means the same verdict on both: such a program is stopped, ``crash``."""
-        if not self._ooms:
+        Only the cgroup of the child's own uid counts: the program before it (the worker's other
+        uid) may still be dying, and its kills are not this program's. cgroup v2 kills the whole
+        program (``memory.oom.group``); cgroup v1 kills one process only, so a program whose helper
+        processes are killed one by one could go on and answer. One memory bound per program means
+        the same verdict on both: such a program is stopped, ``crash``."""
+        if child.uid not in self._ooms:
             return False
-        ooms = self._oom_kills()
-        killed = any(now > before for now, before in zip(ooms, self._ooms))
-        self._ooms = ooms
+        now = cgroup.oom_kills(self.cfg.get("cgroup_version", ""), self._cgroup_of[child.uid])
+        killed = now > self._ooms[child.uid]
+        self._ooms[child.uid] = now
         return killed
 
     def _memory_verdict(self, name: str, child: Child, output: str) -> dict:
@@ -270,7 +276,7 @@ class Judge:
             )
         if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
             return "timeout", SIGNALS[signal.SIGXCPU], _join(out, err)
-        if e.status == "crash" and self._memory_killed():
+        if e.status == "crash" and self._memory_killed(child):
             message = self._memory_message()
         return e.status, message, _join(out, err)
 
@@ -354,7 +360,7 @@ class Judge:
                 message = f"{message}\nduring {proxy.last_call}"
             return _result(name, status, message, output), True
         out, err = child.take_output()
-        if self._memory_killed():
+        if self._memory_killed(child):
             return self._memory_verdict(name, child, _join(out, err)), True
         if test["kind"] == "call":
             if compare.outputs_match(got, expected, self.cfg["float_rel_tol"], self.cfg["float_abs_tol"]):
@@ -387,7 +393,7 @@ class Judge:
         stdout = raw.decode("utf-8", errors="replace")
         _, err = child.take_output(marked=False)
         shown = _join(_truncate(stdout, self.cfg["max_output_bytes"]), err)
-        if self._memory_killed():
+        if self._memory_killed(child):
             return self._memory_verdict(name, child, shown)
         self.zygote.reap(child, wait=False)
         if reply.get("op") != "done":

@@ -61,7 +61,7 @@ HEADER = struct.Struct(">I")  # frame length
 # control messages (settings, ready, errors) are JSON objects, whose first byte is "{".
 REAP = struct.Struct("=cq")  # b"R", pid: judge -> zygote, kill and wait for this child
 REAPED = struct.Struct("=cqid")  # b"D", pid, wait status, CPU seconds: zygote -> judge
-STANDBY = struct.Struct("=cq")  # b"S", pid (+ 4 descriptors): zygote -> judge, a ready child
+STANDBY = struct.Struct("=cqI")  # b"S", pid, uid (+ 4 descriptors): zygote -> judge, a ready child
 SETTINGS_PIECE = 1 << 16  # judge -> zygote: the settings' size (8 bytes), then pieces of at most this
 
 

@@ -990,6 +990,6 @@ def _push_standby(state: _State, uid: int) -> None:
     pid, fds = state.standby
     state.standby = None
     rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _FDS.pack(*fds))]
-    state.sock.sendmsg([wire.STANDBY.pack(b"S", pid)], rights)
+    state.sock.sendmsg([wire.STANDBY.pack(b"S", pid, uid)], rights)
     for fd in fds:
         os.close(fd)

@@ -62,7 +62,7 @@ class ZygoteClient:
         )
         theirs.close()
         self.sock = ours
-        self.standby: list[tuple[int, list[int]]] = []
+        self.standby: list[tuple[int, int, list[int]]] = []  # pid, uid, descriptors
         self.reaped: dict[int, tuple[int, float]] = {}  # pid -> (wait status, cpu seconds)
         self.dying: dict[int, Child] = {}  # reap requested, not yet confirmed
         self.cpu_s = 0.0  # CPU time of every reaped child
@@ -88,8 +88,8 @@ class ZygoteClient:
             raise RuntimeError(f"sandbox zygote exited (status {self.proc.poll()})")
         kind = msg[:1]
         if kind == b"S" and len(msg) == wire.STANDBY.size and len(fds) == 4:
-            pid = wire.STANDBY.unpack(msg)[1]
-            self.standby.append((pid, fds))
+            _, pid, uid = wire.STANDBY.unpack(msg)
+            self.standby.append((pid, uid, fds))
             return {"op": "standby", "pid": pid}
         for fd in fds:
             os.close(fd)
@@ -115,8 +115,10 @@ class ZygoteClient:
         """The ready child for the next program."""
         while not self.standby:
             self._next()
-        pid, (ctl, out_r, err_r, in_w) = self.standby.pop(0)
-        return Child(pid, socket.socket(fileno=ctl), out_r, err_r, in_w, self.cfg)
+        pid, uid, (ctl, out_r, err_r, in_w) = self.standby.pop(0)
+        child = Child(pid, socket.socket(fileno=ctl), out_r, err_r, in_w, self.cfg)
+        child.uid = uid
+        return child
 
     def reap(self, child: Child, wait: bool) -> int | None:
         """Kill the child's whole process tree; with ``wait`` return its wait status.
@@ -138,7 +140,7 @@ class ZygoteClient:
         try:
             self.sock.close()
         finally:
-            for _, fds in self.standby:
+            for _, _, fds in self.standby:
                 for fd in fds:
                     os.close(fd)
             self.standby = []

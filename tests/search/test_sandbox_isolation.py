@@ -145,6 +145,31 @@ def test_memory_is_bounded_per_program_not_per_process(sb):
     assert sb.run("def f(i):\n    return -1\n", _task(-1)).status == "passed"
 
 
+def test_a_memory_kill_is_charged_to_the_program_of_its_own_uid_only(tmp_path):
+    # a worker runs programs under two uids in turn: the one before may still be dying (and be cut
+    # for memory) while the next runs; only kills in the running program's own cgroup are its own
+    from types import SimpleNamespace
+
+    from search.sandbox.judge import Judge
+
+    paths = []
+    for uid in (7001, 7002):
+        (tmp_path / str(uid)).mkdir()
+        (tmp_path / str(uid) / "memory.oom_control").write_text("oom_kill_disable 0\noom_kill 0\n")
+        paths.append(str(tmp_path / str(uid)))
+    judge = Judge.__new__(Judge)  # the attribution rule alone, without a zygote
+    judge.cfg = {"uids": [7001, 7002], "cgroups": paths, "cgroup_version": "cgroup1", "memory_mb": 64}
+    judge._cgroup_of = dict(zip(judge.cfg["uids"], paths))
+    judge._ooms = judge._oom_kills()
+    running = SimpleNamespace(uid=7002)
+    (tmp_path / "7001" / "memory.oom_control").write_text("oom_kill_disable 0\noom_kill 3\n")
+    assert not judge._memory_killed(running)  # the neighbour's kills
+    (tmp_path / "7002" / "memory.oom_control").write_text("oom_kill_disable 0\noom_kill 1\n")
+    assert judge._memory_killed(running)  # its own
+    assert not judge._memory_killed(running)  # counted once
+    assert not judge._memory_killed(SimpleNamespace(uid=-1))  # no cgroup: never
+
+
 def test_without_a_memory_cgroup_shared_memory_is_still_bounded_per_program():
     with Sandbox(SandboxConfig(workers=1, memory_mb=256, memory_cgroup=False)) as s:
         assert s.memory_bound == "rlimit"
