@@ -117,6 +117,8 @@ class TopologyConfig(ScenarioConfig):
             raise ValueError(f"policy.topology ({self.policy.topology!r}) must be one of {TOPOLOGIES}")
         if self.policy.eval_graph not in ("mode", "sample"):
             raise ValueError(f"policy.eval_graph ({self.policy.eval_graph!r}) must be mode or sample")
+        if not 0.0 <= self.policy.prune_rate < 1.0:
+            raise ValueError(f"policy.prune_rate ({self.policy.prune_rate}) must be in [0, 1)")
         if self.policy.prune_rate > 0 and self.policy.kind != "free":
             raise ValueError(f"policy.prune_rate ({self.policy.prune_rate}) needs policy.kind free")
         if self.queries_per_step < 1 or self.graphs_per_query < 1 or self.team.rounds < 1:

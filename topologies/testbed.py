@@ -80,6 +80,10 @@ class TestbedConfig:
                 f"need 1 <= min_steps ({self.min_steps}) <= max_steps ({self.max_steps}) <= "
                 f"num_skills ({self.num_skills})"
             )
+        if self.train_queries < 1 or self.heldout_queries < 1:
+            raise ValueError(
+                f"train_queries ({self.train_queries}), heldout_queries ({self.heldout_queries}) must be >= 1"
+            )
         for k in ("p_expert", "p_novice", "p_final"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise ValueError(f"{k} ({getattr(self, k)}) must be a probability")

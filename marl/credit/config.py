@@ -106,6 +106,8 @@ class TopologySettings:
     without e, +/- on present / absent decisions; ``marl.credit.graphs.edge_contrast_advantages``)."""
 
     def validate(self) -> None:
+        if not self.token_cost >= 0:  # NaN too
+            raise ValueError(f"credit.topology.token_cost ({self.token_cost}) must be >= 0 (cost per token)")
         if self.edge_credit not in ("mean", "contrast"):
             raise ValueError(f"credit.topology.edge_credit ({self.edge_credit!r}) must be mean or contrast")
 

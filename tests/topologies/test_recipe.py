@@ -79,3 +79,21 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path):
     assert killed != "step_0000004"
     resume(tmp_path / "k", env)
     assert _det(read_metrics(tmp_path / "k")) == _det(read_metrics(tmp_path / "a"))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "policy.prune_rate=1.5",  # would prune every edge (or none, silently)
+        "policy.prune_rate=-1",
+        "credit.topology.token_cost=-1",  # a bonus per token, not a cost
+        "credit.topology.token_cost=nan",
+        "task.train_queries=0",  # crashed in numpy at the first step
+        "task.heldout_queries=0",
+        "team.rounds=0",
+        "graphs_per_query=0",
+    ],
+)
+def test_out_of_range_settings_stop_before_any_work(override):
+    with pytest.raises(ConfigError):
+        load_config(TopologyConfig, [CONFIG], [override])
