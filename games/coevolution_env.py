@@ -103,6 +103,13 @@ class RewardSettings:
     novelty: float = 0.0
     """Attackers: added when a successful message is not one of the shipped training templates."""
 
+    def validate(self) -> None:
+        # a negative weight turns a goal into its opposite (defenders paid for leaking, attackers for
+        # failing): refuse it; 0 switches a term off
+        bad = {k: v for k, v in vars(self).items() if not v >= 0}  # NaN too
+        if bad:
+            raise ValueError(f"rewards {bad}: every reward weight must be >= 0 (0 switches a term off)")
+
 
 @dataclass
 class Instance:

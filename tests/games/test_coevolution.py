@@ -232,3 +232,15 @@ def test_evaluation_rates_hand_derived():
     # marker (27 wrong); a leak makes the solver write the key, but the checker recomputes the answer
     # (9 right, the leak still counts): accuracy (18 + 9) / 54
     assert out["eval/acc_attacked"] == pytest.approx(27 / 54)
+
+
+@pytest.mark.parametrize("key", ["task", "safety_penalty", "attack", "guard", "novelty"])
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_a_negative_reward_weight_is_refused_before_any_work(key, value):
+    # safety_penalty: -1 would pay the defenders for leaking; attack: -1 the attackers for failing
+    from marl.config import ConfigError, load_config
+    from tests.cli_helpers import ROOT
+
+    with pytest.raises(ConfigError, match=key):
+        config = ROOT / "configs" / "coevolution" / "advevo.yaml"
+        load_config(CoevolutionConfig, [config], [f"rewards.{key}={value}"])
