@@ -121,13 +121,13 @@ class FieldReads:
 
 
 # ------------------------------------------------------------------------------------------ runs
-def _train_and_eval(config: Path, out: Path) -> Path:
+def _train_and_eval(config: Path, out: Path, cache: Path) -> Path:
     recipe = get_recipe(yaml.safe_load(config.read_text())["recipe"])
     extra = [
         *recipe.SMOKE_OVERRIDES,
         f"run.out_dir={out}",
         "run.name=smoke",
-        f"run.cache_dir={out / 'cache'}",
+        f"run.cache_dir={cache}",
         "run.progress=false",
         "run.tensorboard=false",
         "run.checkpoint_every=0",
@@ -138,15 +138,15 @@ def _train_and_eval(config: Path, out: Path) -> Path:
     return out / "smoke"
 
 
-def _check_smoke_run(run: Path, recipe) -> None:
+def _check_smoke_run(run: Path, recipe, cache: Path) -> None:
     rows = read_metrics(run)
     losses = [v for r in rows for k, v in r.items() if k.startswith("agent/") and k.endswith("/loss")]
     assert losses and all(isinstance(v, float) and math.isfinite(v) for v in losses)
     ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     cfg = load_config(recipe.Config, [run / "config.yaml"])
     for name, acfg in getattr(cfg, "agents", {}).items():  # a ScenarioConfig has no LLM agents
-        initial = Agent(name, acfg, cache_dir=run.parent / "cache", total_steps=1, seed=0)
-        trained = Agent(name, acfg, cache_dir=run.parent / "cache", total_steps=1, seed=0)
+        initial = Agent(name, acfg, cache_dir=cache, total_steps=1, seed=0)
+        trained = Agent(name, acfg, cache_dir=cache, total_steps=1, seed=0)
         trained.load(ckpt / "agents" / name)
         before = dict(initial.model.named_parameters())
         changed = [
@@ -316,6 +316,7 @@ def test_every_config_field_is_read(tmp_path):
     reads = FieldReads(classes)
     threads = torch.get_num_threads()
     runs = {}
+    cache = tmp_path / "cache"  # one model cache for every config: a tiny LM is built once per shape
     try:
         with reads:
             for config in CONFIGS:
@@ -323,7 +324,7 @@ def test_every_config_field_is_read(tmp_path):
                 if not hasattr(get_recipe(recipe_name), "train"):
                     continue
                 out = tmp_path / config.parent.name / config.stem
-                runs[config.stem] = (_train_and_eval(config, out), get_recipe(recipe_name))
+                runs[config.stem] = (_train_and_eval(config, out, cache), get_recipe(recipe_name))
             _tournament(runs["tictactoe"][0], tmp_path / "tournaments")
             _credit_rules()
             _losses_and_schedules(tmp_path / "cache")
@@ -333,7 +334,7 @@ def test_every_config_field_is_read(tmp_path):
     finally:
         torch.set_num_threads(threads)
     for run, recipe in runs.values():
-        _check_smoke_run(run, recipe)
+        _check_smoke_run(run, recipe, cache)
     unread = reads.unread()
     assert not unread, "config fields that nothing reads (make them live or remove them):\n" + "\n".join(
         unread
