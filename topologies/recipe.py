@@ -10,21 +10,33 @@ optimizer (``topologies.learner``). Evaluation runs each held-out query once ove
 probable graph (edges with p > 0.5; ``policy.eval_graph: sample`` draws one) and reports the accuracy,
 its exact expectation and the oracle (``topologies.testbed``), tokens and calls per query.
 
-The team is the testbed's programmatic agents (``task``); the config has no ``agents`` block (LLM team
-members are not wired into the recipe yet: ``topologies.lm_team``).
+The team is the testbed's programmatic agents (``task.kind: testbed``, no ``agents`` block), or the
+LLM agents of the ``agents`` block in its order (the last one is the final agent), each with its own
+model and optimizer, on a task of ``topologies.tasks`` (``relay``, ``jsonl``, ``humaneval``). Every
+LLM call is a node under its graph node, with the graph's score as reward; the ``agent_credit`` rule
+(GRPO over the calls of one agent for one query, by default) turns those into advantages, and each
+agent learns from its own calls only (``tree_to_batches`` -> ``learn_agents``), in the same step as
+the topology policy: joint learning. Evaluation then decodes greedily and also reports the accuracy
+of the empty graph (``eval/accuracy_no_edges``: the final agent alone), what the topology adds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from marl.credit import CreditConfig
+from marl.agent import Agent
+from marl.config import AgentConfig
+from marl.credit import CreditAssigner, CreditConfig, check_settings
+from marl.credit.registry import get_spec
 from marl.runner import Runner
-from marl.scenario import ScenarioConfig, make_credit, prefixed
+from marl.samples import tree_to_batches
+from marl.scenario import ScenarioConfig, learn_agents, make_agents, make_credit, prefixed
 from marl.seeding import derive_seed
 from marl.tree import TurnTree
 from topologies.execution import DECISIONS, run_graphs
@@ -40,7 +52,9 @@ from topologies.graphs import (
     sample_graphs,
 )
 from topologies.learner import TopologyLearner, edge_advantages_table
-from topologies.testbed import Testbed, TestbedConfig, oracle_probability, success_probability
+from topologies.lm_team import LMTeamAgent, LMWarmStart, warm_start_team
+from topologies.tasks import TaskConfig, make_task
+from topologies.testbed import Testbed, oracle_probability, success_probability
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +108,19 @@ class TopologyConfig(ScenarioConfig):
     """Recipe name (selects this schema)."""
     credit: CreditConfig = field(default_factory=lambda: CreditConfig(rule="graph_grpo_edge"))
     """Credit rule over the graph nodes (Graph-GRPO edge level by default) and its token cost."""
-    task: TestbedConfig = field(default_factory=TestbedConfig)
-    """The skill-chain testbed and its programmatic team."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """The task: the skill-chain testbed and its programmatic team (kind testbed), or a task for the
+    LLM agents (relay | jsonl | humaneval, ``topologies.tasks``)."""
+    agents: dict[str, AgentConfig] = field(default_factory=dict)
+    """LLM team members in team order (the last is the final agent), each with its own model and
+    optimizer; empty: the testbed's programmatic team."""
+    agent_credit: CreditConfig = field(
+        default_factory=lambda: CreditConfig(rule="grpo", group_key=["group", "agent"])
+    )
+    """Credit rule over the LLM agents' calls (an outcome rule; the reward of a call is its graph's
+    score); the default compares the calls of one agent for one query across its K graphs."""
+    warm_start: LMWarmStart = field(default_factory=LMWarmStart)
+    """Optional supervised warm start of the LLM agents on what each can do alone (steps 0: none)."""
     team: TeamSettings = field(default_factory=TeamSettings)
     """Rounds and decision node."""
     policy: PolicySettings = field(default_factory=PolicySettings)
@@ -109,6 +134,25 @@ class TopologyConfig(ScenarioConfig):
 
     def validate(self) -> None:
         super().validate()
+        if (self.task.kind == "testbed") == bool(self.agents):
+            raise ValueError(
+                f"task.kind {self.task.kind!r} with {len(self.agents)} agents: the testbed brings its own "
+                "programmatic team (no agents block); every other task needs an agents block"
+            )
+        if self.task.kind == "relay" and len(self.task.relay_digits) != len(self.agents):
+            raise ValueError(
+                f"task.relay_digits ({list(self.task.relay_digits)}) needs one entry per agent "
+                f"({len(self.agents)}: {', '.join(self.agents)})"
+            )
+        if self.warm_start.steps > 0 and self.task.kind != "relay":
+            raise ValueError(f"warm_start.steps ({self.warm_start.steps}) > 0 needs task.kind relay")
+        if self.agents:
+            check_settings(self.agent_credit, multi_turn=False)
+            if "topology" in get_spec(self.agent_credit.rule).reads():
+                raise ValueError(
+                    f"agent_credit.rule ({self.agent_credit.rule!r}) reads graph decisions; the agents' "
+                    "calls need an outcome rule (grpo, rloo, ...)"
+                )
         if self.team.decision not in DECISIONS:
             raise ValueError(f"team.decision ({self.team.decision!r}) must be one of {DECISIONS}")
         if self.policy.kind not in POLICY_KINDS:
@@ -147,11 +191,31 @@ def edge_names(space: GraphSpace, names: list[str]) -> list[str]:
     ]
 
 
+def lm_team(agents: dict[str, Agent], task, *, greedy: bool = False) -> list[LMTeamAgent]:
+    """The LLM agents as team members in config order; ``greedy`` (evaluation) draws no random numbers
+    from the agents' own generators."""
+    return [
+        LMTeamAgent(a, n, task=task, member=i, greedy=greedy, **({"generator": None} if greedy else {}))
+        for i, (n, a) in enumerate(agents.items())
+    ]
+
+
+def member_names(task, agents: dict[str, Agent] | dict[str, AgentConfig]) -> list[str]:
+    """The team's names in order: the LLM agents', else the testbed's."""
+    return list(agents) if agents else task.agent_names()
+
+
 def evaluate(
-    learner: TopologyLearner, task: Testbed, space: GraphSpace, cfg: TopologyConfig, seed: int
+    learner: TopologyLearner,
+    task,
+    space: GraphSpace,
+    cfg: TopologyConfig,
+    seed: int,
+    agents: dict[str, Agent] | None = None,
 ) -> dict[str, float]:
-    """Held-out accuracy (one execution per query), its exact expectation and the oracle, tokens and
-    calls per query, and the mean probability of every edge (``topology/p/<edge>``)."""
+    """Held-out accuracy (one execution per query), its exact expectation and the oracle (testbed),
+    tokens and calls per query, and the mean probability of every edge (``topology/p/<edge>``). LLM
+    agents decode greedily; their team's accuracy over the empty graph is ``eval/accuracy_no_edges``."""
     queries = task.heldout if cfg.eval_queries <= 0 else task.heldout[: cfg.eval_queries]
     feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
     with torch.no_grad():
@@ -159,7 +223,7 @@ def evaluate(
     gen = torch.Generator().manual_seed(seed % 2**63)
     a = sample_graphs(logits, 1, gen)[0][:, 0] if cfg.policy.eval_graph == "sample" else mode_graphs(logits)
     a = a.numpy()
-    team = task.agents(np.random.default_rng(seed))
+    team = lm_team(agents, task, greedy=True) if agents else task.agents(np.random.default_rng(seed))
     ex = run_graphs(TurnTree(), space, team, queries, a[:, None], np.zeros(a.shape)[:, None], task.score,
                     decision=cfg.team.decision)  # fmt: skip
     out = {
@@ -170,101 +234,131 @@ def evaluate(
         "eval/calls_per_query": float(ex.calls.mean()),
         "eval/edges": float(a.sum(1).mean()),
     }
-    if cfg.team.decision == "last":  # the exact values are those of the final-agent decision
+    if agents:
+        none = np.zeros_like(a)[:, None]
+        alone = run_graphs(TurnTree(), space, team, queries, none, none.astype(float), task.score,
+                           decision=cfg.team.decision)  # fmt: skip
+        out["eval/accuracy_no_edges"] = float(alone.scores.mean())
+    elif cfg.team.decision == "last":  # the exact values are those of the final-agent decision
         rel = task.reliability
         out["eval/expected_accuracy"] = float(np.mean([success_probability(space, g, q.skills, rel)
                                                        for g, q in zip(a, queries)]))  # fmt: skip
         oracle = {s: oracle_probability(space, s, rel) for s in {q.skills for q in queries}}
         out["eval/oracle"] = float(np.mean([oracle[q.skills] for q in queries]))
     p = torch.sigmoid(logits).mean(0).tolist()
-    out.update({f"topology/{n}/p": v for n, v in zip(edge_names(space, task.agent_names()), p)})
+    out.update({f"topology/{n}/p": v for n, v in zip(edge_names(space, member_names(task, cfg.agents)), p)})
     return out
 
 
-def _build(cfg: TopologyConfig) -> tuple[Testbed, GraphSpace, TopologyLearner]:
-    task = Testbed(cfg.task)
-    space = graph_space(task.num_agents, cfg.team.rounds)
+def _build(cfg: TopologyConfig) -> tuple[Any, GraphSpace, TopologyLearner]:
+    task = make_task(cfg.task)
+    space = graph_space(len(cfg.agents) if cfg.agents else task.num_agents, cfg.team.rounds)
     policy = make_policy(cfg.policy, space, derive_seed(cfg.run.seed, "policy") % 2**31)
     return task, space, TopologyLearner(policy, lr=cfg.policy.lr, kl_coef=cfg.policy.kl_coef)
 
 
 def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
-    """The whole loop: sample graphs -> run the team -> credit on the graph nodes -> the policy learns."""
+    """The whole loop: sample graphs -> run the team -> credit on the graph nodes -> the policy learns;
+    with LLM agents, also credit on their calls -> each agent learns from its own calls."""
     task, space, learner = _build(cfg)
+    agents = make_agents(cfg, runner.cache_dir) if cfg.agents else {}
     credit = make_credit(cfg)
     rng = np.random.default_rng(derive_seed(cfg.run.seed, "task"))
     team_rng = np.random.default_rng(derive_seed(cfg.run.seed, "team"))
     graphs = torch.Generator().manual_seed(derive_seed(cfg.run.seed, "graphs") % 2**63)
-    team = task.agents(team_rng)
+    team = lm_team(agents, task) if agents else task.agents(team_rng)
     extra = {"credit": credit, "rng": rng, "team_rng": team_rng, "graphs": graphs, "topology": learner}
+    agent_credit = CreditAssigner(cfg.agent_credit, multi_turn=False)
+    if agents:
+        extra["agent_credit"] = agent_credit
     b, k, e = cfg.queries_per_step, cfg.graphs_per_query, space.num_edges
     seen = 0
-    start = runner.restore({}, extra=extra)
-    if start == 0 and runner.should_eval(0):
-        runner.log(0, evaluate(learner, task, space, cfg, derive_seed(cfg.run.seed, "eval", 0)))
-    for step in runner.steps(start):
-        # 1. sample K graphs per query and run the team over all of them (one call per agent per wave)
-        queries = task.sample_train(rng, b)
-        feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
-        with torch.no_grad():
-            a, lp = sample_graphs(learner.policy(feats), k, graphs)
-        tree = TurnTree()
-        ex = run_graphs(
-            tree, space, team, queries, a.numpy(), lp.numpy(), task.score, decision=cfg.team.decision
-        )
-        seen += b
-        # 2. credit on the graph nodes (the core's rule), 3. the topology policy learns from it
-        result = credit(tree, ex.graph_nodes.reshape(-1))
-        adv = edge_advantages_table(result.advantages, b * k, e).reshape(b, k, e)
-        metrics = {**result.metrics, **prefixed("agent/topology", learner.learn(feats, a, adv))}
-        if cfg.policy.prune_rate > 0 and step == cfg.policy.prune_at:
-            metrics["topology/pruned_edges"] = float(learner.policy.prune(cfg.policy.prune_rate))
-        metrics.update(
-            {
-                "train/accuracy": float(ex.scores.mean()),
-                "train/tokens_per_query": float(ex.tokens.mean()),
-                "train/calls_per_query": float(ex.calls.mean()),
-                "train/batched_calls": float(ex.batched_calls),
-                "train/queries_seen": float(start * b + seen),
-                "train/edges": float(a.sum(-1).float().mean()),
-            }
-        )
-        # 4. evaluate, log, checkpoint
-        if runner.should_eval(step):
-            metrics.update(evaluate(learner, task, space, cfg, derive_seed(cfg.run.seed, "eval", step)))
-        runner.end_step(step, metrics, {}, extra)
-    draw(learner, task, space, cfg, runner.dir)
-    return runner.finish({})
+    with contextlib.closing(task) if hasattr(task, "close") else contextlib.nullcontext():
+        start = runner.restore(agents, extra=extra)
+        warm = {}
+        if start == 0 and agents and cfg.warm_start.steps > 0:
+            ws = cfg.warm_start
+            warm = warm_start_team(agents, task, ws, seed=cfg.run.seed, cache_dir=runner.cache_dir)
+        if start == 0 and runner.should_eval(0):
+            seed = derive_seed(cfg.run.seed, "eval", 0)
+            runner.log(0, {**warm, **evaluate(learner, task, space, cfg, seed, agents)})
+        for step in runner.steps(start):
+            # 1. sample K graphs per query and run the team over all of them (one call per agent per wave)
+            queries = task.sample_train(rng, b)
+            feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
+            with torch.no_grad():
+                a, lp = sample_graphs(learner.policy(feats), k, graphs)
+            tree = TurnTree()
+            ex = run_graphs(
+                tree, space, team, queries, a.numpy(), lp.numpy(), task.score, decision=cfg.team.decision
+            )
+            seen += b
+            # 2. credit on the graph nodes (the core's rule), 3. the topology policy learns from it
+            result = credit(tree, ex.graph_nodes.reshape(-1))
+            adv = edge_advantages_table(result.advantages, b * k, e).reshape(b, k, e)
+            metrics = {**result.metrics, **prefixed("agent/topology", learner.learn(feats, a, adv))}
+            if cfg.policy.prune_rate > 0 and step == cfg.policy.prune_at:
+                metrics["topology/pruned_edges"] = float(learner.policy.prune(cfg.policy.prune_rate))
+            if agents:  # 2'. credit on the LLM calls (graph score as reward), 3'. each agent learns its own
+                calls = np.flatnonzero(np.isin(tree.parent, ex.graph_nodes.reshape(-1)))
+                res = agent_credit(tree, calls)
+                batches = tree_to_batches(tree, res.nodes, res.advantages, res.train_mask, pad_id=0)
+                metrics.update(prefixed("team", res.metrics))
+                metrics.update(learn_agents(agents, batches, agent_credit, step=step))
+            metrics.update(
+                {
+                    "train/accuracy": float(ex.scores.mean()),
+                    "train/tokens_per_query": float(ex.tokens.mean()),
+                    "train/calls_per_query": float(ex.calls.mean()),
+                    "train/batched_calls": float(ex.batched_calls),
+                    "train/queries_seen": float(start * b + seen),
+                    "train/edges": float(a.sum(-1).float().mean()),
+                }
+            )
+            # 4. evaluate, log, checkpoint
+            if runner.should_eval(step):
+                seed = derive_seed(cfg.run.seed, "eval", step)
+                metrics.update(evaluate(learner, task, space, cfg, seed, agents))
+            runner.end_step(step, metrics, agents, extra)
+        draw(learner, task, space, cfg, runner.dir)
+    return runner.finish(agents)
 
 
-def draw(learner: TopologyLearner, task: Testbed, space: GraphSpace, cfg: TopologyConfig, out) -> None:
-    """Heat map of the mean edge probabilities per held-out query type and the most probable graph of
-    the first held-out query, into the run directory."""
+def draw(learner: TopologyLearner, task, space: GraphSpace, cfg: TopologyConfig, out) -> None:
+    """Heat map of the mean edge probabilities per held-out query type (testbed; one row of all
+    held-out queries otherwise) and the most probable graph of the first held-out query, into the run
+    directory."""
     from topologies.pictures import draw_graph, edge_heatmap
 
     feats = query_features([q.text for q in task.heldout], cfg.policy.feature_dim)
     with torch.no_grad():
         p = torch.sigmoid(learner.policy(feats)).numpy()
-    types = sorted({q.skills for q in task.heldout})
-    rows = np.stack([p[[q.skills == t for q in task.heldout]].mean(0) for t in types])
-    names = task.agent_names()
-    label = lambda t: " > ".join(names[s] for s in t)  # noqa: E731
-    edge_heatmap(rows, [label(t) for t in types], edge_names(space, names), out / "topology_heatmap.png")
+    names = member_names(task, cfg.agents)
+    if isinstance(task, Testbed):
+        types = sorted({q.skills for q in task.heldout})
+        rows = np.stack([p[[q.skills == t for q in task.heldout]].mean(0) for t in types])
+        labels = [" > ".join(names[s] for s in t) for t in types]
+    else:
+        rows, labels = p.mean(0, keepdims=True), ["all held-out queries"]
+    edge_heatmap(rows, labels, edge_names(space, names), out / "topology_heatmap.png")
     q = task.heldout[0]
     draw_graph(space, p[0] > 0.5, names, f"most probable graph: {q.text}", out / "topology_graph.png")
 
 
 def evaluate_run(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
-    """Held-out metrics of the topology policy in the run's latest checkpoint."""
+    """Held-out metrics of the topology policy (and the LLM agents) in the run's latest checkpoint."""
     from marl.rundir import Checkpointer
 
     task, space, learner = _build(cfg)
+    agents = make_agents(cfg, runner.cache_dir) if cfg.agents else {}
     path = runner.ckpt.latest()
     if path is None:
         raise FileNotFoundError(f"{runner.dir}: no complete checkpoint")
-    state = Checkpointer.load(path, {})
+    state = Checkpointer.load(path, agents)
     learner.load_state_dict(state["extra"]["topology"]["state_dict"])
-    return evaluate(learner, task, space, cfg, derive_seed(cfg.run.seed, "eval", int(state["step"])))
+    seed = derive_seed(cfg.run.seed, "eval", int(state["step"]))
+    with contextlib.closing(task) if hasattr(task, "close") else contextlib.nullcontext():
+        return evaluate(learner, task, space, cfg, seed, agents)
 
 
 Config = TopologyConfig
