@@ -88,8 +88,9 @@ class LMWarmStart:
     """Optional supervised warm start of the LLM members before the joint phase (steps 0: none).
 
     Each member learns, by completion cross-entropy with a separate AdamW, the pairs its task gives it
-    (``task.warm_pairs``: for the relay task, its own view with nothing heard -> the largest digit it
-    sees), i.e. what it can do alone; how to use messages is left to the joint phase."""
+    from the training queries (``task.warm_pairs``), always with nothing heard: relay, its own view ->
+    the largest digit it sees (what it can do alone); jsonl, the question -> its answer; humaneval, the
+    prompt -> the canonical body. How to use messages is left to the joint phase."""
 
     steps: int = 0
     """Optimizer steps per member (0: no warm start)."""

@@ -10,14 +10,10 @@ optimizer (``topologies.learner``). Evaluation runs each held-out query once ove
 probable graph (edges with p > 0.5; ``policy.eval_graph: sample`` draws one) and reports the accuracy,
 its exact expectation and the oracle (``topologies.testbed``), tokens and calls per query.
 
-The team is the testbed's programmatic agents (``task.kind: testbed``, no ``agents`` block), or the
-LLM agents of the ``agents`` block in its order (the last one is the final agent), each with its own
-model and optimizer, on a task of ``topologies.tasks`` (``relay``, ``jsonl``, ``humaneval``). Every
-LLM call is a node under its graph node, with the graph's score as reward; the ``agent_credit`` rule
-(GRPO over the calls of one agent for one query, by default) turns those into advantages, and each
-agent learns from its own calls only (``tree_to_batches`` -> ``learn_agents``), in the same step as
-the topology policy: joint learning. Evaluation then decodes greedily and also reports the accuracy
-of the empty graph (``eval/accuracy_no_edges``: the final agent alone), what the topology adds.
+The team is the testbed's programmatic agents (``task.kind: testbed``), or the ``agents`` block's LLM
+agents in order (the last is the final agent) on a ``topologies.tasks`` task: each call is a node under
+its graph node, ``agent_credit`` gives it an advantage from its graph's score, and each agent learns
+from its own calls in the same step as the policy (joint learning; ``docs/topologies.md``).
 """
 
 from __future__ import annotations
@@ -30,10 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from marl.agent import Agent
 from marl.config import AgentConfig
-from marl.credit import CreditAssigner, CreditConfig, check_settings
-from marl.credit.registry import get_spec
+from marl.credit import CreditAssigner, CreditConfig
 from marl.runner import Runner
 from marl.samples import tree_to_batches
 from marl.scenario import ScenarioConfig, learn_agents, make_agents, make_credit, prefixed
@@ -52,23 +46,15 @@ from topologies.graphs import (
     sample_graphs,
 )
 from topologies.learner import TopologyLearner, edge_advantages_table
-from topologies.lm_team import LMTeamAgent, LMWarmStart, warm_start_team
+from topologies.lm_team import LMWarmStart, warm_start_team
+from topologies.pictures import draw_policy
 from topologies.tasks import TaskConfig, make_task
-from topologies.testbed import Testbed, oracle_probability, success_probability
+from topologies.team import TeamSettings, check_team, edge_names, lm_members, member_names
+from topologies.testbed import oracle_probability, success_probability
 
 logger = logging.getLogger(__name__)
 
 POLICY_KINDS = ("query", "free", "fixed")
-
-
-@dataclass
-class TeamSettings:
-    """How the team talks: rounds of the unrolled graph and the decision node."""
-
-    rounds: int = 2
-    """Rounds (spatial edges inside a round, temporal edges from round t-1 to t)."""
-    decision: str = "last"
-    """Who answers: last (the final agent of the last round) | majority (vote of the last round)."""
 
 
 @dataclass
@@ -120,7 +106,8 @@ class TopologyConfig(ScenarioConfig):
     """Credit rule over the LLM agents' calls (an outcome rule; the reward of a call is its graph's
     score); the default compares the calls of one agent for one query across its K graphs."""
     warm_start: LMWarmStart = field(default_factory=LMWarmStart)
-    """Optional supervised warm start of the LLM agents on what each can do alone (steps 0: none)."""
+    """Optional supervised warm start of the LLM agents on what each can do alone (steps 0: none; the
+    testbed's programmatic team has no LLM agent to warm)."""
     team: TeamSettings = field(default_factory=TeamSettings)
     """Rounds and decision node."""
     policy: PolicySettings = field(default_factory=PolicySettings)
@@ -134,25 +121,7 @@ class TopologyConfig(ScenarioConfig):
 
     def validate(self) -> None:
         super().validate()
-        if (self.task.kind == "testbed") == bool(self.agents):
-            raise ValueError(
-                f"task.kind {self.task.kind!r} with {len(self.agents)} agents: the testbed brings its own "
-                "programmatic team (no agents block); every other task needs an agents block"
-            )
-        if self.task.kind == "relay" and len(self.task.relay_digits) != len(self.agents):
-            raise ValueError(
-                f"task.relay_digits ({list(self.task.relay_digits)}) needs one entry per agent "
-                f"({len(self.agents)}: {', '.join(self.agents)})"
-            )
-        if self.warm_start.steps > 0 and self.task.kind != "relay":
-            raise ValueError(f"warm_start.steps ({self.warm_start.steps}) > 0 needs task.kind relay")
-        if self.agents:
-            check_settings(self.agent_credit, multi_turn=False)
-            if "topology" in get_spec(self.agent_credit.rule).reads():
-                raise ValueError(
-                    f"agent_credit.rule ({self.agent_credit.rule!r}) reads graph decisions; the agents' "
-                    "calls need an outcome rule (grpo, rloo, ...)"
-                )
+        check_team(self.task, self.agents, self.agent_credit)
         if self.team.decision not in DECISIONS:
             raise ValueError(f"team.decision ({self.team.decision!r}) must be one of {DECISIONS}")
         if self.policy.kind not in POLICY_KINDS:
@@ -181,37 +150,8 @@ def make_policy(cfg: PolicySettings, space: GraphSpace, seed: int) -> torch.nn.M
     return FixedPolicy(space, cfg.topology, layers=cfg.layers)
 
 
-def edge_names(space: GraphSpace, names: list[str]) -> list[str]:
-    """``r<round of the target>:<agent>><agent>`` per candidate edge; ``>>`` marks a temporal edge from
-    the previous round (``r1:sort>final``, ``r1:sum>>parse``)."""
-    a = space.num_agents
-    return [
-        f"r{int(v) // a}:{names[int(u) % a]}{'>' if int(u) // a == int(v) // a else '>>'}{names[int(v) % a]}"
-        for u, v in zip(space.src, space.dst)
-    ]
-
-
-def lm_team(agents: dict[str, Agent], task, *, greedy: bool = False) -> list[LMTeamAgent]:
-    """The LLM agents as team members in config order; ``greedy`` (evaluation) draws no random numbers
-    from the agents' own generators."""
-    return [
-        LMTeamAgent(a, n, task=task, member=i, greedy=greedy, **({"generator": None} if greedy else {}))
-        for i, (n, a) in enumerate(agents.items())
-    ]
-
-
-def member_names(task, agents: dict[str, Agent] | dict[str, AgentConfig]) -> list[str]:
-    """The team's names in order: the LLM agents', else the testbed's."""
-    return list(agents) if agents else task.agent_names()
-
-
 def evaluate(
-    learner: TopologyLearner,
-    task,
-    space: GraphSpace,
-    cfg: TopologyConfig,
-    seed: int,
-    agents: dict[str, Agent] | None = None,
+    learner: TopologyLearner, task, space: GraphSpace, cfg: TopologyConfig, seed: int, agents=None
 ) -> dict[str, float]:
     """Held-out accuracy (one execution per query), its exact expectation and the oracle (testbed),
     tokens and calls per query, and the mean probability of every edge (``topology/p/<edge>``). LLM
@@ -223,7 +163,7 @@ def evaluate(
     gen = torch.Generator().manual_seed(seed % 2**63)
     a = sample_graphs(logits, 1, gen)[0][:, 0] if cfg.policy.eval_graph == "sample" else mode_graphs(logits)
     a = a.numpy()
-    team = lm_team(agents, task, greedy=True) if agents else task.agents(np.random.default_rng(seed))
+    team = lm_members(agents, task, greedy=True) if agents else task.agents(np.random.default_rng(seed))
     ex = run_graphs(TurnTree(), space, team, queries, a[:, None], np.zeros(a.shape)[:, None], task.score,
                     decision=cfg.team.decision)  # fmt: skip
     out = {
@@ -266,7 +206,7 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
     rng = np.random.default_rng(derive_seed(cfg.run.seed, "task"))
     team_rng = np.random.default_rng(derive_seed(cfg.run.seed, "team"))
     graphs = torch.Generator().manual_seed(derive_seed(cfg.run.seed, "graphs") % 2**63)
-    team = lm_team(agents, task) if agents else task.agents(team_rng)
+    team = lm_members(agents, task) if agents else task.agents(team_rng)
     extra = {"credit": credit, "rng": rng, "team_rng": team_rng, "graphs": graphs, "topology": learner}
     agent_credit = CreditAssigner(cfg.agent_credit, multi_turn=False)
     if agents:
@@ -320,29 +260,9 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
                 seed = derive_seed(cfg.run.seed, "eval", step)
                 metrics.update(evaluate(learner, task, space, cfg, seed, agents))
             runner.end_step(step, metrics, agents, extra)
-        draw(learner, task, space, cfg, runner.dir)
+        names = member_names(task, cfg.agents)
+        draw_policy(learner.policy, task, space, cfg.policy.feature_dim, names, runner.dir)
     return runner.finish(agents)
-
-
-def draw(learner: TopologyLearner, task, space: GraphSpace, cfg: TopologyConfig, out) -> None:
-    """Heat map of the mean edge probabilities per held-out query type (testbed; one row of all
-    held-out queries otherwise) and the most probable graph of the first held-out query, into the run
-    directory."""
-    from topologies.pictures import draw_graph, edge_heatmap
-
-    feats = query_features([q.text for q in task.heldout], cfg.policy.feature_dim)
-    with torch.no_grad():
-        p = torch.sigmoid(learner.policy(feats)).numpy()
-    names = member_names(task, cfg.agents)
-    if isinstance(task, Testbed):
-        types = sorted({q.skills for q in task.heldout})
-        rows = np.stack([p[[q.skills == t for q in task.heldout]].mean(0) for t in types])
-        labels = [" > ".join(names[s] for s in t) for t in types]
-    else:
-        rows, labels = p.mean(0, keepdims=True), ["all held-out queries"]
-    edge_heatmap(rows, labels, edge_names(space, names), out / "topology_heatmap.png")
-    q = task.heldout[0]
-    draw_graph(space, p[0] > 0.5, names, f"most probable graph: {q.text}", out / "topology_graph.png")
 
 
 def evaluate_run(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
@@ -371,5 +291,7 @@ SMOKE_OVERRIDES = [
     "task.train_queries=16",
     "task.heldout_queries=16",
     "policy.prune_at=2",
+    "warm_start.steps=2",
+    "warm_start.examples=8",
 ]
 """Overrides that shrink any config of this recipe to a seconds-long smoke run (used by tests)."""

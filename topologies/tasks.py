@@ -58,7 +58,8 @@ class TaskConfig(TestbedConfig):
     relay_digits: list[int] = field(default_factory=lambda: [3, 3])
     """relay: digits each member sees, in ``agents`` order (one entry per agent)."""
     path: str = ""
-    """jsonl: the question file."""
+    """jsonl: the question file (a relative path not found from the working directory is read from
+    the repository root, e.g. topologies/data/example_questions.jsonl)."""
     answer_format: str = "auto"
     """jsonl: auto (choice when a record has choices, number when its answer is one, else text) |
     number | choice | text."""
@@ -304,6 +305,10 @@ class JsonlTask(_Task):
 
     score = staticmethod(score_text)
 
+    def warm_pairs(self, member: int, n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+        """``n`` (prompt with nothing heard, the extracted answer) pairs of training questions."""
+        return [(self.prompt(q, member, []), q.answer) for q in self.sample_train(rng, n)]
+
 
 @dataclass(frozen=True)
 class CodeQuery:
@@ -329,6 +334,11 @@ class HumanEvalTask(_Task):
     def prompt(self, query: CodeQuery, member: int, inbox: list[Any], *, max_inbox_chars: int = 200) -> str:
         heard = "".join(f"# heard: {m.answer[:max_inbox_chars]}\n" for m in inbox)
         return f"{heard}{query.text}"
+
+    def warm_pairs(self, member: int, n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+        """``n`` (prompt with nothing heard, canonical body) pairs of training problems."""
+        qs = self.sample_train(rng, n)
+        return [(self.prompt(q, member, []), q.task.reference[len(q.task.prompt) :]) for q in qs]
 
     def program(self, query: CodeQuery, answer: str) -> str:
         from search.prompts import extract_program
@@ -358,5 +368,8 @@ def make_task(cfg: TaskConfig) -> Any:
     if cfg.kind == "relay":
         return RelayTask(cfg.relay_digits, cfg.train_queries, cfg.heldout_queries, cfg.seed)
     if cfg.kind == "jsonl":
-        return JsonlTask(cfg.path, cfg.answer_format, cfg.heldout_fraction, cfg.seed)
+        path = Path(cfg.path)
+        if not path.exists() and not path.is_absolute():
+            path = Path(__file__).resolve().parents[1] / path
+        return JsonlTask(str(path), cfg.answer_format, cfg.heldout_fraction, cfg.seed)
     return HumanEvalTask(cfg.sandbox, cfg.heldout_fraction, cfg.seed)

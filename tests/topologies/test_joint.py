@@ -28,6 +28,8 @@ TOY = [
     # two agents of different sizes (99k and 358k parameters)
     "agents.small.policy.tiny=100k",
     "agents.large.policy.tiny=300k",
+    "warm_start.steps=2",
+    "warm_start.examples=8",
 ]
 
 

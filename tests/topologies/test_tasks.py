@@ -108,6 +108,9 @@ def test_jsonl_task_from_a_file(tmp_path):
     q = next(q for q in task.train + task.heldout if q.text.startswith("What is 3"))
     assert task.score(q, "3 + 3 = 6") == 1.0 and task.score(q, "5") == 0.0
     assert task.prompt(q, 0, [Message("4", 0, True, 0, 0)]) == "task: What is 3 + 3?\nheard: 4\nanswer:"
+    prompt, answer = task.warm_pairs(0, 1, np.random.default_rng(0))[0]
+    q = next(q for q in task.train if prompt == f"task: {q.text}\nanswer:")
+    assert answer == q.answer  # the extracted answer ("6"), not the solution text
     path.write_text('{"question": "q", "answer": "1"}\nnot json\n')
     with pytest.raises(ValueError, match="q.jsonl:2"):
         make_task(TaskConfig(kind="jsonl", path=str(path)))
@@ -128,6 +131,11 @@ def test_relay_views_answers_and_split():
     assert not {t.text for t in task.train} & {t.text for t in task.heldout}
     assert {t.answer for t in task.train} == set("123456789")  # the largest digit is uniform on 1-9
     assert max(np.mean([t.answer == d for t in task.train]) for d in "123456789") < 0.2
+    pairs = task.warm_pairs(0, 5, np.random.default_rng(0))  # what member 0 can do alone
+    assert len(pairs) == 5
+    for prompt, answer in pairs:
+        view = prompt[: -len(" |=")]
+        assert prompt.endswith(" |=") and len(view.split()) == 3 and answer == max(view.split())
 
 
 def test_task_settings_are_checked():
