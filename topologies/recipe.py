@@ -18,7 +18,6 @@ from its own calls in the same step as the policy (joint learning; ``docs/topolo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,55 +212,56 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
         extra["agent_credit"] = agent_credit
     b, k, e = cfg.queries_per_step, cfg.graphs_per_query, space.num_edges
     seen = 0
-    with contextlib.closing(task) if hasattr(task, "close") else contextlib.nullcontext():
-        start = runner.restore(agents, extra=extra)
-        warm = {}
-        if start == 0 and agents and cfg.warm_start.steps > 0:
-            ws = cfg.warm_start
-            warm = warm_start_team(agents, task, ws, seed=cfg.run.seed, cache_dir=runner.cache_dir)
-        if start == 0 and runner.should_eval(0):
-            seed = derive_seed(cfg.run.seed, "eval", 0)
-            runner.log(0, {**warm, **evaluate(learner, task, space, cfg, seed, agents)})
-        for step in runner.steps(start):
-            # 1. sample K graphs per query and run the team over all of them (one call per agent per wave)
-            queries = task.sample_train(rng, b)
-            feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
-            with torch.no_grad():
-                a, lp = sample_graphs(learner.policy(feats), k, graphs)
-            tree = TurnTree()
-            ex = run_graphs(
-                tree, space, team, queries, a.numpy(), lp.numpy(), task.score, decision=cfg.team.decision
-            )
-            seen += b
-            # 2. credit on the graph nodes (the core's rule), 3. the topology policy learns from it
-            result = credit(tree, ex.graph_nodes.reshape(-1))
-            adv = edge_advantages_table(result.advantages, b * k, e).reshape(b, k, e)
-            metrics = {**result.metrics, **prefixed("agent/topology", learner.learn(feats, a, adv))}
-            if cfg.policy.prune_rate > 0 and step == cfg.policy.prune_at:
-                metrics["topology/pruned_edges"] = float(learner.policy.prune(cfg.policy.prune_rate))
-            if agents:  # 2'. credit on the LLM calls (graph score as reward), 3'. each agent learns its own
-                calls = np.flatnonzero(np.isin(tree.parent, ex.graph_nodes.reshape(-1)))
-                res = agent_credit(tree, calls)
-                batches = tree_to_batches(tree, res.nodes, res.advantages, res.train_mask, pad_id=0)
-                metrics.update(prefixed("team", res.metrics))
-                metrics.update(learn_agents(agents, batches, agent_credit, step=step))
-            metrics.update(
-                {
-                    "train/accuracy": float(ex.scores.mean()),
-                    "train/tokens_per_query": float(ex.tokens.mean()),
-                    "train/calls_per_query": float(ex.calls.mean()),
-                    "train/batched_calls": float(ex.batched_calls),
-                    "train/queries_seen": float(start * b + seen),
-                    "train/edges": float(a.sum(-1).float().mean()),
-                }
-            )
-            # 4. evaluate, log, checkpoint
-            if runner.should_eval(step):
-                seed = derive_seed(cfg.run.seed, "eval", step)
-                metrics.update(evaluate(learner, task, space, cfg, seed, agents))
-            runner.end_step(step, metrics, agents, extra)
-        names = member_names(task, cfg.agents)
-        draw_policy(learner.policy, task, space, cfg.policy.feature_dim, names, runner.dir)
+    start = runner.restore(agents, extra=extra)
+    warm = {}
+    if start == 0 and agents and cfg.warm_start.steps > 0:
+        ws = cfg.warm_start
+        warm = warm_start_team(agents, task, ws, seed=cfg.run.seed, cache_dir=runner.cache_dir)
+    if start == 0 and runner.should_eval(0):
+        seed = derive_seed(cfg.run.seed, "eval", 0)
+        runner.log(0, {**warm, **evaluate(learner, task, space, cfg, seed, agents)})
+    for step in runner.steps(start):
+        # 1. sample K graphs per query and run the team over all of them (one call per agent per wave)
+        queries = task.sample_train(rng, b)
+        feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
+        with torch.no_grad():
+            a, lp = sample_graphs(learner.policy(feats), k, graphs)
+        tree = TurnTree()
+        ex = run_graphs(
+            tree, space, team, queries, a.numpy(), lp.numpy(), task.score, decision=cfg.team.decision
+        )
+        seen += b
+        # 2. credit on the graph nodes (the core's rule), 3. the topology policy learns from it
+        result = credit(tree, ex.graph_nodes.reshape(-1))
+        adv = edge_advantages_table(result.advantages, b * k, e).reshape(b, k, e)
+        metrics = {**result.metrics, **prefixed("agent/topology", learner.learn(feats, a, adv))}
+        if cfg.policy.prune_rate > 0 and step == cfg.policy.prune_at:
+            metrics["topology/pruned_edges"] = float(learner.policy.prune(cfg.policy.prune_rate))
+        if agents:  # 2'. credit on the LLM calls (graph score as reward), 3'. each agent learns its own
+            calls = np.flatnonzero(np.isin(tree.parent, ex.graph_nodes.reshape(-1)))
+            res = agent_credit(tree, calls)
+            batches = tree_to_batches(tree, res.nodes, res.advantages, res.train_mask, pad_id=0)
+            metrics.update(prefixed("team", res.metrics))
+            metrics.update(learn_agents(agents, batches, agent_credit, step=step))
+        metrics.update(
+            {
+                "train/accuracy": float(ex.scores.mean()),
+                "train/tokens_per_query": float(ex.tokens.mean()),
+                "train/calls_per_query": float(ex.calls.mean()),
+                "train/batched_calls": float(ex.batched_calls),
+                "train/queries_seen": float(start * b + seen),
+                "train/edges": float(a.sum(-1).float().mean()),
+            }
+        )
+        # 4. evaluate, log, checkpoint
+        if runner.should_eval(step):
+            seed = derive_seed(cfg.run.seed, "eval", step)
+            metrics.update(evaluate(learner, task, space, cfg, seed, agents))
+        runner.end_step(step, metrics, agents, extra)
+    names = member_names(task, cfg.agents)
+    draw_policy(learner.policy, task, space, cfg.policy.feature_dim, names, runner.dir)
+    if hasattr(task, "close"):  # a sandbox (humaneval)
+        task.close()
     return runner.finish(agents)
 
 
@@ -276,9 +276,10 @@ def evaluate_run(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
         raise FileNotFoundError(f"{runner.dir}: no complete checkpoint")
     state = Checkpointer.load(path, agents)
     learner.load_state_dict(state["extra"]["topology"]["state_dict"])
-    seed = derive_seed(cfg.run.seed, "eval", int(state["step"]))
-    with contextlib.closing(task) if hasattr(task, "close") else contextlib.nullcontext():
-        return evaluate(learner, task, space, cfg, seed, agents)
+    out = evaluate(learner, task, space, cfg, derive_seed(cfg.run.seed, "eval", int(state["step"])), agents)
+    if hasattr(task, "close"):
+        task.close()
+    return out
 
 
 Config = TopologyConfig

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -49,7 +50,9 @@ LETTERS = "ABCDEFGHIJ"
 
 @dataclass
 class TaskConfig(TestbedConfig):
-    """Which task the team runs on (``topologies.tasks``); the testbed's settings are inherited."""
+    """Which task the team runs on (``topologies.tasks``). The testbed's settings are inherited: kind
+    testbed reads them all, relay reads ``train_queries``, ``heldout_queries`` and ``seed``, jsonl and
+    humaneval read ``seed`` (the split)."""
 
     __test__ = False
 
@@ -238,8 +241,11 @@ class RelayTask(_Task):
     def __init__(self, digits: list[int], train_queries: int, heldout_queries: int, seed: int) -> None:
         self.digits = [int(d) for d in digits]
         total = sum(self.digits)
-        if heldout_queries > 9 * 2 ** (total - 1):  # tuples of largest digit 1: 2^n - 1
-            raise ValueError(f"{heldout_queries} distinct held-out queries is too many for {total} digits")
+        if heldout_queries > (10**total - 1) // 2:  # half of the tuples with a largest digit >= 1
+            raise ValueError(
+                f"{heldout_queries} distinct held-out queries is too many for {total} digits "
+                f"(at most {(10**total - 1) // 2})"
+            )
         rng = np.random.default_rng(derive_seed(seed, "relay"))
         held: dict[str, None] = {}
         while len(held) < heldout_queries:
@@ -319,7 +325,8 @@ class CodeQuery:
 
 
 class HumanEvalTask(_Task):
-    """HumanEval through the sandbox judge (module docstring); ``close`` stops the sandbox."""
+    """HumanEval through the sandbox judge (module docstring). The sandbox starts at the first score;
+    ``close`` stops it (so does the task's garbage collection or the interpreter's exit)."""
 
     def __init__(self, sandbox: SandboxConfig, heldout_fraction: float, seed: int) -> None:
         from search.loaders import load_humaneval
@@ -351,12 +358,13 @@ class HumanEvalTask(_Task):
             from search.sandbox import Sandbox
 
             self._sandbox = Sandbox(self.sandbox_cfg).__enter__()
+            self._finalizer = weakref.finalize(self, self._sandbox.__exit__, None, None, None)
         res = self._sandbox.run(self.program(query, answer), query.task, "all")
         return float(res.total > 0 and res.passed == res.total)
 
     def close(self) -> None:
         if self._sandbox is not None:
-            self._sandbox.__exit__(None, None, None)
+            self._finalizer()  # runs the sandbox's exit once
             self._sandbox = None
 
 

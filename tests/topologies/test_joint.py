@@ -39,7 +39,7 @@ def test_each_agent_learns_from_its_own_calls_only(tmp_path, monkeypatch):
 
     def spy_run(tree, *args, **kw):
         ex = run_graphs(tree, *args, **kw)
-        if "decision" in kw and len(args[3]) == 3:  # a training step (3 queries), not an evaluation
+        if len(args[2]) == 3:  # the queries of a training step (3), not of an evaluation (8)
             trees.append((tree, ex))
         return ex
 
