@@ -112,7 +112,7 @@ def test_a_local_hugging_face_model_drops_into_the_config(tmp_path):
     model_dir = tmp_path / "hf"
     Qwen2ForCausalLM(cfg).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
-    args = [*TOY[:-2], "agents.small.policy.tiny=100k", f"agents.large.policy.path={model_dir}"]
+    args = [*TOY, f"agents.large.policy.path={model_dir}"]  # path overrides tiny
     assert cli.main(["train", str(CONFIG), *args, f"run.out_dir={tmp_path}", "run.name=hf",
                      "run.checkpoint_every=1"]) == 0  # fmt: skip
     rows = read_metrics(tmp_path / "hf")
