@@ -16,8 +16,10 @@ The tree (``docs/architecture.md``, DESIGN "How each scenario maps onto the tree
 under it, ``K`` graph nodes whose agent is the topology policy and whose payload holds the edge
 decisions (as 0/1 completion tokens), their log-probabilities, the tokens its calls used and the
 adjacency; under each graph node, one node per agent call, ``turn`` = its wave, ``role`` = the agent's
-index, payload data = the unrolled node, its message sources and its prompt and completion tokens.
-Graph nodes and their calls carry the graph's score as reward.
+index, payload data = the unrolled node, its message sources and its prompt and completion tokens; a
+reply with a ``turn`` (an LLM member, ``topologies.lm_team``) gives the payload its prompt, completion
+and sampling log-probs, so the call is a training sample of its agent. Graph nodes and their calls
+carry the graph's score as reward.
 
 Shape legend: ``B`` queries, ``K`` graphs per query, ``E`` candidate edges, ``N`` unrolled nodes.
 """
@@ -159,7 +161,7 @@ def run_graphs(
                     "prompt_tokens": r.prompt_tokens,
                     "completion_tokens": r.completion_tokens,
                 }
-                pay.append(Turn(_EMPTY_I, _EMPTY_I, _EMPTY_F, text=r.answer, data=data))
+                pay.append(_payload(r, data))
             parents = np.array([gnodes[b, k] for b, k, _, _ in calls])
             tree.add_nodes(parents, agent=agents[ag].name, role=ag, turn=w, payloads=pay)
 
@@ -176,6 +178,17 @@ def run_graphs(
     flat = {int(g): s for g, s in zip(gnodes.reshape(-1), scores.reshape(-1))}
     tree.set_reward(calls_of, [flat[int(p)] for p in tree.parent[calls_of]])
     return Execution(gnodes, answers, scores, ptok, ctok, ncalls, batched)
+
+
+def _payload(reply: Any, data: dict) -> Turn:
+    """The call's tree payload: an LLM reply's own ``turn`` (its prompt, completion and sampling
+    log-probs, so the call is a training sample of its agent) with ``data`` added, else the text and
+    ``data`` alone (a programmatic agent writes no tokens)."""
+    turn = getattr(reply, "turn", None)
+    if turn is None:
+        return Turn(_EMPTY_I, _EMPTY_I, _EMPTY_F, text=reply.answer, data=data)
+    return Turn(turn.prompt_ids, turn.completion_ids, turn.logprobs, text=reply.answer,
+                finish_reason=turn.finish_reason, data={**turn.data, **data})  # fmt: skip
 
 
 def _decide(answers: list[str]) -> str:

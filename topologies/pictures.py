@@ -55,3 +55,27 @@ def draw_graph(space: GraphSpace, a: np.ndarray, names: list[str], title: str, p
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def draw_policy(policy, task, space: GraphSpace, feature_dim: int, names: list[str], out: Path) -> None:
+    """Heat map of the policy's mean edge probabilities per held-out query type (the testbed's skill
+    sequences; one row of all held-out queries for other tasks) and the most probable graph of the
+    first held-out query, into the folder ``out``."""
+    import torch
+
+    from topologies.graphs import query_features
+    from topologies.team import edge_names
+    from topologies.testbed import Testbed
+
+    feats = query_features([q.text for q in task.heldout], feature_dim)
+    with torch.no_grad():
+        p = torch.sigmoid(policy(feats)).numpy()
+    if isinstance(task, Testbed):
+        types = sorted({q.skills for q in task.heldout})
+        rows = np.stack([p[[q.skills == t for q in task.heldout]].mean(0) for t in types])
+        labels = [" > ".join(names[s] for s in t) for t in types]
+    else:
+        rows, labels = p.mean(0, keepdims=True), ["all held-out queries"]
+    edge_heatmap(rows, labels, edge_names(space, names), out / "topology_heatmap.png")
+    q = task.heldout[0]
+    draw_graph(space, p[0] > 0.5, names, f"most probable graph: {q.text}", out / "topology_graph.png")

@@ -10,21 +10,26 @@ optimizer (``topologies.learner``). Evaluation runs each held-out query once ove
 probable graph (edges with p > 0.5; ``policy.eval_graph: sample`` draws one) and reports the accuracy,
 its exact expectation and the oracle (``topologies.testbed``), tokens and calls per query.
 
-The team is the testbed's programmatic agents (``task``); the config has no ``agents`` block (LLM team
-members are not wired into the recipe yet: ``topologies.lm_team``).
+The team is the testbed's programmatic agents (``task.kind: testbed``), or the ``agents`` block's LLM
+agents in order (the last is the final agent) on a ``topologies.tasks`` task: each call is a node under
+its graph node, ``agent_credit`` gives it an advantage from its graph's score, and each agent learns
+from its own calls in the same step as the policy (joint learning; ``docs/topologies.md``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from marl.credit import CreditConfig
+from marl.config import AgentConfig
+from marl.credit import CreditAssigner, CreditConfig
 from marl.runner import Runner
-from marl.scenario import ScenarioConfig, make_credit, prefixed
+from marl.samples import tree_to_batches
+from marl.scenario import ScenarioConfig, learn_agents, make_agents, make_credit, prefixed
 from marl.seeding import derive_seed
 from marl.tree import TurnTree
 from topologies.execution import DECISIONS, run_graphs
@@ -40,21 +45,15 @@ from topologies.graphs import (
     sample_graphs,
 )
 from topologies.learner import TopologyLearner, edge_advantages_table
-from topologies.testbed import Testbed, TestbedConfig, oracle_probability, success_probability
+from topologies.lm_team import LMWarmStart, warm_start_team
+from topologies.pictures import draw_policy
+from topologies.tasks import TaskConfig, make_task
+from topologies.team import TeamSettings, check_team, edge_names, lm_members, member_names
+from topologies.testbed import oracle_probability, success_probability
 
 logger = logging.getLogger(__name__)
 
 POLICY_KINDS = ("query", "free", "fixed")
-
-
-@dataclass
-class TeamSettings:
-    """How the team talks: rounds of the unrolled graph and the decision node."""
-
-    rounds: int = 2
-    """Rounds (spatial edges inside a round, temporal edges from round t-1 to t)."""
-    decision: str = "last"
-    """Who answers: last (the final agent of the last round) | majority (vote of the last round)."""
 
 
 @dataclass
@@ -94,8 +93,20 @@ class TopologyConfig(ScenarioConfig):
     """Recipe name (selects this schema)."""
     credit: CreditConfig = field(default_factory=lambda: CreditConfig(rule="graph_grpo_edge"))
     """Credit rule over the graph nodes (Graph-GRPO edge level by default) and its token cost."""
-    task: TestbedConfig = field(default_factory=TestbedConfig)
-    """The skill-chain testbed and its programmatic team."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """The task: the skill-chain testbed and its programmatic team (kind testbed), or a task for the
+    LLM agents (relay | jsonl | humaneval, ``topologies.tasks``)."""
+    agents: dict[str, AgentConfig] = field(default_factory=dict)
+    """LLM team members in team order (the last is the final agent), each with its own model and
+    optimizer; empty: the testbed's programmatic team."""
+    agent_credit: CreditConfig = field(
+        default_factory=lambda: CreditConfig(rule="grpo", group_key=["group", "agent"])
+    )
+    """Credit rule over the LLM agents' calls (an outcome rule; the reward of a call is its graph's
+    score); the default compares the calls of one agent for one query across its K graphs."""
+    warm_start: LMWarmStart = field(default_factory=LMWarmStart)
+    """Optional supervised warm start of the LLM agents on what each can do alone (steps 0: none; the
+    testbed's programmatic team has no LLM agent to warm)."""
     team: TeamSettings = field(default_factory=TeamSettings)
     """Rounds and decision node."""
     policy: PolicySettings = field(default_factory=PolicySettings)
@@ -109,6 +120,7 @@ class TopologyConfig(ScenarioConfig):
 
     def validate(self) -> None:
         super().validate()
+        check_team(self.task, self.agents, self.agent_credit)
         if self.team.decision not in DECISIONS:
             raise ValueError(f"team.decision ({self.team.decision!r}) must be one of {DECISIONS}")
         if self.policy.kind not in POLICY_KINDS:
@@ -137,21 +149,12 @@ def make_policy(cfg: PolicySettings, space: GraphSpace, seed: int) -> torch.nn.M
     return FixedPolicy(space, cfg.topology, layers=cfg.layers)
 
 
-def edge_names(space: GraphSpace, names: list[str]) -> list[str]:
-    """``r<round of the target>:<agent>><agent>`` per candidate edge; ``>>`` marks a temporal edge from
-    the previous round (``r1:sort>final``, ``r1:sum>>parse``)."""
-    a = space.num_agents
-    return [
-        f"r{int(v) // a}:{names[int(u) % a]}{'>' if int(u) // a == int(v) // a else '>>'}{names[int(v) % a]}"
-        for u, v in zip(space.src, space.dst)
-    ]
-
-
 def evaluate(
-    learner: TopologyLearner, task: Testbed, space: GraphSpace, cfg: TopologyConfig, seed: int
+    learner: TopologyLearner, task, space: GraphSpace, cfg: TopologyConfig, seed: int, agents=None
 ) -> dict[str, float]:
-    """Held-out accuracy (one execution per query), its exact expectation and the oracle, tokens and
-    calls per query, and the mean probability of every edge (``topology/p/<edge>``)."""
+    """Held-out accuracy (one execution per query), its exact expectation and the oracle (testbed),
+    tokens and calls per query, and the mean probability of every edge (``topology/p/<edge>``). LLM
+    agents decode greedily; their team's accuracy over the empty graph is ``eval/accuracy_no_edges``."""
     queries = task.heldout if cfg.eval_queries <= 0 else task.heldout[: cfg.eval_queries]
     feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
     with torch.no_grad():
@@ -159,7 +162,7 @@ def evaluate(
     gen = torch.Generator().manual_seed(seed % 2**63)
     a = sample_graphs(logits, 1, gen)[0][:, 0] if cfg.policy.eval_graph == "sample" else mode_graphs(logits)
     a = a.numpy()
-    team = task.agents(np.random.default_rng(seed))
+    team = lm_members(agents, task, greedy=True) if agents else task.agents(np.random.default_rng(seed))
     ex = run_graphs(TurnTree(), space, team, queries, a[:, None], np.zeros(a.shape)[:, None], task.score,
                     decision=cfg.team.decision)  # fmt: skip
     out = {
@@ -170,38 +173,53 @@ def evaluate(
         "eval/calls_per_query": float(ex.calls.mean()),
         "eval/edges": float(a.sum(1).mean()),
     }
-    if cfg.team.decision == "last":  # the exact values are those of the final-agent decision
+    if agents:
+        none = np.zeros_like(a)[:, None]
+        alone = run_graphs(TurnTree(), space, team, queries, none, none.astype(float), task.score,
+                           decision=cfg.team.decision)  # fmt: skip
+        out["eval/accuracy_no_edges"] = float(alone.scores.mean())
+    elif cfg.team.decision == "last":  # the exact values are those of the final-agent decision
         rel = task.reliability
         out["eval/expected_accuracy"] = float(np.mean([success_probability(space, g, q.skills, rel)
                                                        for g, q in zip(a, queries)]))  # fmt: skip
         oracle = {s: oracle_probability(space, s, rel) for s in {q.skills for q in queries}}
         out["eval/oracle"] = float(np.mean([oracle[q.skills] for q in queries]))
     p = torch.sigmoid(logits).mean(0).tolist()
-    out.update({f"topology/{n}/p": v for n, v in zip(edge_names(space, task.agent_names()), p)})
+    out.update({f"topology/{n}/p": v for n, v in zip(edge_names(space, member_names(task, cfg.agents)), p)})
     return out
 
 
-def _build(cfg: TopologyConfig) -> tuple[Testbed, GraphSpace, TopologyLearner]:
-    task = Testbed(cfg.task)
-    space = graph_space(task.num_agents, cfg.team.rounds)
+def _build(cfg: TopologyConfig) -> tuple[Any, GraphSpace, TopologyLearner]:
+    task = make_task(cfg.task)
+    space = graph_space(len(cfg.agents) if cfg.agents else task.num_agents, cfg.team.rounds)
     policy = make_policy(cfg.policy, space, derive_seed(cfg.run.seed, "policy") % 2**31)
     return task, space, TopologyLearner(policy, lr=cfg.policy.lr, kl_coef=cfg.policy.kl_coef)
 
 
 def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
-    """The whole loop: sample graphs -> run the team -> credit on the graph nodes -> the policy learns."""
+    """The whole loop: sample graphs -> run the team -> credit on the graph nodes -> the policy learns;
+    with LLM agents, also credit on their calls -> each agent learns from its own calls."""
     task, space, learner = _build(cfg)
+    agents = make_agents(cfg, runner.cache_dir) if cfg.agents else {}
     credit = make_credit(cfg)
     rng = np.random.default_rng(derive_seed(cfg.run.seed, "task"))
     team_rng = np.random.default_rng(derive_seed(cfg.run.seed, "team"))
     graphs = torch.Generator().manual_seed(derive_seed(cfg.run.seed, "graphs") % 2**63)
-    team = task.agents(team_rng)
+    team = lm_members(agents, task) if agents else task.agents(team_rng)
     extra = {"credit": credit, "rng": rng, "team_rng": team_rng, "graphs": graphs, "topology": learner}
+    agent_credit = CreditAssigner(cfg.agent_credit, multi_turn=False)
+    if agents:
+        extra["agent_credit"] = agent_credit
     b, k, e = cfg.queries_per_step, cfg.graphs_per_query, space.num_edges
     seen = 0
-    start = runner.restore({}, extra=extra)
+    start = runner.restore(agents, extra=extra)
+    warm = {}
+    if start == 0 and agents and cfg.warm_start.steps > 0:
+        ws = cfg.warm_start
+        warm = warm_start_team(agents, task, ws, seed=cfg.run.seed, cache_dir=runner.cache_dir)
     if start == 0 and runner.should_eval(0):
-        runner.log(0, evaluate(learner, task, space, cfg, derive_seed(cfg.run.seed, "eval", 0)))
+        seed = derive_seed(cfg.run.seed, "eval", 0)
+        runner.log(0, {**warm, **evaluate(learner, task, space, cfg, seed, agents)})
     for step in runner.steps(start):
         # 1. sample K graphs per query and run the team over all of them (one call per agent per wave)
         queries = task.sample_train(rng, b)
@@ -219,6 +237,12 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
         metrics = {**result.metrics, **prefixed("agent/topology", learner.learn(feats, a, adv))}
         if cfg.policy.prune_rate > 0 and step == cfg.policy.prune_at:
             metrics["topology/pruned_edges"] = float(learner.policy.prune(cfg.policy.prune_rate))
+        if agents:  # 2'. credit on the LLM calls (graph score as reward), 3'. each agent learns its own
+            calls = np.flatnonzero(np.isin(tree.parent, ex.graph_nodes.reshape(-1)))
+            res = agent_credit(tree, calls)
+            batches = tree_to_batches(tree, res.nodes, res.advantages, res.train_mask, pad_id=0)
+            metrics.update(prefixed("team", res.metrics))
+            metrics.update(learn_agents(agents, batches, agent_credit, step=step))
         metrics.update(
             {
                 "train/accuracy": float(ex.scores.mean()),
@@ -231,40 +255,31 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
         )
         # 4. evaluate, log, checkpoint
         if runner.should_eval(step):
-            metrics.update(evaluate(learner, task, space, cfg, derive_seed(cfg.run.seed, "eval", step)))
-        runner.end_step(step, metrics, {}, extra)
-    draw(learner, task, space, cfg, runner.dir)
-    return runner.finish({})
-
-
-def draw(learner: TopologyLearner, task: Testbed, space: GraphSpace, cfg: TopologyConfig, out) -> None:
-    """Heat map of the mean edge probabilities per held-out query type and the most probable graph of
-    the first held-out query, into the run directory."""
-    from topologies.pictures import draw_graph, edge_heatmap
-
-    feats = query_features([q.text for q in task.heldout], cfg.policy.feature_dim)
-    with torch.no_grad():
-        p = torch.sigmoid(learner.policy(feats)).numpy()
-    types = sorted({q.skills for q in task.heldout})
-    rows = np.stack([p[[q.skills == t for q in task.heldout]].mean(0) for t in types])
-    names = task.agent_names()
-    label = lambda t: " > ".join(names[s] for s in t)  # noqa: E731
-    edge_heatmap(rows, [label(t) for t in types], edge_names(space, names), out / "topology_heatmap.png")
-    q = task.heldout[0]
-    draw_graph(space, p[0] > 0.5, names, f"most probable graph: {q.text}", out / "topology_graph.png")
+            seed = derive_seed(cfg.run.seed, "eval", step)
+            metrics.update(evaluate(learner, task, space, cfg, seed, agents))
+        runner.end_step(step, metrics, agents, extra)
+    names = member_names(task, cfg.agents)
+    draw_policy(learner.policy, task, space, cfg.policy.feature_dim, names, runner.dir)
+    if hasattr(task, "close"):  # a sandbox (humaneval)
+        task.close()
+    return runner.finish(agents)
 
 
 def evaluate_run(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
-    """Held-out metrics of the topology policy in the run's latest checkpoint."""
+    """Held-out metrics of the topology policy (and the LLM agents) in the run's latest checkpoint."""
     from marl.rundir import Checkpointer
 
     task, space, learner = _build(cfg)
+    agents = make_agents(cfg, runner.cache_dir) if cfg.agents else {}
     path = runner.ckpt.latest()
     if path is None:
         raise FileNotFoundError(f"{runner.dir}: no complete checkpoint")
-    state = Checkpointer.load(path, {})
+    state = Checkpointer.load(path, agents)
     learner.load_state_dict(state["extra"]["topology"]["state_dict"])
-    return evaluate(learner, task, space, cfg, derive_seed(cfg.run.seed, "eval", int(state["step"])))
+    out = evaluate(learner, task, space, cfg, derive_seed(cfg.run.seed, "eval", int(state["step"])), agents)
+    if hasattr(task, "close"):
+        task.close()
+    return out
 
 
 Config = TopologyConfig
@@ -277,5 +292,7 @@ SMOKE_OVERRIDES = [
     "task.train_queries=16",
     "task.heldout_queries=16",
     "policy.prune_at=2",
+    "warm_start.steps=2",
+    "warm_start.examples=8",
 ]
 """Overrides that shrink any config of this recipe to a seconds-long smoke run (used by tests)."""

@@ -62,9 +62,9 @@ def test_a_short_run_trains_the_policy_and_is_deterministic(tmp_path):
     assert cli.main(["eval", str(tmp_path / "a")]) == 0
 
 
-def test_an_agents_block_is_refused_as_an_unknown_key():
-    # the team is programmatic: the schema has no agents block, so every field it has is live
-    with pytest.raises(ConfigError, match="agents"):
+def test_an_agents_block_is_refused_on_the_testbed():
+    # the testbed brings its own programmatic team; LLM agents need a task they can answer
+    with pytest.raises(ConfigError, match="testbed brings its own"):
         load_config(TopologyConfig, [CONFIG], ["agents.x.policy.tiny=100k"])
 
 
