@@ -172,9 +172,9 @@ def tabular(seeds: list[int], steps: int = 300, lr: float = 0.01) -> None:
     itself learns reciprocity, apart from the LM."""
     print(f"tabular self-play, IPD 5 rounds, {steps} steps, lr {lr}, Adam per table entry")
     print("| rule | seed | coop | P(C after C) | P(C after D) |\n|---|---:|---:|---:|---:|")
-    for rule in ("loo_returns", "advantage_alignment"):
+    for rule, align in (("loo_returns", False), ("advantage_alignment", True)):
         for seed in seeds:
-            _, curve = tabular_selfplay(rule, steps=steps, lr=lr, seed=seed)
+            _, curve = tabular_selfplay(align, steps=steps, lr=lr, seed=seed)
             c = curve[-1]
             print(f"| {rule} | {seed} | {c['coop']:.2f} | {c['p_cc']:.2f} | {c['p_cd']:.2f} |")
 

@@ -140,7 +140,7 @@ def policy_coop_table(
 
 # ------------------------------------------------------------------ the credit rules on a tabular policy
 def tabular_selfplay(
-    rule: str,
+    align: bool,
     *,
     rounds: int = 5,
     payoffs: Sequence[float] = (3.0, 0.0, 5.0, 1.0),
@@ -155,8 +155,9 @@ def tabular_selfplay(
     seed: int = 0,
     log_every: int = 0,
 ) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Self-play of one tabular softmax policy in the iterated matrix game, credited by rule
-    ``loo_returns`` or ``advantage_alignment`` with the same credit functions as the LM pipeline.
+    """Self-play of one tabular softmax policy in the iterated matrix game, credited as rule
+    ``loo_returns`` (``align=False``) or ``advantage_alignment`` (``align=True``) does, with the same
+    credit functions as the LM pipeline.
 
     A sanity check of the rules apart from the LM: the policy is a logit ``z[r, s]`` of cooperating
     per observation (round ``r``, last joint move ``s``, own first; index 0 = none, 1..4 = ``JOINT``),
@@ -179,8 +180,6 @@ def tabular_selfplay(
         loo_return_advantages,
     )
 
-    if rule not in ("loo_returns", "advantage_alignment"):
-        raise ValueError(f"rule must be loo_returns or advantage_alignment, got {rule!r}")
     if rounds < 1 or steps < 0 or roots < 1 or group_size < 2 or not lr > 0:
         raise ValueError("need rounds >= 1, steps >= 0, roots >= 1, group_size >= 2, lr > 0")
     rng = np.random.default_rng(seed)
@@ -209,17 +208,18 @@ def tabular_selfplay(
         p_cd = float(pc[1:, [2, 4]].mean()) if rounds > 1 else float("nan")
         curve.append(dict(coop=float(1.0 - d.mean()), p_cc=p_cc, p_cd=p_cd))
         if log_every and step % log_every == 0:
-            print(f"{rule} step {step}: coop {curve[-1]['coop']:.3f} P(C|C) {p_cc:.3f} P(C|D) {p_cd:.3f}")
+            who = "AA" if align else "naive"
+            print(f"{who} step {step}: coop {curve[-1]['coop']:.3f} P(C|C) {p_cc:.3f} P(C|D) {p_cd:.3f}")
         if step == steps:
             break
         r_flat = rew.ravel() * reward_scale
         ret = discounted_returns(r_flat, traj, turn, gamma=gamma)
         own = loo_return_advantages(ret, (bb // group_size, pp), rr)
-        if rule == "loo_returns":
-            credit = own
-        else:
+        if align:
             co = co_player_sum(own, (bb,), traj, rr)
             credit = advantage_alignment_credit(own, co, traj, turn, beta=beta, gamma=gamma)
+        else:
+            credit = own
         if center:
             credit = credit - np.bincount(rr, weights=credit)[rr] / np.bincount(rr)[rr]
         # d/dz log pi(a) for a Bernoulli(sigmoid z) cooperate: (1 - p) if C else -p

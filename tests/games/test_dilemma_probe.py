@@ -93,15 +93,15 @@ def test_tabular_selfplay_one_round_aa_equals_naive_and_start_is_uniform():
     # two rules take the same steps on the same draws
     from games.dilemma_probe import tabular_selfplay
 
-    a, ca = tabular_selfplay("advantage_alignment", rounds=1, steps=20, lr=0.05, seed=3)
-    n, cn = tabular_selfplay("loo_returns", rounds=1, steps=20, lr=0.05, seed=3)
+    a, ca = tabular_selfplay(True, rounds=1, steps=20, lr=0.05, seed=3)
+    n, cn = tabular_selfplay(False, rounds=1, steps=20, lr=0.05, seed=3)
     np.testing.assert_array_equal(a, n)
     assert [x["coop"] for x in ca] == [x["coop"] for x in cn]
-    t, c = tabular_selfplay("loo_returns", rounds=3, steps=0)
+    t, c = tabular_selfplay(False, rounds=3, steps=0)
     np.testing.assert_array_equal(t, np.full((3, 5), 0.5))
     assert c[0]["p_cc"] == c[0]["p_cd"] == 0.5
-    with pytest.raises(ValueError, match="rule"):
-        tabular_selfplay("grpo")
+    with pytest.raises(ValueError, match="group_size"):
+        tabular_selfplay(True, group_size=1)
 
 
 def test_tabular_selfplay_aa_learns_reciprocity_naive_does_not():
@@ -109,7 +109,7 @@ def test_tabular_selfplay_aa_learns_reciprocity_naive_does_not():
     # naive 0.22..0.23 and 0.14 with cooperation 0.12
     from games.dilemma_probe import tabular_selfplay
 
-    _, aa = tabular_selfplay("advantage_alignment", steps=300, lr=0.01, seed=1)
-    _, nv = tabular_selfplay("loo_returns", steps=300, lr=0.01, seed=1)
+    _, aa = tabular_selfplay(True, steps=300, lr=0.01, seed=1)
+    _, nv = tabular_selfplay(False, steps=300, lr=0.01, seed=1)
     assert aa[-1]["p_cc"] - aa[-1]["p_cd"] > 0.5 and aa[-1]["coop"] > 0.4
     assert nv[-1]["p_cc"] - nv[-1]["p_cd"] < 0.2 and nv[-1]["coop"] < 0.3
