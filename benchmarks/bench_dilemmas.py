@@ -22,7 +22,8 @@ as it samples (temperature 1), in both seats, and prints one table (mean and min
   LM's cooperation probabilities at every observation) minus mutual cooperation;
 - ``trained exploit``: the same gain for an exploiter *trained* against the frozen sampling policy
   (``games.dilemma_exploiter``: tabular softmax over the observation, REINFORCE, ``--exploiter-iters``
-  batches of 64 games, greedy evaluation over 200 games); it approaches ``exploit`` from below;
+  batches of 64 games, greedy evaluation over 200 games); in expectation at most ``exploit`` (a
+  200-game mean can land a little above it);
 - ``P(C after C)``, ``P(C after D)``: the policy's probability of cooperating after the co-player cooperated /
   defected (rounds 2.., both seats, both own last moves): tit-for-tat is 1 / 0.
 """
