@@ -1,8 +1,12 @@
 """Naive training vs Advantage Alignment on the iterated prisoner's dilemma with the tiny LM, 3 seeds.
 
-    python benchmarks/bench_dilemmas.py [--seeds 0 1 2] [--steps 60] [--games 200] [--out /tmp/bench_dil]
+    python benchmarks/bench_dilemmas.py [--seeds 0 1 2] [--steps 100] [--games 200] [--out /tmp/bench_dil]
         [--set KEY=VALUE ...]   (overrides applied to both configs, e.g. --set agents.lm.optim.lr=3e-4)
         [--probe-only]          (probe the runs already in --out again, no training)
+        [--methods advalign]    (train / probe only these)
+        [--trace]               (print and save P(C after C), P(C after D) after every training step)
+        [--exploiter-iters 40]  (0: no trained exploiter column)
+    python benchmarks/bench_dilemmas.py --tabular   (the two rules on a tabular policy, no LM; seconds)
 
 Trains ``configs/dilemmas/ipd_naive.yaml`` (rule loo_returns) and ``configs/dilemmas/ipd_advalign.yaml``
 (rule advantage_alignment) through the self-play recipe, seed by seed, then probes each final policy
@@ -15,7 +19,11 @@ as it samples (temperature 1), in both seats, and prints one table (mean and min
 - ``AD gain``: always-defect's return against the policy minus its return against tit-for-tat
   (``rounds + 4``): the issue asks for <= 0;
 - ``exploit``: exact best-response value against the policy (``games.dilemma_probe``, computed from the
-  LM's cooperation probabilities at every observation, no trained exploiter) minus mutual cooperation;
+  LM's cooperation probabilities at every observation) minus mutual cooperation;
+- ``trained exploit``: the same gain for an exploiter *trained* against the frozen sampling policy
+  (``games.dilemma_exploiter``: tabular softmax over the observation, REINFORCE, ``--exploiter-iters``
+  batches of 64 games, greedy evaluation over 200 games); in expectation at most ``exploit`` (a
+  200-game mean can land a little above it);
 - ``P(C after C)``, ``P(C after D)``: the policy's probability of cooperating after the co-player cooperated /
   defected (rounds 2.., both seats, both own last moves): tit-for-tat is 1 / 0.
 """
@@ -23,6 +31,7 @@ as it samples (temperature 1), in both seats, and prints one table (mean and min
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -34,8 +43,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import games.selfplay as selfplay  # noqa: E402
 from games.arena import play_games  # noqa: E402
-from games.dilemma_probe import exploitability, policy_coop_table  # noqa: E402
+from games.dilemma_exploiter import train_exploiter  # noqa: E402
+from games.dilemma_probe import exploitability, policy_coop_table, tabular_selfplay  # noqa: E402
 from games.dilemmas import dilemma_params  # noqa: E402
 from games.opponents import make_opponent  # noqa: E402
 from games.selfplay import SelfPlayConfig, train  # noqa: E402
@@ -49,7 +60,23 @@ METHODS = {"naive": "configs/dilemmas/ipd_naive.yaml", "advalign": "configs/dile
 FIXED = ["always-cooperate", "always-defect", "tit-for-tat", "grim-trigger"]
 
 
-def probe(cfg: SelfPlayConfig, agent, games: int, seed: int) -> dict[str, float]:
+def reciprocity(cfg: SelfPlayConfig, policy, temperature: float) -> tuple[list, dict[str, float]]:
+    """Both seats' cooperation tables and P(C after C), P(C after D) (rounds 2.., both seats, both own
+    last moves)."""
+    p = dilemma_params(cfg.game.name, cfg.game.params)
+    rounds, payoffs = int(p["rounds"]), p["payoffs"]
+    tables = [
+        policy_coop_table(policy, cfg.game.name, payoffs, rounds, s, temperature=temperature) for s in (0, 1)
+    ]
+    out = {}
+    for them in ("C", "D"):
+        out[f"P(C after {them})"] = float(
+            np.mean([tb[r][m + them] for tb in tables for r in range(1, rounds) for m in "CD"])
+        )
+    return tables, out
+
+
+def probe(cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: int = 40) -> dict[str, float]:
     """Self-play and fixed-strategy games of the sampling policy, and its exact exploitability."""
     p = dilemma_params(cfg.game.name, cfg.game.params)
     rounds, payoffs = int(p["rounds"]), p["payoffs"]
@@ -72,21 +99,44 @@ def probe(cfg: SelfPlayConfig, agent, games: int, seed: int) -> dict[str, float]
             out["coop vs TFT"] = float(np.mean(coop))
         if spec == "always-defect":
             out["AD gain"] = float(np.mean(opp_ret)) - (rounds + 4.0)  # AD vs TFT: 5 + (rounds - 1) * 1
-    t = agent.cfg.sampling.temperature
-    tables = [
-        policy_coop_table(agent.policy, cfg.game.name, payoffs, rounds, s, temperature=t) for s in (0, 1)
-    ]
+    tables, recip = reciprocity(cfg, agent.policy, agent.cfg.sampling.temperature)
     out["exploit"] = float(np.mean([exploitability(payoffs, rounds, tb) for tb in tables]))
-    # reciprocity: P(cooperate) after the co-player cooperated / defected (rounds >= 2, both seats)
-    for them in ("C", "D"):
-        out[f"P(C after {them})"] = float(
-            np.mean([tb[r][m + them] for tb in tables for r in range(1, rounds) for m in "CD"])
-        )
+    if exploiter_iters > 0:
+        _, res = train_exploiter(cfg.game, lm, iters=exploiter_iters, batch=64, eval_games=200, seed=seed)
+        out["trained exploit"] = res.exploit
+    out.update(recip)
     return out
 
 
+class Trace:
+    """Wraps the recipe's learning step to probe P(C after C), P(C after D) after every update."""
+
+    def __init__(self, cfg: SelfPlayConfig) -> None:
+        self.cfg, self.rows = cfg, []
+        self._orig = selfplay.learn_agents
+
+    def __enter__(self) -> Trace:
+        def learn(agents, batches, credit, *, step):
+            m = self._orig(agents, batches, credit, step=step)
+            a = next(iter(agents.values()))
+            _, rec = reciprocity(self.cfg, a.policy, a.cfg.sampling.temperature)
+            rec = {"step": step, **rec}
+            self.rows.append(rec)
+            print(
+                f"  step {step}: P(C|C) {rec['P(C after C)']:.3f} P(C|D) {rec['P(C after D)']:.3f}",
+                flush=True,
+            )
+            return m
+
+        selfplay.learn_agents = learn
+        return self
+
+    def __exit__(self, *exc) -> None:
+        selfplay.learn_agents = self._orig
+
+
 def run_one(
-    config: str, seed: int, steps: int, out_dir: str, extra: list[str]
+    config: str, seed: int, steps: int, out_dir: str, extra: list[str], trace: bool = False
 ) -> tuple[SelfPlayConfig, dict]:
     overrides = [
         f"run.seed={seed}",
@@ -101,7 +151,12 @@ def run_one(
     ]
     cfg = load_config(SelfPlayConfig, [str(ROOT / config)], overrides)
     runner = Runner(cfg, cfg.run, cfg.recipe)
-    train(cfg, runner)
+    if trace:
+        with Trace(cfg) as tr:
+            train(cfg, runner)
+        (runner.dir / "trace.json").write_text(json.dumps(tr.rows))
+    else:
+        train(cfg, runner)
     agents, _ = load_latest(cfg, Runner(cfg, cfg.run, cfg.recipe, resume=runner.dir))
     return cfg, agents
 
@@ -112,29 +167,50 @@ def load_run(run_dir: Path) -> tuple[SelfPlayConfig, dict]:
     return cfg, load_latest(cfg, Runner(cfg, cfg.run, cfg.recipe, resume=run_dir))[0]
 
 
+def tabular(seeds: list[int], steps: int = 300, lr: float = 0.01) -> None:
+    """The credit rules of both configs (beta 2, gamma 0.96, roots of G = 8, 64 games a step) on a
+    tabular softmax policy in self-play (``games.dilemma_probe.tabular_selfplay``): whether the rule
+    itself learns reciprocity, apart from the LM."""
+    print(f"tabular self-play, IPD 5 rounds, {steps} steps, lr {lr}, Adam per table entry")
+    print("| rule | seed | coop | P(C after C) | P(C after D) |\n|---|---:|---:|---:|---:|")
+    for rule, align in (("loo_returns", False), ("advantage_alignment", True)):
+        for seed in seeds:
+            _, curve = tabular_selfplay(align, steps=steps, lr=lr, seed=seed)
+            c = curve[-1]
+            print(f"| {rule} | {seed} | {c['coop']:.2f} | {c['p_cc']:.2f} | {c['p_cd']:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--games", type=int, default=200, help="probe games per seat")
     ap.add_argument("--out", default=None)
     ap.add_argument("--probe-only", action="store_true", help="probe the runs already in --out, no training")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="config override KEY=VALUE")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--trace", action="store_true", help="probe reciprocity after every training step")
+    ap.add_argument("--exploiter-iters", type=int, default=40, help="trained exploiter batches (0: none)")
+    ap.add_argument("--tabular", action="store_true", help="the rules on a tabular policy instead (no LM)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.tabular:
+        tabular(args.seeds)
+        return
     out = args.out or tempfile.mkdtemp(prefix="bench_dilemmas_")
-    results: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
     t0 = time.perf_counter()
-    for method, config in METHODS.items():
+    for method in args.methods:
+        config = METHODS[method]
         for seed in args.seeds:
             if args.probe_only:
                 cfg, agents = load_run(sorted(Path(out, method).glob(f"selfplay-s{seed}-*"))[-1])
             else:
-                cfg, agents = run_one(config, seed, args.steps, f"{out}/{method}", args.extra)
-            res = probe(cfg, agents["lm"], args.games, seed=1000 + seed)
+                cfg, agents = run_one(config, seed, args.steps, f"{out}/{method}", args.extra, args.trace)
+            res = probe(cfg, agents["lm"], args.games, 1000 + seed, args.exploiter_iters)
             results[method].append(res)
             print(f"{method} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
-    cols = list(results["naive"][0])
+    cols = list(results[args.methods[0]][0])
     print(
         f"\nIPD ({cfg.game.params}), {args.steps} steps, seeds {args.seeds}, {time.perf_counter() - t0:.0f}s"
     )

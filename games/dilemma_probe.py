@@ -136,3 +136,100 @@ def policy_coop_table(
     for (r, s), pc in zip(keys, np.asarray(p)):
         table[r][s] = float(pc)
     return table
+
+
+# ------------------------------------------------------------------ the credit rules on a tabular policy
+def tabular_selfplay(
+    align: bool,
+    *,
+    rounds: int = 5,
+    payoffs: Sequence[float] = (3.0, 0.0, 5.0, 1.0),
+    steps: int = 200,
+    roots: int = 8,
+    group_size: int = 8,
+    lr: float = 0.1,
+    beta: float = 2.0,
+    gamma: float = 0.96,
+    reward_scale: float = 1.0,
+    center: bool = False,
+    seed: int = 0,
+    log_every: int = 0,
+) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Self-play of one tabular softmax policy in the iterated matrix game, credited as rule
+    ``loo_returns`` (``align=False``) or ``advantage_alignment`` (``align=True``) does, with the same
+    credit functions as the LM pipeline.
+
+    A sanity check of the rules apart from the LM: the policy is a logit ``z[r, s]`` of cooperating
+    per observation (round ``r``, last joint move ``s``, own first; index 0 = none, 1..4 = ``JOINT``),
+    shared by both seats as the LM is. Each step plays ``roots x group_size`` games (a root's games
+    form the CRN group of the leave-one-out baseline; the IPD has no chance, so they only share the
+    policy), computes per turn the discounted return, ``loo_return_advantages`` over (root, seat,
+    round), and for AA ``advantage_alignment_credit`` with the co-player's advantage at the same round
+    (``co_player_sum``), rewards multiplied by ``reward_scale`` first; ``center`` subtracts the batch
+    mean of the credit per round (AdAlignLLM's ``mean_normalize_ad_align``). The loss is
+    ``-mean(credit * log pi)``, stepped by Adam (``lr``).
+
+    Returns the final table ``P(C)`` (R, 5) (entries 1..4 of round 0 unused, left at 0.5 logit 0) and
+    one dict per step: ``coop`` (sampled rate), ``p_cc`` / ``p_cd`` (mean P(C) after the co-player
+    cooperated / defected, rounds >= 1, both own last moves).
+    """
+    from marl.credit.multiturn import (
+        advantage_alignment_credit,
+        co_player_sum,
+        discounted_returns,
+        loo_return_advantages,
+    )
+
+    if rounds < 1 or steps < 0 or roots < 1 or group_size < 2 or not lr > 0:
+        raise ValueError("need rounds >= 1, steps >= 0, roots >= 1, group_size >= 2, lr > 0")
+    rng = np.random.default_rng(seed)
+    z = np.zeros((rounds, 5))
+    m, v = np.zeros_like(z), np.zeros_like(z)
+    u = np.array(payoffs, dtype=np.float64).reshape(2, 2)  # u[own D?, their D?]
+    n = roots * group_size
+    # sample layout: (game b, seat p, round r) flattened
+    bb, pp, rr = np.meshgrid(np.arange(n), np.arange(2), np.arange(rounds), indexing="ij")
+    bb, pp, rr = bb.ravel(), pp.ravel(), rr.ravel()
+    traj = bb * 2 + pp
+    turn = rr * 2 + pp
+    curve = []
+    for step in range(steps + 1):
+        pc = 1.0 / (1.0 + np.exp(-z))
+        d = np.zeros((n, 2, rounds), dtype=np.int64)  # 1 = defect
+        state = np.zeros((n, 2, rounds), dtype=np.int64)
+        for r in range(rounds):
+            for p in (0, 1):
+                s = 0 if r == 0 else 1 + 2 * d[:, p, r - 1] + d[:, 1 - p, r - 1]
+                state[:, p, r] = s
+            probs = pc[r, state[:, :, r]]  # (n, 2)
+            d[:, :, r] = (rng.random((n, 2)) >= probs).astype(np.int64)
+        rew = u[d, d[:, ::-1, :]]  # (n, 2, R): own payoff of each round
+        p_cc = float(pc[1:, [1, 3]].mean()) if rounds > 1 else float("nan")
+        p_cd = float(pc[1:, [2, 4]].mean()) if rounds > 1 else float("nan")
+        curve.append(dict(coop=float(1.0 - d.mean()), p_cc=p_cc, p_cd=p_cd))
+        if log_every and step % log_every == 0:
+            who = "AA" if align else "naive"
+            print(f"{who} step {step}: coop {curve[-1]['coop']:.3f} P(C|C) {p_cc:.3f} P(C|D) {p_cd:.3f}")
+        if step == steps:
+            break
+        r_flat = rew.ravel() * reward_scale
+        ret = discounted_returns(r_flat, traj, turn, gamma=gamma)
+        own = loo_return_advantages(ret, (bb // group_size, pp), rr)
+        if align:
+            co = co_player_sum(own, (bb,), traj, rr)
+            credit = advantage_alignment_credit(own, co, traj, turn, beta=beta, gamma=gamma)
+        else:
+            credit = own
+        if center:
+            credit = credit - np.bincount(rr, weights=credit)[rr] / np.bincount(rr)[rr]
+        # d/dz log pi(a) for a Bernoulli(sigmoid z) cooperate: (1 - p) if C else -p
+        st = state.ravel()
+        p_s = pc[rr, st]
+        glog = np.where(d.ravel() == 0, 1.0 - p_s, -p_s)
+        grad = np.zeros_like(z)
+        np.add.at(grad, (rr, st), credit * glog / credit.shape[0])
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad * grad
+        t = step + 1
+        z = z + lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return 1.0 / (1.0 + np.exp(-z)), curve
