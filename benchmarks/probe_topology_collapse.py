@@ -2,7 +2,8 @@
 
     python benchmarks/probe_topology_collapse.py signal
     python benchmarks/probe_topology_collapse.py single --rule graph|edge|contrast --skills 1,0
-    python benchmarks/probe_topology_collapse.py query --rule graph|edge|contrast --features hash|onehot
+    python benchmarks/probe_topology_collapse.py query --rule graph|edge|contrast|reinforce
+        --features hash|ordered|roles|onehot [--entropy C] [--explore EPS] [--graphs K]
 
 - ``signal``: at the initial policy (p = 0.5 and p = sigmoid(-2)), the within-group spread of the
   graphs' exact success probabilities, the share of groups whose sampled scores are all equal, and the
@@ -12,7 +13,10 @@
   oracle. Separates the credit rule from the query conditioning.
 - ``query``: the query-conditioned policy on every training query; ``--features onehot`` replaces the
   hashed n-grams with a one-hot of the query's skill sequence (a DIAGNOSTIC that hands the policy the
-  query type; not a method), to measure how much of the gap is the features.
+  query type; not a method), to measure how much of the gap is the features; ``ordered`` and
+  ``roles`` are the policy's own alternatives (``topologies.graphs.policy_features``).
+- ``--entropy C`` / ``--explore EPS``: the learner's entropy bonus and epsilon-mixed sampling
+  (``topologies.learner``); ``--graphs K``: graphs per query.
 
 The reward of a graph is one Bernoulli draw of its exact success probability
 (``topologies.testbed.success_probability``), which has the distribution of one real execution.
@@ -30,13 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from marl.credit.graphs import edge_advantages, edge_contrast_advantages, graph_advantages  # noqa: E402
+from marl.credit.graphs import (  # noqa: E402
+    edge_advantages,
+    edge_contrast_advantages,
+    graph_advantages,
+    reinforce_advantages,
+)
 from topologies.graphs import (  # noqa: E402
     FreeLogits,
     QueryConditioned,
     graph_space,
     mode_graphs,
-    query_features,
+    policy_features,
+    role_feature_dim,
     sample_graphs,
 )
 from topologies.learner import TopologyLearner  # noqa: E402
@@ -49,6 +59,8 @@ def advantages(rule: str, s: np.ndarray, a: np.ndarray, gid: np.ndarray) -> np.n
         return np.repeat(graph_advantages(s, gid)[:, None], a.shape[1], 1)
     if rule == "edge":
         return edge_advantages(s, a, gid)
+    if rule == "reinforce":
+        return np.repeat(reinforce_advantages(s)[:, None], a.shape[1], 1)
     return edge_contrast_advantages(s, a, gid)
 
 
@@ -60,16 +72,19 @@ def probs(space, a: np.ndarray, skills: list[tuple[int, ...]], rel: np.ndarray) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("probe", choices=("signal", "single", "query"))
-    ap.add_argument("--rule", choices=("graph", "edge", "contrast"), default="graph")
+    ap.add_argument("--rule", choices=("graph", "edge", "contrast", "reinforce"), default="graph")
     ap.add_argument("--skills", default="1,0")
-    ap.add_argument("--features", choices=("hash", "onehot"), default="hash")
+    ap.add_argument("--features", choices=("hash", "ordered", "roles", "onehot"), default="hash")
+    ap.add_argument("--entropy", type=float, default=0.0, help="entropy bonus coefficient")
+    ap.add_argument("--explore", type=float, default=0.0, help="epsilon of the mixed edge sampling")
+    ap.add_argument("--graphs", type=int, default=8, help="graphs per query (K)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kl", type=float, default=0.0, help="beta of the KL to the initial edge distribution")
     args = ap.parse_args()
     task = Testbed(TestbedConfig())
     space, rel = graph_space(task.num_agents, 2), task.reliability
-    b, k, e = 16, 8, space.num_edges
+    b, k, e = 16, args.graphs, space.num_edges
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     gid = np.repeat(np.arange(b), k)
@@ -105,14 +120,16 @@ def main() -> None:
         print(f"skills {skills}: oracle {oracle_probability(space, skills, rel):.3f}")
     else:
         types = sorted({q.skills for q in task.train + task.heldout})
-        dim = 256 if args.features == "hash" else len(types)
-        pol, lr = QueryConditioned(space, dim, hidden=64, seed=args.seed), 0.05
+        kind = {"hash": "ngram", "ordered": "ordered", "roles": "roles"}.get(args.features)
+        dim = len(types) if kind is None else 256
+        node = role_feature_dim(kind) if kind else 0
+        pol, lr = QueryConditioned(space, dim, hidden=64, seed=args.seed, node_dim=node), 0.05
 
     def feats(qs) -> torch.Tensor:
         if args.probe == "single":
             return torch.zeros(len(qs), 1)
-        if args.features == "hash":
-            return query_features([q.text for q in qs], dim)
+        if kind is not None:
+            return policy_features([q.text for q in qs], task.agent_names(), kind, dim)
         f = torch.zeros(len(qs), dim)
         f[torch.arange(len(qs)), torch.tensor([types.index(q.skills) for q in qs])] = 1.0
         return f
@@ -122,14 +139,14 @@ def main() -> None:
             m = mode_graphs(pol(feats(qs))).numpy()
         return float(np.mean([success_probability(space, g, q.skills, rel) for g, q in zip(m, qs)]))
 
-    learner = TopologyLearner(pol, lr=lr, kl_coef=args.kl)
+    learner = TopologyLearner(pol, lr=lr, kl_coef=args.kl, entropy_coef=args.entropy, explore=args.explore)
     for step in range(args.steps + 1):
         qs = task.sample_train(rng, b)
         if args.probe == "single":
             qs = [task.train[0]] * b  # only its skills are read below
         f = feats(qs)
         with torch.no_grad():
-            a = sample_graphs(pol(f), k, gen)[0]
+            a = sample_graphs(pol(f), k, gen, explore=args.explore)[0]
         sk = [skills] * b if args.probe == "single" else [q.skills for q in qs]
         p = probs(space, a.numpy(), sk, rel)
         s = (rng.random(p.shape) < p).astype(float).reshape(-1)

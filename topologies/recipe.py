@@ -29,6 +29,7 @@ from marl.seeding import derive_seed
 from marl.tree import TurnTree
 from topologies.execution import DECISIONS, run_graphs
 from topologies.graphs import (
+    FEATURES,
     TOPOLOGIES,
     FixedPolicy,
     FreeLogits,
@@ -36,7 +37,8 @@ from topologies.graphs import (
     QueryConditioned,
     graph_space,
     mode_graphs,
-    query_features,
+    policy_features,
+    role_feature_dim,
     sample_graphs,
 )
 from topologies.learner import TopologyLearner, edge_advantages_table
@@ -64,6 +66,10 @@ class PolicySettings:
     kind: str = "query"
     """query (role embeddings x hashed query n-grams, bilinear) | free (one logit per edge,
     GPTSwarm/AgentPrune) | fixed (a hand-designed topology)."""
+    features: str = "ngram"
+    """kind query: ngram (hashed 1-3-grams) | ordered (+ ordered skip-bigrams) | roles (ordered + where
+    each agent's role is mentioned in the query, a per-edge bilinear form over the two ends;
+    ``topologies.graphs.policy_features``)."""
     topology: str = "complete"
     """kind fixed: chain | star | layered | complete | random | debate | single."""
     layers: int = 3
@@ -78,6 +84,11 @@ class PolicySettings:
     """Adam learning rate (GPTSwarm's 0.1)."""
     kl_coef: float = 0.0
     """beta of the KL to the initial edge distribution (Graph-GRPO's reference)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus on the edge Bernoullis (0: none, as in GPTSwarm / G-Designer / Graph-GRPO)."""
+    explore: float = 0.0
+    """Epsilon of the mixed sampling q = eps + (1 - 2 eps) p of learned edges (0: none); the log-probs
+    are those of q."""
     prune_rate: float = 0.0
     """kind free: fraction of edges AgentPrune's one-shot magnitude pruning removes (paper: 0.25)."""
     prune_at: int = 0
@@ -115,6 +126,13 @@ class TopologyConfig(ScenarioConfig):
             raise ValueError(f"policy.kind ({self.policy.kind!r}) must be one of {POLICY_KINDS}")
         if self.policy.topology not in TOPOLOGIES:
             raise ValueError(f"policy.topology ({self.policy.topology!r}) must be one of {TOPOLOGIES}")
+        if self.policy.features not in FEATURES:
+            raise ValueError(f"policy.features ({self.policy.features!r}) must be one of {FEATURES}")
+        if self.policy.entropy_coef < 0 or not 0.0 <= self.policy.explore < 0.5:
+            raise ValueError(
+                f"policy.entropy_coef ({self.policy.entropy_coef}) must be >= 0 and policy.explore "
+                f"({self.policy.explore}) in [0, 0.5)"
+            )
         if self.policy.eval_graph not in ("mode", "sample"):
             raise ValueError(f"policy.eval_graph ({self.policy.eval_graph!r}) must be mode or sample")
         if not 0.0 <= self.policy.prune_rate < 1.0:
@@ -131,10 +149,18 @@ class TopologyConfig(ScenarioConfig):
 def make_policy(cfg: PolicySettings, space: GraphSpace, seed: int) -> torch.nn.Module:
     """The topology policy the settings name."""
     if cfg.kind == "query":
-        return QueryConditioned(space, cfg.feature_dim, hidden=cfg.hidden, seed=seed, init=cfg.init_logit)
+        node = role_feature_dim(cfg.features)
+        return QueryConditioned(
+            space, cfg.feature_dim, hidden=cfg.hidden, seed=seed, init=cfg.init_logit, node_dim=node
+        )
     if cfg.kind == "free":
         return FreeLogits(space, init=cfg.init_logit)
     return FixedPolicy(space, cfg.topology, layers=cfg.layers)
+
+
+def features(cfg: PolicySettings, task: Testbed, queries) -> torch.Tensor:
+    """The policy's input for these queries (``policy.features``; the roles are the agents' names)."""
+    return policy_features([q.text for q in queries], task.agent_names(), cfg.features, cfg.feature_dim)
 
 
 def edge_names(space: GraphSpace, names: list[str]) -> list[str]:
@@ -153,7 +179,7 @@ def evaluate(
     """Held-out accuracy (one execution per query), its exact expectation and the oracle, tokens and
     calls per query, and the mean probability of every edge (``topology/p/<edge>``)."""
     queries = task.heldout if cfg.eval_queries <= 0 else task.heldout[: cfg.eval_queries]
-    feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
+    feats = features(cfg.policy, task, queries)
     with torch.no_grad():
         logits = learner.policy(feats)
     gen = torch.Generator().manual_seed(seed % 2**63)
@@ -185,7 +211,11 @@ def _build(cfg: TopologyConfig) -> tuple[Testbed, GraphSpace, TopologyLearner]:
     task = Testbed(cfg.task)
     space = graph_space(task.num_agents, cfg.team.rounds)
     policy = make_policy(cfg.policy, space, derive_seed(cfg.run.seed, "policy") % 2**31)
-    return task, space, TopologyLearner(policy, lr=cfg.policy.lr, kl_coef=cfg.policy.kl_coef)
+    p = cfg.policy
+    learner = TopologyLearner(
+        policy, lr=p.lr, kl_coef=p.kl_coef, entropy_coef=p.entropy_coef, explore=p.explore
+    )
+    return task, space, learner
 
 
 def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
@@ -205,9 +235,9 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
     for step in runner.steps(start):
         # 1. sample K graphs per query and run the team over all of them (one call per agent per wave)
         queries = task.sample_train(rng, b)
-        feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
+        feats = features(cfg.policy, task, queries)
         with torch.no_grad():
-            a, lp = sample_graphs(learner.policy(feats), k, graphs)
+            a, lp = sample_graphs(learner.policy(feats), k, graphs, explore=cfg.policy.explore)
         tree = TurnTree()
         ex = run_graphs(
             tree, space, team, queries, a.numpy(), lp.numpy(), task.score, decision=cfg.team.decision
@@ -242,7 +272,7 @@ def draw(learner: TopologyLearner, task: Testbed, space: GraphSpace, cfg: Topolo
     the first held-out query, into the run directory."""
     from topologies.pictures import draw_graph, edge_heatmap
 
-    feats = query_features([q.text for q in task.heldout], cfg.policy.feature_dim)
+    feats = features(cfg.policy, task, task.heldout)
     with torch.no_grad():
         p = torch.sigmoid(learner.policy(feats)).numpy()
     types = sorted({q.skills for q in task.heldout})
