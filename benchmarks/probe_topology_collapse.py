@@ -3,7 +3,7 @@
     python benchmarks/probe_topology_collapse.py signal
     python benchmarks/probe_topology_collapse.py single --rule graph|edge|contrast --skills 1,0
     python benchmarks/probe_topology_collapse.py query --rule graph|edge|contrast|reinforce
-        --features hash|ordered|roles|onehot [--entropy C] [--explore EPS] [--graphs K]
+        --features hash|ordered|roles|roles_only|onehot [--entropy C] [--explore EPS] [--graphs K]
 
 - ``signal``: at the initial policy (p = 0.5 and p = sigmoid(-2)), the within-group spread of the
   graphs' exact success probabilities, the share of groups whose sampled scores are all equal, and the
@@ -46,6 +46,7 @@ from topologies.graphs import (  # noqa: E402
     graph_space,
     mode_graphs,
     policy_features,
+    query_feature_dim,
     role_feature_dim,
     sample_graphs,
 )
@@ -74,10 +75,14 @@ def main() -> None:
     ap.add_argument("probe", choices=("signal", "single", "query"))
     ap.add_argument("--rule", choices=("graph", "edge", "contrast", "reinforce"), default="graph")
     ap.add_argument("--skills", default="1,0")
-    ap.add_argument("--features", choices=("hash", "ordered", "roles", "onehot"), default="hash")
+    ap.add_argument(
+        "--features", choices=("hash", "ordered", "roles", "roles_only", "onehot"), default="hash"
+    )
     ap.add_argument("--entropy", type=float, default=0.0, help="entropy bonus coefficient")
     ap.add_argument("--explore", type=float, default=0.0, help="epsilon of the mixed edge sampling")
     ap.add_argument("--graphs", type=int, default=8, help="graphs per query (K)")
+    ap.add_argument("--init", type=float, default=0.0, help="initial logit of every edge")
+    ap.add_argument("--lr", type=float, default=0.0, help="Adam learning rate (0: 0.1 free, 0.05 query)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kl", type=float, default=0.0, help="beta of the KL to the initial edge distribution")
@@ -116,14 +121,17 @@ def main() -> None:
 
     if args.probe == "single":
         skills = tuple(int(x) for x in args.skills.split(","))
-        pol, lr = FreeLogits(space), 0.1
+        pol, lr = FreeLogits(space, init=args.init), 0.1
         print(f"skills {skills}: oracle {oracle_probability(space, skills, rel):.3f}")
     else:
         types = sorted({q.skills for q in task.train + task.heldout})
-        kind = {"hash": "ngram", "ordered": "ordered", "roles": "roles"}.get(args.features)
+        kind = "ngram" if args.features == "hash" else args.features
+        kind = None if kind == "onehot" else kind
         dim = len(types) if kind is None else 256
+        qdim = query_feature_dim(kind, dim) if kind else dim
         node = role_feature_dim(kind) if kind else 0
-        pol, lr = QueryConditioned(space, dim, hidden=64, seed=args.seed, node_dim=node), 0.05
+        pol = QueryConditioned(space, qdim, hidden=64, seed=args.seed, init=args.init, node_dim=node)
+        lr = 0.05
 
     def feats(qs) -> torch.Tensor:
         if args.probe == "single":
@@ -134,12 +142,15 @@ def main() -> None:
         f[torch.arange(len(qs)), torch.tensor([types.index(q.skills) for q in qs])] = 1.0
         return f
 
-    def mode_accuracy(qs) -> float:
+    def mode_accuracy(qs) -> str:
         with torch.no_grad():
             m = mode_graphs(pol(feats(qs))).numpy()
-        return float(np.mean([success_probability(space, g, q.skills, rel) for g, q in zip(m, qs)]))
+        acc = np.mean([success_probability(space, g, q.skills, rel) for g, q in zip(m, qs)])
+        return f"{acc:.3f} ({m.sum(1).mean():.1f} edges)"
 
-    learner = TopologyLearner(pol, lr=lr, kl_coef=args.kl, entropy_coef=args.entropy, explore=args.explore)
+    learner = TopologyLearner(
+        pol, lr=args.lr or lr, kl_coef=args.kl, entropy_coef=args.entropy, explore=args.explore
+    )
     for step in range(args.steps + 1):
         qs = task.sample_train(rng, b)
         if args.probe == "single":
@@ -159,7 +170,7 @@ def main() -> None:
                 pm = success_probability(space, m, skills, rel)
                 ev = f"most probable graph P {pm:.3f} ({m.sum()} edges)"
             else:
-                ev = f"held-out (most probable graph) {mode_accuracy(task.heldout):.3f}"
+                ev = f"training queries {mode_accuracy(task.train)}, held-out {mode_accuracy(task.heldout)}"
             print(f"step {step}: sampled P {p.mean():.3f}, {ev}", flush=True)
 
 

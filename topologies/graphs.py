@@ -315,7 +315,7 @@ def role_positions(texts: list[str], roles: list[str], max_rank: int = 4) -> tor
     return torch.from_numpy(out)
 
 
-FEATURES = ("ngram", "ordered", "roles")
+FEATURES = ("ngram", "ordered", "roles", "roles_only")
 
 
 def policy_features(
@@ -324,9 +324,12 @@ def policy_features(
     """The input of a topology policy, (B, D) or (B, D + A * F): ``ngram``: :func:`query_features`;
     ``ordered``: with skip-bigrams; ``roles``: the ordered query features followed by the flattened
     :func:`role_positions` (``F = 1 + 2 * max_rank`` per agent; :class:`QueryConditioned` with
-    ``node_dim = F`` splits them off again)."""
+    ``node_dim = F`` splits them off again); ``roles_only``: the role positions alone (``D = 0``: a
+    query that names no role gets the bias logits, i.e. one graph for all such queries)."""
     if kind not in FEATURES:
         raise ValueError(f"features ({kind!r}) must be one of {FEATURES}")
+    if kind == "roles_only":
+        return role_positions(texts, roles, max_rank).reshape(len(texts), -1)
     q = query_features(texts, dim, ordered=kind != "ngram")
     if kind != "roles":
         return q
@@ -335,7 +338,12 @@ def policy_features(
 
 def role_feature_dim(kind: str, max_rank: int = 4) -> int:
     """Per-agent features ``F`` that :func:`policy_features` of ``kind`` appends (0: none)."""
-    return 1 + 2 * max_rank if kind == "roles" else 0
+    return 1 + 2 * max_rank if kind in ("roles", "roles_only") else 0
+
+
+def query_feature_dim(kind: str, dim: int) -> int:
+    """Width ``D`` of the query part of :func:`policy_features` of ``kind`` (0 for ``roles_only``)."""
+    return 0 if kind == "roles_only" else dim
 
 
 # ----------------------------------------------------------------------------- policies
@@ -382,11 +390,14 @@ class QueryConditioned(nn.Module):
 
     the first part a bilinear scorer between the two roles gated by the query, so every edge's logit
     is its own (factorised) linear function of the query features. With ``node_dim = F > 0`` the last
-    ``A * F`` input columns are per-agent features ``f_i`` (:func:`role_positions`), ``x_u = [1,
-    f_agent(u)]`` and ``W_e`` (F+1, F+1) is each edge's own bilinear form (zero at the start): it can
-    score any pair of the two ends' one-hot features (e.g. "the target's skill is mentioned right
-    after the source's"). A zero ``f`` leaves ``b_e`` + the query part. With ``P = 0`` and ``W = 0``
-    it reduces to free logits ``b`` (initialised to ``init``).
+    ``A * F`` input columns are per-agent features ``f_i`` (:func:`role_positions`). They enter twice:
+    the query summary becomes ``h = P phi(q) + Q vec(f)`` (every edge sees where every role is
+    mentioned, as a query node that reads all role nodes), and ``x_u = [1, f_agent(u)]`` with ``W_e``
+    (F+1, F+1) each edge's own bilinear form over its two ends (e.g. "the target's role is mentioned
+    right after the source's"). ``Q`` and ``W`` start at zero, so the initial logits are those of the
+    policy without agent features, and a zero ``f`` (no role mentioned) leaves ``b_e`` + the query
+    part. With ``P = 0`` and ``W = 0`` it reduces to free logits ``b`` (initialised to ``init``).
+    ``feature_dim`` may be 0 (agent features only).
     """
 
     def __init__(
@@ -406,11 +417,12 @@ class QueryConditioned(nn.Module):
             self.register_buffer(f"e_{name}", torch.as_tensor(getattr(space, name)))
         self.register_buffer("e_src_agent", torch.as_tensor(space.node_agent(space.src)))
         self.register_buffer("e_dst_agent", torch.as_tensor(space.node_agent(space.dst)))
-        self.proj = nn.Parameter(torch.randn(hidden, feature_dim, generator=g) / feature_dim**0.5)
+        self.proj = nn.Parameter(torch.randn(hidden, feature_dim, generator=g) / max(feature_dim, 1) ** 0.5)
         self.src = nn.Parameter(torch.randn(2, n, hidden, generator=g) / hidden**0.5)
         self.dst = nn.Parameter(torch.randn(2, n, hidden, generator=g) / hidden**0.5)
         self.bias = nn.Parameter(torch.full((space.num_edges,), float(init)))
         if node_dim:
+            self.node_proj = nn.Parameter(torch.zeros(hidden, space.num_agents * node_dim))
             self.pair = nn.Parameter(torch.zeros(space.num_edges, node_dim + 1, node_dim + 1))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
@@ -420,6 +432,8 @@ class QueryConditioned(nn.Module):
             raise ValueError(f"features of width {feats.shape[-1]}, expected {want}")
         q = feats[:, : self.feature_dim]
         h = q @ self.proj.T  # (B, H)
+        if self.node_dim:
+            h = h + feats[:, self.feature_dim :] @ self.node_proj.T
         pair = self.src[self.e_kind, self.e_src] * self.dst[self.e_kind, self.e_dst]  # (E, H)
         out = h @ pair.T + self.bias
         if self.node_dim:

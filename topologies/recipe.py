@@ -38,6 +38,7 @@ from topologies.graphs import (
     graph_space,
     mode_graphs,
     policy_features,
+    query_feature_dim,
     role_feature_dim,
     sample_graphs,
 )
@@ -66,10 +67,10 @@ class PolicySettings:
     kind: str = "query"
     """query (role embeddings x hashed query n-grams, bilinear) | free (one logit per edge,
     GPTSwarm/AgentPrune) | fixed (a hand-designed topology)."""
-    features: str = "ngram"
+    features: str = "roles"
     """kind query: ngram (hashed 1-3-grams) | ordered (+ ordered skip-bigrams) | roles (ordered + where
-    each agent's role is mentioned in the query, a per-edge bilinear form over the two ends;
-    ``topologies.graphs.policy_features``)."""
+    each agent's role is mentioned in the query: into the query summary and a per-edge bilinear form
+    over the two ends) | roles_only (the role positions without n-grams; ``topologies.graphs``)."""
     topology: str = "complete"
     """kind fixed: chain | star | layered | complete | random | debate | single."""
     layers: int = 3
@@ -149,10 +150,8 @@ class TopologyConfig(ScenarioConfig):
 def make_policy(cfg: PolicySettings, space: GraphSpace, seed: int) -> torch.nn.Module:
     """The topology policy the settings name."""
     if cfg.kind == "query":
-        node = role_feature_dim(cfg.features)
-        return QueryConditioned(
-            space, cfg.feature_dim, hidden=cfg.hidden, seed=seed, init=cfg.init_logit, node_dim=node
-        )
+        dim, node = query_feature_dim(cfg.features, cfg.feature_dim), role_feature_dim(cfg.features)
+        return QueryConditioned(space, dim, hidden=cfg.hidden, seed=seed, init=cfg.init_logit, node_dim=node)
     if cfg.kind == "free":
         return FreeLogits(space, init=cfg.init_logit)
     return FixedPolicy(space, cfg.topology, layers=cfg.layers)

@@ -21,6 +21,7 @@ from topologies.graphs import (
     mixed_probs,
     mode_graphs,
     policy_features,
+    query_feature_dim,
     query_features,
     role_feature_dim,
     role_keywords,
@@ -250,6 +251,7 @@ def test_query_conditioned_with_role_features():
     assert f.shape == (2, 8 + 3 * role_feature_dim("roles", 2))
     plain = QueryConditioned(s, feature_dim=8, hidden=4, seed=3)
     pol = QueryConditioned(s, feature_dim=8, hidden=4, seed=3, node_dim=5)
+    assert not pol.node_proj.any() and not pol.pair.any()  # both start at zero
     # W = 0 at the start: the same logits as the policy without role features
     assert_close(pol(f), plain(f[:, :8]))
     with torch.no_grad():  # edge (0 -> 1): + 2 when parse is mentioned right after sort
@@ -261,3 +263,27 @@ def test_query_conditioned_with_role_features():
         pol(f[:, :8])
     with pytest.raises(ValueError, match="features"):
         policy_features(texts, roles, "bert")
+
+
+def test_query_conditioned_logits_edge_by_edge_and_roles_only():
+    s = graph_space(3, rounds=2)
+    roles, texts = ["parse", "sort", "final"], ["sort then parse", "parse only", "nothing"]
+    f = policy_features(texts, roles, "roles_only", max_rank=2)
+    assert f.shape == (3, 3 * 5) and query_feature_dim("roles_only", 256) == 0
+    pol = QueryConditioned(s, feature_dim=0, hidden=4, seed=1, node_dim=5)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        pol.node_proj.copy_(torch.randn(pol.node_proj.shape, generator=g))
+        pol.pair.copy_(torch.randn(pol.pair.shape, generator=g))
+    lg = pol(f)
+    nodes = f.reshape(3, 3, 5)
+    for b in range(3):
+        h = pol.node_proj @ f[b]  # no query part: h = Q vec(f)
+        for e in range(s.num_edges):
+            u, v, k = int(s.src[e]), int(s.dst[e]), int(s.kind[e])
+            xu = torch.cat([torch.ones(1), nodes[b, u % 3]])
+            xv = torch.cat([torch.ones(1), nodes[b, v % 3]])
+            want = pol.bias[e] + (h * pol.src[k, u] * pol.dst[k, v]).sum() + xu @ pol.pair[e] @ xv
+            assert_close(lg[b, e], want)
+    # a query that names no role: the bias plus the constant part of W_e (x = [1, 0, ...])
+    assert_close(lg[2], pol.bias + pol.pair[:, 0, 0])
