@@ -27,7 +27,18 @@ import torch
 from torch import nn
 
 from marl.credit.graphs import edge_kl
-from topologies.graphs import edge_entropy, edge_logprobs
+from topologies.graphs import FEATURES, edge_entropy, edge_logprobs
+
+
+def check_settings(features: str, entropy_coef: float, explore: float, prefix: str = "") -> None:
+    """ValueError unless ``features`` is a kind of ``topologies.graphs.policy_features``,
+    ``entropy_coef >= 0`` and ``0 <= explore < 0.5``."""
+    if features not in FEATURES:
+        raise ValueError(f"{prefix}features ({features!r}) must be one of {FEATURES}")
+    if not entropy_coef >= 0:
+        raise ValueError(f"{prefix}entropy_coef ({entropy_coef}) must be >= 0")
+    if not 0.0 <= explore < 0.5:
+        raise ValueError(f"{prefix}explore ({explore}) must be in [0, 0.5)")
 
 
 def topology_loss(
@@ -65,8 +76,7 @@ class TopologyLearner:
         entropy_coef: float = 0.0,
         explore: float = 0.0,
     ) -> None:
-        if entropy_coef < 0 or not 0.0 <= explore < 0.5:
-            raise ValueError(f"entropy_coef ({entropy_coef}) must be >= 0, explore ({explore}) in [0, 0.5)")
+        check_settings(FEATURES[0], entropy_coef, explore)
         self.policy = policy
         self.kl_coef = kl_coef
         self.entropy_coef = entropy_coef

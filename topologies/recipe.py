@@ -29,7 +29,6 @@ from marl.seeding import derive_seed
 from marl.tree import TurnTree
 from topologies.execution import DECISIONS, run_graphs
 from topologies.graphs import (
-    FEATURES,
     TOPOLOGIES,
     FixedPolicy,
     FreeLogits,
@@ -42,7 +41,7 @@ from topologies.graphs import (
     role_feature_dim,
     sample_graphs,
 )
-from topologies.learner import TopologyLearner, edge_advantages_table
+from topologies.learner import TopologyLearner, check_settings, edge_advantages_table
 from topologies.testbed import Testbed, TestbedConfig, oracle_probability, success_probability
 
 logger = logging.getLogger(__name__)
@@ -68,9 +67,8 @@ class PolicySettings:
     """query (role embeddings x hashed query n-grams, bilinear) | free (one logit per edge,
     GPTSwarm/AgentPrune) | fixed (a hand-designed topology)."""
     features: str = "roles"
-    """kind query: ngram (hashed 1-3-grams) | ordered (+ ordered skip-bigrams) | roles (ordered + where
-    each agent's role is mentioned in the query: into the query summary and a per-edge bilinear form
-    over the two ends) | roles_only (the role positions without n-grams; ``topologies.graphs``)."""
+    """kind query: ngram (hashed 1-3-grams) | ordered (+ skip-bigrams) | roles (ordered + where each
+    agent's role is mentioned in the query) | roles_only (``topologies.graphs.policy_features``)."""
     topology: str = "complete"
     """kind fixed: chain | star | layered | complete | random | debate | single."""
     layers: int = 3
@@ -88,8 +86,7 @@ class PolicySettings:
     entropy_coef: float = 0.0
     """Entropy bonus on the edge Bernoullis (0: none, as in GPTSwarm / G-Designer / Graph-GRPO)."""
     explore: float = 0.0
-    """Epsilon of the mixed sampling q = eps + (1 - 2 eps) p of learned edges (0: none); the log-probs
-    are those of q."""
+    """Epsilon of the mixed edge sampling q = eps + (1 - 2 eps) p (0: none); log-probs are those of q."""
     prune_rate: float = 0.0
     """kind free: fraction of edges AgentPrune's one-shot magnitude pruning removes (paper: 0.25)."""
     prune_at: int = 0
@@ -127,13 +124,7 @@ class TopologyConfig(ScenarioConfig):
             raise ValueError(f"policy.kind ({self.policy.kind!r}) must be one of {POLICY_KINDS}")
         if self.policy.topology not in TOPOLOGIES:
             raise ValueError(f"policy.topology ({self.policy.topology!r}) must be one of {TOPOLOGIES}")
-        if self.policy.features not in FEATURES:
-            raise ValueError(f"policy.features ({self.policy.features!r}) must be one of {FEATURES}")
-        if self.policy.entropy_coef < 0 or not 0.0 <= self.policy.explore < 0.5:
-            raise ValueError(
-                f"policy.entropy_coef ({self.policy.entropy_coef}) must be >= 0 and policy.explore "
-                f"({self.policy.explore}) in [0, 0.5)"
-            )
+        check_settings(self.policy.features, self.policy.entropy_coef, self.policy.explore, "policy.")
         if self.policy.eval_graph not in ("mode", "sample"):
             raise ValueError(f"policy.eval_graph ({self.policy.eval_graph!r}) must be mode or sample")
         if not 0.0 <= self.policy.prune_rate < 1.0:
@@ -211,10 +202,8 @@ def _build(cfg: TopologyConfig) -> tuple[Testbed, GraphSpace, TopologyLearner]:
     space = graph_space(task.num_agents, cfg.team.rounds)
     policy = make_policy(cfg.policy, space, derive_seed(cfg.run.seed, "policy") % 2**31)
     p = cfg.policy
-    learner = TopologyLearner(
-        policy, lr=p.lr, kl_coef=p.kl_coef, entropy_coef=p.entropy_coef, explore=p.explore
-    )
-    return task, space, learner
+    kw = dict(kl_coef=p.kl_coef, entropy_coef=p.entropy_coef, explore=p.explore)
+    return task, space, TopologyLearner(policy, lr=p.lr, **kw)
 
 
 def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
