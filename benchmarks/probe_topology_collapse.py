@@ -1,8 +1,10 @@
 """Diagnostic probes of the topology collapse on the skill-chain testbed (single seed, seconds each).
 
     python benchmarks/probe_topology_collapse.py signal
+    python benchmarks/probe_topology_collapse.py fit --features hash|ordered|roles|roles_only
     python benchmarks/probe_topology_collapse.py single --rule graph|edge|contrast --skills 1,0
-    python benchmarks/probe_topology_collapse.py query --rule graph|edge|contrast --features hash|onehot
+    python benchmarks/probe_topology_collapse.py query --rule graph|edge|contrast|reinforce
+        --features hash|ordered|roles|roles_only|onehot [--entropy C] [--explore EPS] [--graphs K]
 
 - ``signal``: at the initial policy (p = 0.5 and p = sigmoid(-2)), the within-group spread of the
   graphs' exact success probabilities, the share of groups whose sampled scores are all equal, and the
@@ -12,7 +14,13 @@
   oracle. Separates the credit rule from the query conditioning.
 - ``query``: the query-conditioned policy on every training query; ``--features onehot`` replaces the
   hashed n-grams with a one-hot of the query's skill sequence (a DIAGNOSTIC that hands the policy the
-  query type; not a method), to measure how much of the gap is the features.
+  query type; not a method), to measure how much of the gap is the features; ``ordered`` and
+  ``roles`` are the policy's own alternatives (``topologies.graphs.policy_features``).
+- ``fit``: the query-conditioned policy fitted by maximum likelihood (300 Adam steps, lr 0.05, full
+  batch) to the oracle graph (best path) of every training query; the held-out accuracy of its most
+  probable graph is the ceiling of the policy's input (``--features``), with no RL in the way.
+- ``--entropy C`` / ``--explore EPS``: the learner's entropy bonus and epsilon-mixed sampling
+  (``topologies.learner``); ``--graphs K``: graphs per query.
 
 The reward of a graph is one Bernoulli draw of its exact success probability
 (``topologies.testbed.success_probability``), which has the distribution of one real execution.
@@ -27,16 +35,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from marl.credit.graphs import edge_advantages, edge_contrast_advantages, graph_advantages  # noqa: E402
+from marl.credit.graphs import (  # noqa: E402
+    edge_advantages,
+    edge_contrast_advantages,
+    graph_advantages,
+    reinforce_advantages,
+)
 from topologies.graphs import (  # noqa: E402
     FreeLogits,
     QueryConditioned,
     graph_space,
     mode_graphs,
-    query_features,
+    policy_features,
+    query_feature_dim,
+    role_feature_dim,
     sample_graphs,
 )
 from topologies.learner import TopologyLearner  # noqa: E402
@@ -49,7 +65,28 @@ def advantages(rule: str, s: np.ndarray, a: np.ndarray, gid: np.ndarray) -> np.n
         return np.repeat(graph_advantages(s, gid)[:, None], a.shape[1], 1)
     if rule == "edge":
         return edge_advantages(s, a, gid)
+    if rule == "reinforce":
+        return np.repeat(reinforce_advantages(s)[:, None], a.shape[1], 1)
     return edge_contrast_advantages(s, a, gid)
+
+
+def oracle_paths(space, types: list[tuple[int, ...]], rel: np.ndarray) -> dict[tuple[int, ...], np.ndarray]:
+    """Per query type, the edge decisions (E,) of a best path into the final agent (every path of the
+    candidate DAG enumerated with networkx; checked against ``oracle_probability``)."""
+    full, final = space.to_networkx(np.ones(space.num_edges, bool)), space.num_nodes - 1
+    index = {(int(u), int(v)): i for i, (u, v) in enumerate(zip(space.src, space.dst))}
+    paths = [np.zeros(space.num_edges, bool)]  # the final agent alone
+    for s in range(final):
+        for path in nx.all_simple_paths(full, s, final):
+            a = np.zeros(space.num_edges, bool)
+            a[[index[(u, v)] for u, v in zip(path[:-1], path[1:])]] = True
+            paths.append(a)
+    out = {}
+    for t in types:
+        vals = [success_probability(space, a, t, rel) for a in paths]
+        assert abs(max(vals) - oracle_probability(space, t, rel)) < 1e-9
+        out[t] = paths[int(np.argmax(vals))]
+    return out
 
 
 def probs(space, a: np.ndarray, skills: list[tuple[int, ...]], rel: np.ndarray) -> np.ndarray:
@@ -59,17 +96,24 @@ def probs(space, a: np.ndarray, skills: list[tuple[int, ...]], rel: np.ndarray) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("probe", choices=("signal", "single", "query"))
-    ap.add_argument("--rule", choices=("graph", "edge", "contrast"), default="graph")
+    ap.add_argument("probe", choices=("signal", "single", "query", "fit"))
+    ap.add_argument("--rule", choices=("graph", "edge", "contrast", "reinforce"), default="graph")
     ap.add_argument("--skills", default="1,0")
-    ap.add_argument("--features", choices=("hash", "onehot"), default="hash")
+    ap.add_argument(
+        "--features", choices=("hash", "ordered", "roles", "roles_only", "onehot"), default="hash"
+    )
+    ap.add_argument("--entropy", type=float, default=0.0, help="entropy bonus coefficient")
+    ap.add_argument("--explore", type=float, default=0.0, help="epsilon of the mixed edge sampling")
+    ap.add_argument("--graphs", type=int, default=8, help="graphs per query (K)")
+    ap.add_argument("--init", type=float, default=0.0, help="initial logit of every edge")
+    ap.add_argument("--lr", type=float, default=0.0, help="Adam learning rate (0: 0.1 free, 0.05 query)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kl", type=float, default=0.0, help="beta of the KL to the initial edge distribution")
     args = ap.parse_args()
     task = Testbed(TestbedConfig())
     space, rel = graph_space(task.num_agents, 2), task.reliability
-    b, k, e = 16, 8, space.num_edges
+    b, k, e = 16, args.graphs, space.num_edges
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     gid = np.repeat(np.arange(b), k)
@@ -101,35 +145,55 @@ def main() -> None:
 
     if args.probe == "single":
         skills = tuple(int(x) for x in args.skills.split(","))
-        pol, lr = FreeLogits(space), 0.1
+        pol, lr = FreeLogits(space, init=args.init), 0.1
         print(f"skills {skills}: oracle {oracle_probability(space, skills, rel):.3f}")
     else:
         types = sorted({q.skills for q in task.train + task.heldout})
-        dim = 256 if args.features == "hash" else len(types)
-        pol, lr = QueryConditioned(space, dim, hidden=64, seed=args.seed), 0.05
+        kind = "ngram" if args.features == "hash" else args.features
+        kind = None if kind == "onehot" else kind
+        dim = len(types) if kind is None else 256
+        qdim = query_feature_dim(kind, dim) if kind else dim
+        node = role_feature_dim(kind) if kind else 0
+        pol = QueryConditioned(space, qdim, hidden=64, seed=args.seed, init=args.init, node_dim=node)
+        lr = 0.05
 
     def feats(qs) -> torch.Tensor:
         if args.probe == "single":
             return torch.zeros(len(qs), 1)
-        if args.features == "hash":
-            return query_features([q.text for q in qs], dim)
+        if kind is not None:
+            return policy_features([q.text for q in qs], task.agent_names(), kind, dim)
         f = torch.zeros(len(qs), dim)
         f[torch.arange(len(qs)), torch.tensor([types.index(q.skills) for q in qs])] = 1.0
         return f
 
-    def mode_accuracy(qs) -> float:
+    def mode_accuracy(qs) -> str:
         with torch.no_grad():
             m = mode_graphs(pol(feats(qs))).numpy()
-        return float(np.mean([success_probability(space, g, q.skills, rel) for g, q in zip(m, qs)]))
+        acc = np.mean([success_probability(space, g, q.skills, rel) for g, q in zip(m, qs)])
+        return f"{acc:.3f} ({m.sum(1).mean():.1f} edges)"
 
-    learner = TopologyLearner(pol, lr=lr, kl_coef=args.kl)
+    if args.probe == "fit":
+        best = oracle_paths(space, sorted({q.skills for q in task.train + task.heldout}), rel)
+        x = feats(task.train)
+        y = torch.tensor(np.stack([best[q.skills] for q in task.train]), dtype=torch.float32)
+        opt = torch.optim.Adam(pol.parameters(), lr=0.05)
+        for _ in range(300):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(pol(x), y)
+            opt.zero_grad(), loss.backward(), opt.step()
+        print(f"fitted to the oracle graphs: training queries {mode_accuracy(task.train)}, "
+              f"held-out {mode_accuracy(task.heldout)}")  # fmt: skip
+        return
+
+    learner = TopologyLearner(
+        pol, lr=args.lr or lr, kl_coef=args.kl, entropy_coef=args.entropy, explore=args.explore
+    )
     for step in range(args.steps + 1):
         qs = task.sample_train(rng, b)
         if args.probe == "single":
             qs = [task.train[0]] * b  # only its skills are read below
         f = feats(qs)
         with torch.no_grad():
-            a = sample_graphs(pol(f), k, gen)[0]
+            a = sample_graphs(pol(f), k, gen, explore=args.explore)[0]
         sk = [skills] * b if args.probe == "single" else [q.skills for q in qs]
         p = probs(space, a.numpy(), sk, rel)
         s = (rng.random(p.shape) < p).astype(float).reshape(-1)
@@ -142,7 +206,7 @@ def main() -> None:
                 pm = success_probability(space, m, skills, rel)
                 ev = f"most probable graph P {pm:.3f} ({m.sum()} edges)"
             else:
-                ev = f"held-out (most probable graph) {mode_accuracy(task.heldout):.3f}"
+                ev = f"training queries {mode_accuracy(task.train)}, held-out {mode_accuracy(task.heldout)}"
             print(f"step {step}: sampled P {p.mean():.3f}, {ev}", flush=True)
 
 

@@ -26,7 +26,14 @@ across rounds), and edges are drawn independently. The most probable graph keeps
 
 Parameterisations: :class:`FreeLogits` (one logit per (kind, i, j), GPTSwarm / AgentPrune, with
 AgentPrune's one-shot magnitude pruning) and :class:`QueryConditioned` (role embeddings and hashed
-n-gram features of the query, a bilinear scorer; G-Designer and Graph-GRPO condition on the query).
+n-gram features of the query, a bilinear scorer, optionally a per-edge bilinear form over where
+each end's role is mentioned in the query, :func:`role_positions`; G-Designer and Graph-GRPO
+condition on the query).
+
+Exploration (:func:`sample_graphs`): ``explore = eps`` draws every learned edge from the mixed
+``q_e = eps + (1 - 2 eps) p_e`` and returns the log-probs of that distribution, so ``log pi(G)`` is
+exact for the graph as sampled; :func:`edge_entropy` is the per-edge Bernoulli entropy the learner's
+entropy bonus adds.
 :func:`fixed_topology` gives the hand-designed graphs (chain, star, layered, complete, random,
 debate, single).
 
@@ -123,16 +130,51 @@ def graph_space(num_agents: int, rounds: int = 1) -> GraphSpace:
 
 
 # ----------------------------------------------------------------------------- the math
-def edge_logprobs(logits: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+def mixed_probs(logits: torch.Tensor, explore: float = 0.0) -> torch.Tensor:
+    """Sampling probability of every edge with epsilon mixing: ``q_e = eps + (1 - 2 eps) sigmoid(l_e)``
+    (``eps`` = ``explore`` in [0, 0.5)), so ``eps <= q_e <= 1 - eps``; a forced edge (infinite logit)
+    keeps ``q_e`` = 0 or 1. ``explore = 0`` is the plain ``sigmoid(l_e)``."""
+    _check_explore(explore)
+    p = torch.sigmoid(logits)
+    if explore == 0:
+        return p
+    return torch.where(torch.isfinite(logits), explore + (1 - 2 * explore) * p, p)
+
+
+def _check_explore(explore: float) -> None:
+    if not 0.0 <= explore < 0.5:
+        raise ValueError(f"exploration epsilon ({explore}) must be in [0, 0.5)")
+
+
+def edge_logprobs(logits: torch.Tensor, a: torch.Tensor, explore: float = 0.0) -> torch.Tensor:
     """``log p_e(a_e) = a_e log sigmoid(l_e) + (1 - a_e) log sigmoid(-l_e)``, elementwise.
 
     ``logits`` (..., E) broadcast against ``a`` (..., E) in {0, 1}. An infinite logit is a forced
-    edge: its decision has log-probability 0 (and -inf for the impossible one).
+    edge: its decision has log-probability 0 (and -inf for the impossible one). With ``explore = eps
+    > 0`` they are the log-probs of the mixed distribution the graphs are drawn from
+    (:func:`mixed_probs`): ``log q_e(1) = log(eps + (1 - 2 eps) sigmoid(l_e))``, ``log q_e(0) =
+    log(eps + (1 - 2 eps) sigmoid(-l_e))``, so ``log pi(G)`` stays the exact log-probability of the
+    sampled graph.
     """
+    _check_explore(explore)
     a = a.to(torch.bool)
-    lp_on = -F.softplus(-logits)
-    lp_off = -F.softplus(logits)
-    return torch.where(a, lp_on, lp_off)
+    if explore == 0:
+        lp_on = -F.softplus(-logits)
+        lp_off = -F.softplus(logits)
+        return torch.where(a, lp_on, lp_off)
+    lp_on = torch.log(explore + (1 - 2 * explore) * torch.sigmoid(logits))
+    lp_off = torch.log(explore + (1 - 2 * explore) * torch.sigmoid(-logits))
+    mixed = torch.where(a, lp_on, lp_off)
+    return torch.where(torch.isfinite(logits), mixed, edge_logprobs(logits, a))
+
+
+def edge_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each edge's Bernoulli ``p = sigmoid(l)``, elementwise, in nats:
+    ``H = -p log p - (1 - p) log(1 - p) = p softplus(-l) + (1 - p) softplus(l)``; 0 for a forced
+    edge (infinite logit); ``log 2`` at ``l = 0``."""
+    p = torch.sigmoid(logits)
+    h = p * F.softplus(-logits) + (1 - p) * F.softplus(logits)
+    return torch.where(torch.isfinite(logits), h, torch.zeros_like(h))
 
 
 def graph_logprob(edge_lp: torch.Tensor) -> torch.Tensor:
@@ -141,17 +183,19 @@ def graph_logprob(edge_lp: torch.Tensor) -> torch.Tensor:
 
 
 def sample_graphs(
-    logits: torch.Tensor, k: int, generator: torch.Generator | None = None
+    logits: torch.Tensor, k: int, generator: torch.Generator | None = None, explore: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """K graphs per query: ``a ~ Bernoulli(sigmoid(logits))``, independently per edge.
+    """K graphs per query: ``a ~ Bernoulli(q)``, independently per edge, ``q = sigmoid(logits)`` or,
+    with ``explore = eps > 0``, the mixed ``q = eps + (1 - 2 eps) sigmoid(logits)`` (:func:`mixed_probs`).
 
-    ``logits`` (B, E) -> ``a`` (B, K, E) bool and per-edge log-probs (B, K, E) (no gradient).
+    ``logits`` (B, E) -> ``a`` (B, K, E) bool and per-edge log-probs (B, K, E) of that distribution
+    (no gradient).
     """
     with torch.no_grad():
-        p = torch.sigmoid(logits)[:, None, :].expand(-1, k, -1)
+        p = mixed_probs(logits, explore)[:, None, :].expand(-1, k, -1)
         u = torch.rand(p.shape, generator=generator, dtype=p.dtype)
         a = u < p
-        return a, edge_logprobs(logits[:, None, :], a)
+        return a, edge_logprobs(logits[:, None, :], a, explore)
 
 
 def mode_graphs(logits: torch.Tensor) -> torch.Tensor:
@@ -204,14 +248,22 @@ def batched_levels(space: GraphSpace, a: np.ndarray, decide: np.ndarray) -> np.n
 
 
 # ----------------------------------------------------------------------------- query features
-def query_features(texts: list[str], dim: int = 64) -> torch.Tensor:
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def query_features(texts: list[str], dim: int = 64, *, ordered: bool = False) -> torch.Tensor:
     """Hashed word 1-, 2- and 3-gram features (with start and end markers) of each query, signed
     (feature hashing, Weinberger et al. 2009) and L2-normalised: (B,) texts -> (B, D). Computed
-    offline, no encoder download."""
+    offline, no encoder download. ``ordered``: also every ordered word pair ``w_i < w_j`` (``i < j``,
+    any distance: skip-bigrams), which says which of two words comes first however far apart."""
     out = np.zeros((len(texts), dim), dtype=np.float32)
     for b, text in enumerate(texts):
-        words = ["<s>", *re.findall(r"[a-z0-9]+", text.lower()), "</s>"]
+        words = ["<s>", *_words(text), "</s>"]
         grams = [" ".join(words[i : i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)]
+        if ordered:
+            inner = words[1:-1]
+            grams += [f"{x} < {y}" for i, x in enumerate(inner) for y in inner[i + 1 :]]
         for g in grams:
             h = stable_hash(g)
             out[b, h % dim] += 1.0 if (h >> 32) & 1 else -1.0
@@ -219,6 +271,79 @@ def query_features(texts: list[str], dim: int = 64) -> torch.Tensor:
         if n > 0:
             out[b] /= n
     return torch.from_numpy(out)
+
+
+ROLE_STOPWORDS = frozenset({"the", "and", "for", "you", "are", "who", "with", "that", "agent", "role"})
+
+
+def role_keywords(roles: list[str]) -> list[set[str]]:
+    """Per role, the words of its text (lower case, at least 3 characters, not in ``ROLE_STOPWORDS``)
+    that no other role's text contains: the words whose mention in a query points at that role."""
+    words = [{w for w in _words(r) if len(w) >= 3 and w not in ROLE_STOPWORDS} for r in roles]
+    return [w - set().union(*(o for j, o in enumerate(words) if j != i)) for i, w in enumerate(words)]
+
+
+def role_positions(texts: list[str], roles: list[str], max_rank: int = 4) -> torch.Tensor:
+    """Where each role is mentioned in each query, as per-agent features (B,) texts, (A,) role texts
+    -> (B, A, 1 + 2 * max_rank) (G-Designer gives each agent node a feature of its role; this one is
+    the role's place in the query).
+
+    A role is mentioned at the first query word that is one of its :func:`role_keywords`. The ``n``
+    mentioned roles of a query are ranked by that position (``r = 0`` first; ties: lower agent index).
+    A mentioned role's row is ``[1, onehot(min(r, max_rank - 1)), onehot(min(n - 1 - r, max_rank -
+    1))]`` (mentioned, rank from the start, rank from the end); a role never mentioned (the final
+    agent of the testbed, or any role of a query that names none) has a zero row, so the policy falls
+    back to its query features and biases.
+    """
+    if max_rank < 1:
+        raise ValueError(f"max_rank ({max_rank}) must be >= 1")
+    keys = role_keywords(roles)
+    out = np.zeros((len(texts), len(roles), 1 + 2 * max_rank), dtype=np.float32)
+    for b, text in enumerate(texts):
+        words = _words(text)
+        first = {}
+        for i, kw in enumerate(keys):
+            pos = [t for t, w in enumerate(words) if w in kw]
+            if pos:
+                first[i] = pos[0]
+        order = sorted(first, key=lambda i: (first[i], i))
+        n = len(order)
+        for r, i in enumerate(order):
+            out[b, i, 0] = 1.0
+            out[b, i, 1 + min(r, max_rank - 1)] = 1.0
+            out[b, i, 1 + max_rank + min(n - 1 - r, max_rank - 1)] = 1.0
+    return torch.from_numpy(out)
+
+
+FEATURES = ("ngram", "ordered", "roles", "roles_only")
+
+
+def policy_features(
+    texts: list[str], roles: list[str], kind: str = "ngram", dim: int = 256, max_rank: int = 4
+) -> torch.Tensor:
+    """The input of a topology policy, (B, D) or (B, D + A * F): ``ngram``: :func:`query_features`;
+    ``ordered``: with skip-bigrams; ``roles``: the ordered query features followed by the flattened
+    :func:`role_positions` (``F = 1 + 2 * max_rank`` per agent; :class:`QueryConditioned` with
+    ``node_dim = F`` splits them off again); ``roles_only``: the role positions alone (``D = 0``: a
+    query that names no role gets the bias logits, i.e. one graph for all such queries)."""
+    if kind not in FEATURES:
+        raise ValueError(f"features ({kind!r}) must be one of {FEATURES}")
+    if kind == "roles_only":
+        return role_positions(texts, roles, max_rank).reshape(len(texts), -1)
+    q = query_features(texts, dim, ordered=kind != "ngram")
+    if kind != "roles":
+        return q
+    return torch.cat([q, role_positions(texts, roles, max_rank).reshape(len(texts), -1)], dim=1)
+
+
+def role_feature_dim(kind: str, max_rank: int = 4) -> int:
+    """Per-agent features ``F`` that :func:`policy_features` of ``kind`` appends (0: none)."""
+    return 1 + 2 * max_rank if kind in ("roles", "roles_only") else 0
+
+
+def query_feature_dim(kind: str, dim: int) -> int:
+    """Width ``D`` of the query part of :func:`policy_features` of ``kind`` (0 for ``roles_only``)."""
+    return 0 if kind == "roles_only" else dim
 
 
 # ----------------------------------------------------------------------------- policies
@@ -254,37 +379,69 @@ class FreeLogits(nn.Module):
 
 
 class QueryConditioned(nn.Module):
-    """Query-conditioned edge logits from role embeddings and the query's features.
+    """Query-conditioned edge logits from role embeddings, the query's features and (optionally) a
+    feature vector per agent.
 
     ``h = P phi(q)`` (H,) projects the hashed query features; every node of the unrolled graph (an
     agent in a round) has a source and a target role embedding per edge kind, ``S_k, T_k`` (N, H),
     and an edge ``e = (u -> v)`` of kind ``k`` scores::
 
-        l_e(q) = b_e + sum_h h_h S_kuh T_kvh         (a bilinear scorer between the two roles,
-                                                      gated by the query)
+        l_e(q) = b_e + sum_h h_h S_kuh T_kvh  +  x_u^T W_e x_v
 
-    so every edge's logit is its own (factorised) linear function of the query features. With
-    ``P = 0`` it reduces to free logits ``b`` (initialised to ``init``).
+    the first part a bilinear scorer between the two roles gated by the query, so every edge's logit
+    is its own (factorised) linear function of the query features. With ``node_dim = F > 0`` the last
+    ``A * F`` input columns are per-agent features ``f_i`` (:func:`role_positions`). They enter twice:
+    the query summary becomes ``h = P phi(q) + Q vec(f)`` (every edge sees where every role is
+    mentioned, as a query node that reads all role nodes), and ``x_u = [1, f_agent(u)]`` with ``W_e``
+    (F+1, F+1) each edge's own bilinear form over its two ends (e.g. "the target's role is mentioned
+    right after the source's"). ``Q`` and ``W`` start at zero, so the initial logits are those of the
+    policy without agent features, and a zero ``f`` (no role mentioned) leaves ``b_e`` + the query
+    part. With ``P = 0`` and ``W = 0`` it reduces to free logits ``b`` (initialised to ``init``).
+    ``feature_dim`` may be 0 (agent features only).
     """
 
     def __init__(
-        self, space: GraphSpace, feature_dim: int, hidden: int = 64, seed: int = 0, init: float = 0.0
+        self,
+        space: GraphSpace,
+        feature_dim: int,
+        hidden: int = 64,
+        seed: int = 0,
+        init: float = 0.0,
+        node_dim: int = 0,
     ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(int(seed))
         n = space.num_nodes
+        self.feature_dim, self.node_dim, self.num_agents = feature_dim, node_dim, space.num_agents
         for name in ("src", "dst", "kind"):
             self.register_buffer(f"e_{name}", torch.as_tensor(getattr(space, name)))
-        self.proj = nn.Parameter(torch.randn(hidden, feature_dim, generator=g) / feature_dim**0.5)
+        self.register_buffer("e_src_agent", torch.as_tensor(space.node_agent(space.src)))
+        self.register_buffer("e_dst_agent", torch.as_tensor(space.node_agent(space.dst)))
+        self.proj = nn.Parameter(torch.randn(hidden, feature_dim, generator=g) / max(feature_dim, 1) ** 0.5)
         self.src = nn.Parameter(torch.randn(2, n, hidden, generator=g) / hidden**0.5)
         self.dst = nn.Parameter(torch.randn(2, n, hidden, generator=g) / hidden**0.5)
         self.bias = nn.Parameter(torch.full((space.num_edges,), float(init)))
+        if node_dim:
+            self.node_proj = nn.Parameter(torch.zeros(hidden, space.num_agents * node_dim))
+            self.pair = nn.Parameter(torch.zeros(space.num_edges, node_dim + 1, node_dim + 1))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, D) -> (B, E) edge logits."""
-        h = feats @ self.proj.T  # (B, H)
+        """(B, D) or, with ``node_dim = F``, (B, D + A * F) -> (B, E) edge logits."""
+        want = self.feature_dim + self.num_agents * self.node_dim
+        if feats.shape[-1] != want:
+            raise ValueError(f"features of width {feats.shape[-1]}, expected {want}")
+        q = feats[:, : self.feature_dim]
+        h = q @ self.proj.T  # (B, H)
+        if self.node_dim:
+            h = h + feats[:, self.feature_dim :] @ self.node_proj.T
         pair = self.src[self.e_kind, self.e_src] * self.dst[self.e_kind, self.e_dst]  # (E, H)
-        return h @ pair.T + self.bias
+        out = h @ pair.T + self.bias
+        if self.node_dim:
+            f = feats[:, self.feature_dim :].reshape(feats.shape[0], self.num_agents, self.node_dim)
+            x = torch.cat([torch.ones_like(f[..., :1]), f], dim=-1)  # (B, A, F + 1)
+            xu, xv = x[:, self.e_src_agent], x[:, self.e_dst_agent]  # (B, E, F + 1)
+            out = out + torch.einsum("bef,efg,beg->be", xu, self.pair, xv)
+        return out
 
 
 class FixedPolicy(nn.Module):

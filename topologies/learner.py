@@ -3,12 +3,17 @@
 It learns from the advantages the core's credit rule gave its graph nodes (``marl.credit.graphs``):
 one advantage per graph (graph-level, REINFORCE) or per edge decision (edge-level), with the loss
 
-    L = -(1/G) sum_k sum_e A_ke log p_e(a_ke)  +  beta * (1/B) sum_b KL(pi(.|q_b) || pi_ref(.|q_b))
+    L = -(1/G) sum_k sum_e A_ke log q_e(a_ke)  +  beta * (1/B) sum_b KL(pi(.|q_b) || pi_ref(.|q_b))
+        - c_H * (1/B) sum_b sum_e H(p_e(.|q_b))
 
 over the ``G`` graphs of the step (a graph-level advantage is the same on every edge of its graph,
 so its term is ``-A_k log pi(G_k)``) and the ``B`` queries, ``pi_ref`` a frozen copy of the initial
-policy (``marl.credit.graphs.edge_kl``). Edges a policy forces (fixed topologies, pruned edges)
-have log-probability 0 and no gradient.
+policy (``marl.credit.graphs.edge_kl``). ``q_e`` is the distribution the graphs were drawn from:
+``p_e = sigmoid(l_e)``, or with ``explore = eps > 0`` the mixed ``eps + (1 - 2 eps) p_e``
+(``topologies.graphs.mixed_probs``). ``H`` is the entropy of each edge's Bernoulli ``p_e``
+(``topologies.graphs.edge_entropy``), an entropy bonus with coefficient ``c_H`` (``entropy_coef``)
+that keeps the logits from saturating. Edges a policy forces (fixed topologies, pruned edges) have
+log-probability 0, entropy 0 and no gradient.
 
 Shape legend: ``B`` queries, ``K`` graphs per query, ``E`` candidate edges, ``D`` query features.
 """
@@ -22,13 +27,27 @@ import torch
 from torch import nn
 
 from marl.credit.graphs import edge_kl
-from topologies.graphs import edge_logprobs
+from topologies.graphs import FEATURES, edge_entropy, edge_logprobs
 
 
-def topology_loss(logits: torch.Tensor, decisions: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """``-(1/(B K)) sum_{b,k,e} A_bke log p_e(a_bke)``: logits (B, E), decisions and advantages
-    (B, K, E) -> scalar. A forced edge (infinite logit) contributes 0."""
-    lp = edge_logprobs(logits[:, None, :], decisions)
+def check_settings(features: str, entropy_coef: float, explore: float, prefix: str = "") -> None:
+    """ValueError unless ``features`` is a kind of ``topologies.graphs.policy_features``,
+    ``entropy_coef >= 0`` and ``0 <= explore < 0.5``."""
+    if features not in FEATURES:
+        raise ValueError(f"{prefix}features ({features!r}) must be one of {FEATURES}")
+    if not entropy_coef >= 0:
+        raise ValueError(f"{prefix}entropy_coef ({entropy_coef}) must be >= 0")
+    if not 0.0 <= explore < 0.5:
+        raise ValueError(f"{prefix}explore ({explore}) must be in [0, 0.5)")
+
+
+def topology_loss(
+    logits: torch.Tensor, decisions: torch.Tensor, advantages: torch.Tensor, explore: float = 0.0
+) -> torch.Tensor:
+    """``-(1/(B K)) sum_{b,k,e} A_bke log q_e(a_bke)``: logits (B, E), decisions and advantages
+    (B, K, E) -> scalar; ``q`` the sampling distribution (``explore``: its epsilon mixing). A forced
+    edge (infinite logit) contributes 0."""
+    lp = edge_logprobs(logits[:, None, :], decisions, explore)
     lp = torch.where(torch.isfinite(logits)[:, None, :], lp, torch.zeros_like(lp))
     return -(advantages * lp).sum(-1).mean()
 
@@ -48,9 +67,20 @@ def edge_advantages_table(advantages, num_graphs: int, num_edges: int) -> torch.
 class TopologyLearner:
     """A topology policy, its frozen reference and its own Adam optimizer; ``state_dict`` for checkpoints."""
 
-    def __init__(self, policy: nn.Module, *, lr: float, kl_coef: float = 0.0) -> None:
+    def __init__(
+        self,
+        policy: nn.Module,
+        *,
+        lr: float,
+        kl_coef: float = 0.0,
+        entropy_coef: float = 0.0,
+        explore: float = 0.0,
+    ) -> None:
+        check_settings(FEATURES[0], entropy_coef, explore)
         self.policy = policy
         self.kl_coef = kl_coef
+        self.entropy_coef = entropy_coef
+        self.explore = explore
         self.reference = copy.deepcopy(policy).requires_grad_(False) if kl_coef > 0 else None
         params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=lr) if params else None
@@ -59,16 +89,18 @@ class TopologyLearner:
         self, feats: torch.Tensor, decisions: torch.Tensor, advantages: torch.Tensor
     ) -> dict[str, float]:
         """One optimizer step on the graphs of one step: feats (B, D), decisions and advantages
-        (B, K, E). Returns ``loss``, ``pg_loss``, ``kl`` and ``grad_norm``."""
+        (B, K, E), drawn with this learner's ``explore``. Returns ``loss``, ``pg_loss``, ``kl``,
+        ``entropy`` (mean over queries of the summed edge entropies) and ``grad_norm``."""
         logits = self.policy(feats)
-        pg = topology_loss(logits, decisions, advantages)
+        pg = topology_loss(logits, decisions, advantages, self.explore)
+        ent = edge_entropy(logits).sum(-1).mean()
         kl = torch.zeros(())
         if self.reference is not None:
             with torch.no_grad():
                 ref = self.reference(feats)
             ok = torch.isfinite(logits) & torch.isfinite(ref)
             kl = edge_kl(logits.masked_fill(~ok, 0.0), ref.masked_fill(~ok, 0.0)).mean()
-        loss = pg + self.kl_coef * kl
+        loss = pg + self.kl_coef * kl - self.entropy_coef * ent
         grad_norm = 0.0
         if self.optimizer is not None:
             self.optimizer.zero_grad()
@@ -76,8 +108,8 @@ class TopologyLearner:
             grads = [p.grad.norm() for p in self.policy.parameters() if p.grad is not None]
             grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
             self.optimizer.step()
-        loss, pg, kl = float(loss.detach()), float(pg.detach()), float(kl.detach())
-        return {"loss": loss, "pg_loss": pg, "kl": kl, "grad_norm": grad_norm}
+        loss, pg, kl, ent = (float(x.detach()) for x in (loss, pg, kl, ent))
+        return {"loss": loss, "pg_loss": pg, "kl": kl, "entropy": ent, "grad_norm": grad_norm}
 
     def state_dict(self) -> dict:
         d = {"policy": self.policy.state_dict()}

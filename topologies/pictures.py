@@ -57,17 +57,15 @@ def draw_graph(space: GraphSpace, a: np.ndarray, names: list[str], title: str, p
     return path
 
 
-def draw_policy(policy, task, space: GraphSpace, feature_dim: int, names: list[str], out: Path) -> None:
+def draw_policy(policy, task, space: GraphSpace, feats, names: list[str], out: Path) -> None:
     """Heat map of the policy's mean edge probabilities per held-out query type (the testbed's skill
     sequences; one row of all held-out queries for other tasks) and the most probable graph of the
-    first held-out query, into the folder ``out``."""
+    first held-out query, into the folder ``out``; ``feats`` is the policy's input for ``task.heldout``."""
     import torch
 
-    from topologies.graphs import query_features
     from topologies.team import edge_names
     from topologies.testbed import Testbed
 
-    feats = query_features([q.text for q in task.heldout], feature_dim)
     with torch.no_grad():
         p = torch.sigmoid(policy(feats)).numpy()
     if isinstance(task, Testbed):

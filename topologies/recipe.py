@@ -34,55 +34,20 @@ from marl.seeding import derive_seed
 from marl.tree import TurnTree
 from topologies.execution import DECISIONS, run_graphs
 from topologies.graphs import (
-    TOPOLOGIES,
-    FixedPolicy,
-    FreeLogits,
     GraphSpace,
-    QueryConditioned,
     graph_space,
     mode_graphs,
-    query_features,
     sample_graphs,
 )
 from topologies.learner import TopologyLearner, edge_advantages_table
 from topologies.lm_team import LMWarmStart, warm_start_team
 from topologies.pictures import draw_policy
+from topologies.policy import PolicySettings, features, make_policy
 from topologies.tasks import TaskConfig, make_task
 from topologies.team import TeamSettings, check_team, edge_names, lm_members, member_names
 from topologies.testbed import oracle_probability, success_probability
 
 logger = logging.getLogger(__name__)
-
-POLICY_KINDS = ("query", "free", "fixed")
-
-
-@dataclass
-class PolicySettings:
-    """The topology policy and its optimizer."""
-
-    kind: str = "query"
-    """query (role embeddings x hashed query n-grams, bilinear) | free (one logit per edge,
-    GPTSwarm/AgentPrune) | fixed (a hand-designed topology)."""
-    topology: str = "complete"
-    """kind fixed: chain | star | layered | complete | random | debate | single."""
-    layers: int = 3
-    """kind fixed, topology layered: number of layers."""
-    feature_dim: int = 256
-    """Hashed n-gram buckets of the query features."""
-    hidden: int = 64
-    """kind query: rank of the bilinear scorer."""
-    init_logit: float = 0.0
-    """Initial logit of every learned edge (0: p = 0.5, GPTSwarm's start; negative: sparser graphs)."""
-    lr: float = 0.1
-    """Adam learning rate (GPTSwarm's 0.1)."""
-    kl_coef: float = 0.0
-    """beta of the KL to the initial edge distribution (Graph-GRPO's reference)."""
-    prune_rate: float = 0.0
-    """kind free: fraction of edges AgentPrune's one-shot magnitude pruning removes (paper: 0.25)."""
-    prune_at: int = 0
-    """Step after which the pruning happens (0: never)."""
-    eval_graph: str = "mode"
-    """Evaluation graph: mode (edges with p > 0.5, GPTSwarm's rule) | sample (one draw; for random)."""
 
 
 @dataclass
@@ -123,30 +88,12 @@ class TopologyConfig(ScenarioConfig):
         check_team(self.task, self.agents, self.agent_credit)
         if self.team.decision not in DECISIONS:
             raise ValueError(f"team.decision ({self.team.decision!r}) must be one of {DECISIONS}")
-        if self.policy.kind not in POLICY_KINDS:
-            raise ValueError(f"policy.kind ({self.policy.kind!r}) must be one of {POLICY_KINDS}")
-        if self.policy.topology not in TOPOLOGIES:
-            raise ValueError(f"policy.topology ({self.policy.topology!r}) must be one of {TOPOLOGIES}")
-        if self.policy.eval_graph not in ("mode", "sample"):
-            raise ValueError(f"policy.eval_graph ({self.policy.eval_graph!r}) must be mode or sample")
-        if not 0.0 <= self.policy.prune_rate < 1.0:
-            raise ValueError(f"policy.prune_rate ({self.policy.prune_rate}) must be in [0, 1)")
-        if self.policy.prune_rate > 0 and self.policy.kind != "free":
-            raise ValueError(f"policy.prune_rate ({self.policy.prune_rate}) needs policy.kind free")
+        self.policy.validate()
         if self.queries_per_step < 1 or self.graphs_per_query < 1 or self.team.rounds < 1:
             raise ValueError(
                 f"queries_per_step ({self.queries_per_step}), graphs_per_query ({self.graphs_per_query}) "
                 f"and team.rounds ({self.team.rounds}) must be >= 1"
             )
-
-
-def make_policy(cfg: PolicySettings, space: GraphSpace, seed: int) -> torch.nn.Module:
-    """The topology policy the settings name."""
-    if cfg.kind == "query":
-        return QueryConditioned(space, cfg.feature_dim, hidden=cfg.hidden, seed=seed, init=cfg.init_logit)
-    if cfg.kind == "free":
-        return FreeLogits(space, init=cfg.init_logit)
-    return FixedPolicy(space, cfg.topology, layers=cfg.layers)
 
 
 def evaluate(
@@ -156,7 +103,7 @@ def evaluate(
     tokens and calls per query, and the mean probability of every edge (``topology/p/<edge>``). LLM
     agents decode greedily; their team's accuracy over the empty graph is ``eval/accuracy_no_edges``."""
     queries = task.heldout if cfg.eval_queries <= 0 else task.heldout[: cfg.eval_queries]
-    feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
+    feats = features(cfg.policy, member_names(task, cfg.agents), queries)
     with torch.no_grad():
         logits = learner.policy(feats)
     gen = torch.Generator().manual_seed(seed % 2**63)
@@ -193,7 +140,9 @@ def _build(cfg: TopologyConfig) -> tuple[Any, GraphSpace, TopologyLearner]:
     task = make_task(cfg.task)
     space = graph_space(len(cfg.agents) if cfg.agents else task.num_agents, cfg.team.rounds)
     policy = make_policy(cfg.policy, space, derive_seed(cfg.run.seed, "policy") % 2**31)
-    return task, space, TopologyLearner(policy, lr=cfg.policy.lr, kl_coef=cfg.policy.kl_coef)
+    p = cfg.policy
+    kw = dict(kl_coef=p.kl_coef, entropy_coef=p.entropy_coef, explore=p.explore)
+    return task, space, TopologyLearner(policy, lr=p.lr, **kw)
 
 
 def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
@@ -206,6 +155,7 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
     team_rng = np.random.default_rng(derive_seed(cfg.run.seed, "team"))
     graphs = torch.Generator().manual_seed(derive_seed(cfg.run.seed, "graphs") % 2**63)
     team = lm_members(agents, task) if agents else task.agents(team_rng)
+    names = member_names(task, cfg.agents)
     extra = {"credit": credit, "rng": rng, "team_rng": team_rng, "graphs": graphs, "topology": learner}
     agent_credit = CreditAssigner(cfg.agent_credit, multi_turn=False)
     if agents:
@@ -223,9 +173,9 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
     for step in runner.steps(start):
         # 1. sample K graphs per query and run the team over all of them (one call per agent per wave)
         queries = task.sample_train(rng, b)
-        feats = query_features([q.text for q in queries], cfg.policy.feature_dim)
+        feats = features(cfg.policy, names, queries)
         with torch.no_grad():
-            a, lp = sample_graphs(learner.policy(feats), k, graphs)
+            a, lp = sample_graphs(learner.policy(feats), k, graphs, explore=cfg.policy.explore)
         tree = TurnTree()
         ex = run_graphs(
             tree, space, team, queries, a.numpy(), lp.numpy(), task.score, decision=cfg.team.decision
@@ -258,8 +208,7 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
             seed = derive_seed(cfg.run.seed, "eval", step)
             metrics.update(evaluate(learner, task, space, cfg, seed, agents))
         runner.end_step(step, metrics, agents, extra)
-    names = member_names(task, cfg.agents)
-    draw_policy(learner.policy, task, space, cfg.policy.feature_dim, names, runner.dir)
+    draw_policy(learner.policy, task, space, features(cfg.policy, names, task.heldout), names, runner.dir)
     if hasattr(task, "close"):  # a sandbox (humaneval)
         task.close()
     return runner.finish(agents)

@@ -146,16 +146,8 @@ def edge_contrast_advantages(
 
 
 def reinforce_advantages(utilities: np.ndarray) -> np.ndarray:
-    """Optional variant, not in the paper (``credit.topology.edge_credit: contrast``; the default ``mean`` is
-    the formula above): the per-edge contrast ``C_e = (S_e^+ - S_e^-) / (std_K u + eps)``, ``S_e^+`` /
-    ``S_e^-`` the mean utility of the group's graphs with / without ``e``, credited ``+C_e`` to present
-    and ``-C_e`` to absent decisions. For independent Bernoulli edges the exact policy gradient on edge
-    ``e``'s logit is ``p_e (1 - p_e) (E[u | a_e = 1] - E[u | a_e = 0])``; ``C_e`` estimates that
-    difference, so its sign can say "drop this edge" for every edge at once (the mean rule's ``A_e`` sums
-    to about 0 over the edges, so it cannot ask for fewer edges overall).
-
-    REINFORCE without a baseline (GPTSwarm, G-Designer): ``A_k = u_k``, loss
-        ``-sum_k u_k log pi(G_k)``. (K,) -> (K,) float64."""
+    """REINFORCE without a baseline (GPTSwarm, G-Designer): ``A_k = u_k``, loss
+    ``-sum_k u_k log pi(G_k)``. (K,) -> (K,) float64."""
     return np.asarray(utilities, dtype=np.float64).copy()
 
 

@@ -13,12 +13,19 @@ from torch.testing import assert_close
 from topologies.graphs import (
     FreeLogits,
     QueryConditioned,
+    edge_entropy,
     edge_logprobs,
     fixed_topology,
     graph_logprob,
     graph_space,
+    mixed_probs,
     mode_graphs,
+    policy_features,
+    query_feature_dim,
     query_features,
+    role_feature_dim,
+    role_keywords,
+    role_positions,
     sample_graphs,
     waves,
 )
@@ -167,3 +174,116 @@ def test_query_conditioned_logits_depend_on_the_query_and_learn():
         opt.zero_grad(), loss.backward(), opt.step()
     lg = pol(f)
     assert lg[0, 0] > 2 and lg[1, 0] < -2
+
+
+def test_edge_entropy_hand_derived():
+    # l = 0: p = 1/2, H = ln 2; l = ln 3: p = 3/4, H = -(3/4 ln 3/4 + 1/4 ln 1/4); forced edges: 0
+    h = edge_entropy(torch.tensor([0.0, math.log(3.0), float("inf"), float("-inf")]))
+    want = [math.log(2.0), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)), 0.0, 0.0]
+    assert_close(h, torch.tensor(want))
+    # symmetric in the logit, and finite far out
+    assert_close(edge_entropy(torch.tensor([-math.log(3.0)])), torch.tensor(want[1:2]))
+    assert torch.isfinite(edge_entropy(torch.tensor([80.0, -80.0]))).all()
+
+
+def test_mixed_logprobs_hand_derived_and_sum_to_one():
+    # eps = 0.1, l = ln 3: q(1) = 0.1 + 0.8 * 3/4 = 0.7, q(0) = 0.3; l = 0: 1/2; forced: exact 0
+    logits = torch.tensor([math.log(3.0), math.log(3.0), 0.0, float("inf"), float("-inf")])
+    lp = edge_logprobs(logits, torch.tensor([1, 0, 1, 1, 0]), explore=0.1)
+    assert_close(lp, torch.tensor([math.log(0.7), math.log(0.3), math.log(0.5), 0.0, 0.0]))
+    assert_close(mixed_probs(logits, 0.1), torch.tensor([0.7, 0.7, 0.5, 1.0, 0.0]))
+    # a saturated edge keeps probability eps of the other decision
+    lp_sat = edge_logprobs(torch.tensor([-50.0]), torch.tensor([1]), explore=0.1)
+    assert_close(lp_sat, torch.tensor([math.log(0.1)]))
+    # pi(G) over all 2^E graphs of a small space sums to 1 under the mixed distribution
+    s = graph_space(3, rounds=1)
+    lg = torch.tensor([2.0, -1.0, float("inf")])
+    graphs = torch.tensor(list(itertools.product([0, 1], repeat=s.num_edges)))
+    assert_close(graph_logprob(edge_logprobs(lg, graphs, explore=0.2)).exp().sum(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="epsilon"):
+        edge_logprobs(lg, graphs, explore=0.5)
+
+
+def test_mixed_sampling_draws_the_mixed_probabilities_and_stays_acyclic():
+    s = graph_space(5, rounds=2)
+    lg = torch.full((1, s.num_edges), -30.0)
+    lg[0, 0], lg[0, 1] = 30.0, float("-inf")  # a saturated on edge and a forced-off edge
+    a, lp = sample_graphs(lg, 20_000, generator=torch.Generator().manual_seed(0), explore=0.1)
+    freq = a[0].float().mean(0)
+    assert abs(freq[0] - 0.9) < 0.01 and freq[1] == 0 and abs(freq[2:].mean() - 0.1) < 0.005
+    assert_close(lp, edge_logprobs(lg[:, None, :], a, explore=0.1))
+    assert all(nx.is_directed_acyclic_graph(s.to_networkx(g)) for g in a[0, :200].numpy())
+
+
+def test_role_positions_on_a_tiny_example():
+    roles = ["parse", "sort", "sum", "format", "final"]
+    f = role_positions(["task 17: please now sort then parse then sum", "no role here"], roles, max_rank=3)
+    assert f.shape == (2, 5, 7)
+    # sort first (rank 0, 2nd from the end), parse second, sum last; format and final never mentioned
+    want = {1: [1, 1, 0, 0, 0, 0, 1], 0: [1, 0, 1, 0, 0, 1, 0], 2: [1, 0, 0, 1, 1, 0, 0]}
+    for i, row in want.items():
+        assert f[0, i].tolist() == row
+    assert not f[0, 3:].any() and not f[1].any()
+    # rank buckets clip at max_rank - 1; a word two roles share points at neither
+    g = role_positions(["sum format sort parse"], roles, max_rank=2)
+    assert g[0, 0].tolist() == [1, 0, 1, 1, 0] and g[0, 2].tolist() == [1, 1, 0, 0, 1]
+    assert role_keywords(["math expert", "code expert", "the judge"]) == [{"math"}, {"code"}, {"judge"}]
+    assert not role_positions(["an expert"], ["math expert", "code expert"]).any()
+
+
+def test_ordered_query_features_add_the_skip_bigrams():
+    from marl.seeding import stable_hash
+
+    grams = ["<s>", "a", "b", "</s>", "<s> a", "a b", "b </s>", "<s> a b", "a b </s>", "a < b"]
+    want = np.zeros(16, dtype=np.float32)
+    for g in grams:
+        h = stable_hash(g)
+        want[h % 16] += 1.0 if (h >> 32) & 1 else -1.0
+    want /= np.linalg.norm(want)
+    assert_close(query_features(["A, b"], 16, ordered=True)[0], torch.from_numpy(want))
+    assert not torch.allclose(query_features(["a b"], 16, ordered=True), query_features(["a b"], 16))
+
+
+def test_query_conditioned_with_role_features():
+    s = graph_space(3, rounds=1)  # edges (0,1), (0,2), (1,2)
+    roles, texts = ["parse", "sort", "final"], ["sort then parse", "nothing"]
+    f = policy_features(texts, roles, "roles", dim=8, max_rank=2)
+    assert f.shape == (2, 8 + 3 * role_feature_dim("roles", 2))
+    plain = QueryConditioned(s, feature_dim=8, hidden=4, seed=3)
+    pol = QueryConditioned(s, feature_dim=8, hidden=4, seed=3, node_dim=5)
+    assert not pol.node_proj.any() and not pol.pair.any()  # both start at zero
+    # W = 0 at the start: the same logits as the policy without role features
+    assert_close(pol(f), plain(f[:, :8]))
+    with torch.no_grad():  # edge (0 -> 1): + 2 when parse is mentioned right after sort
+        pol.pair[0, 1 + 2, 1 + 1] = 2.0  # x_parse[rank 1], x_sort[rank 0]
+        pol.pair[1, 0, 0] = -1.0  # edge (0 -> 2): a constant -1 (both x start with 1)
+    diff = pol(f) - plain(f[:, :8])
+    assert_close(diff, torch.tensor([[2.0, -1.0, 0.0], [0.0, -1.0, 0.0]]))
+    with pytest.raises(ValueError, match="width"):
+        pol(f[:, :8])
+    with pytest.raises(ValueError, match="features"):
+        policy_features(texts, roles, "bert")
+
+
+def test_query_conditioned_logits_edge_by_edge_and_roles_only():
+    s = graph_space(3, rounds=2)
+    roles, texts = ["parse", "sort", "final"], ["sort then parse", "parse only", "nothing"]
+    f = policy_features(texts, roles, "roles_only", max_rank=2)
+    assert f.shape == (3, 3 * 5) and query_feature_dim("roles_only", 256) == 0
+    pol = QueryConditioned(s, feature_dim=0, hidden=4, seed=1, node_dim=5)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        pol.node_proj.copy_(torch.randn(pol.node_proj.shape, generator=g))
+        pol.pair.copy_(torch.randn(pol.pair.shape, generator=g))
+    lg = pol(f)
+    nodes = f.reshape(3, 3, 5)
+    for b in range(3):
+        h = pol.node_proj @ f[b]  # no query part: h = Q vec(f)
+        for e in range(s.num_edges):
+            u, v, k = int(s.src[e]), int(s.dst[e]), int(s.kind[e])
+            xu = torch.cat([torch.ones(1), nodes[b, u % 3]])
+            xv = torch.cat([torch.ones(1), nodes[b, v % 3]])
+            want = pol.bias[e] + (h * pol.src[k, u] * pol.dst[k, v]).sum() + xu @ pol.pair[e] @ xv
+            assert_close(lg[b, e], want)
+    # a query that names no role: the bias plus the constant part of W_e (x = [1, 0, ...])
+    assert_close(lg[2], pol.bias + pol.pair[:, 0, 0])

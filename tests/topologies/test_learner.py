@@ -48,3 +48,29 @@ def test_a_learning_step_moves_the_logits_and_measures_the_kl():
     # a fixed topology has nothing to learn, yet its loss is computed the same way
     fixed = TopologyLearner(FixedPolicy(s, "chain"), lr=0.1)
     assert fixed.optimizer is None and fixed.learn(feats, a, adv)["grad_norm"] == 0.0
+
+
+def test_topology_loss_with_mixed_sampling_hand_derived():
+    # eps = 0.1, logits (ln 3, 0): q(1) = (0.7, 0.5), q(0) = (0.3, 0.5)
+    logits = torch.tensor([[math.log(3.0), 0.0]])
+    a = torch.tensor([[[1, 0], [0, 1]]])
+    adv = torch.tensor([[[2.0, 0.0], [-1.0, 1.0]]])
+    want = (-(2 * math.log(0.7)) - (-math.log(0.3) + math.log(0.5))) / 2
+    assert_close(topology_loss(logits, a, adv, explore=0.1), torch.tensor(want))
+
+
+def test_the_entropy_bonus_pulls_saturated_logits_back():
+    s = graph_space(3)
+    pol = FreeLogits(s)
+    with torch.no_grad():
+        pol.logit[:] = torch.tensor([4.0, -4.0, 0.0])
+    learner = TopologyLearner(pol, lr=0.1, entropy_coef=0.1)
+    zero = torch.zeros(1, 1, 3)
+    out = learner.learn(torch.zeros(1, 4), torch.zeros(1, 1, 3, dtype=torch.long), zero)
+    # no advantage: the only gradient is the entropy's, dH/dl = -l p (1 - p), towards 0
+    h = [-(p * math.log(p) + (1 - p) * math.log(1 - p)) for p in (1 / (1 + math.exp(-4.0)),) * 2]
+    assert math.isclose(out["entropy"], h[0] + h[1] + math.log(2.0), rel_tol=1e-5)
+    assert math.isclose(out["loss"], -0.1 * out["entropy"], rel_tol=1e-5)
+    assert pol.logit[0] < 4.0 and pol.logit[1] > -4.0 and pol.logit[2] == 0.0
+    with pytest.raises(ValueError, match="entropy_coef"):
+        TopologyLearner(FreeLogits(s), lr=0.1, entropy_coef=-1.0)

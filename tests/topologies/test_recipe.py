@@ -92,6 +92,9 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path):
         "task.heldout_queries=0",
         "team.rounds=0",
         "graphs_per_query=0",
+        "policy.features=bert",  # not a feature kind
+        "policy.entropy_coef=-0.1",  # an entropy penalty
+        "policy.explore=0.5",  # q = 0.5 on every edge: nothing learned is used
     ],
 )
 def test_out_of_range_settings_stop_before_any_work(override):

@@ -1,0 +1,85 @@
+"""The topology policy's settings, its construction and its input (``policy:`` of a topology config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from topologies.graphs import (
+    TOPOLOGIES,
+    FixedPolicy,
+    FreeLogits,
+    GraphSpace,
+    QueryConditioned,
+    policy_features,
+    query_feature_dim,
+    role_feature_dim,
+)
+from topologies.learner import check_settings
+
+POLICY_KINDS = ("query", "free", "fixed")
+
+
+@dataclass
+class PolicySettings:
+    """The topology policy and its optimizer."""
+
+    kind: str = "query"
+    """query (role embeddings x hashed query n-grams, bilinear) | free (one logit per edge,
+    GPTSwarm/AgentPrune) | fixed (a hand-designed topology)."""
+    features: str = "roles"
+    """kind query: ngram (hashed 1-3-grams) | ordered (+ skip-bigrams) | roles (ordered + where each
+    agent's role is mentioned in the query) | roles_only (``topologies.graphs.policy_features``)."""
+    topology: str = "complete"
+    """kind fixed: chain | star | layered | complete | random | debate | single."""
+    layers: int = 3
+    """kind fixed, topology layered: number of layers."""
+    feature_dim: int = 256
+    """Hashed n-gram buckets of the query features."""
+    hidden: int = 64
+    """kind query: rank of the bilinear scorer."""
+    init_logit: float = 0.0
+    """Initial logit of every learned edge (0: p = 0.5, GPTSwarm's start; negative: sparser graphs)."""
+    lr: float = 0.1
+    """Adam learning rate (GPTSwarm's 0.1)."""
+    kl_coef: float = 0.0
+    """beta of the KL to the initial edge distribution (Graph-GRPO's reference)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus on the edge Bernoullis (0: none, as in GPTSwarm / G-Designer / Graph-GRPO)."""
+    explore: float = 0.0
+    """Epsilon of the mixed edge sampling q = eps + (1 - 2 eps) p (0: none); log-probs are those of q."""
+    prune_rate: float = 0.0
+    """kind free: fraction of edges AgentPrune's one-shot magnitude pruning removes (paper: 0.25)."""
+    prune_at: int = 0
+    """Step after which the pruning happens (0: never)."""
+    eval_graph: str = "mode"
+    """Evaluation graph: mode (edges with p > 0.5, GPTSwarm's rule) | sample (one draw; for random)."""
+
+    def validate(self) -> None:
+        if self.kind not in POLICY_KINDS:
+            raise ValueError(f"policy.kind ({self.kind!r}) must be one of {POLICY_KINDS}")
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"policy.topology ({self.topology!r}) must be one of {TOPOLOGIES}")
+        check_settings(self.features, self.entropy_coef, self.explore, "policy.")
+        if self.eval_graph not in ("mode", "sample"):
+            raise ValueError(f"policy.eval_graph ({self.eval_graph!r}) must be mode or sample")
+        if not 0.0 <= self.prune_rate < 1.0:
+            raise ValueError(f"policy.prune_rate ({self.prune_rate}) must be in [0, 1)")
+        if self.prune_rate > 0 and self.kind != "free":
+            raise ValueError(f"policy.prune_rate ({self.prune_rate}) needs policy.kind free")
+
+
+def make_policy(cfg: PolicySettings, space: GraphSpace, seed: int) -> torch.nn.Module:
+    """The topology policy the settings name."""
+    if cfg.kind == "query":
+        dim, node = query_feature_dim(cfg.features, cfg.feature_dim), role_feature_dim(cfg.features)
+        return QueryConditioned(space, dim, hidden=cfg.hidden, seed=seed, init=cfg.init_logit, node_dim=node)
+    if cfg.kind == "free":
+        return FreeLogits(space, init=cfg.init_logit)
+    return FixedPolicy(space, cfg.topology, layers=cfg.layers)
+
+
+def features(cfg: PolicySettings, names: list[str], queries) -> torch.Tensor:
+    """The policy's input for these queries (``policy.features``; the roles are the team members' names)."""
+    return policy_features([q.text for q in queries], names, cfg.features, cfg.feature_dim)
