@@ -5,7 +5,8 @@
 
 Trains each config of ``configs/coevolution/`` once per seed through the real CLI (same tasks,
 same held-out attacks, same evaluation), then prints one markdown table of the final evaluation:
-mean ± std over seeds of held-out ASR, ASR of the training templates, ASR of the final attackers,
+mean ± std over seeds of held-out ASR, held-out-goal ASR (of the final defenders and of the
+defenders as they were before co-evolution), ASR of the training templates, ASR of the final attackers,
 clean and attacked task accuracy, tokens per episode and, for co-evolution, the ASR of the warm-started
 attackers (``@0``) and of the trained ones against the defenders as they were before co-evolution.
 
@@ -34,6 +35,8 @@ from marl.rundir import read_metrics  # noqa: E402
 
 COLUMNS = [
     ("heldout ASR", "eval/heldout_asr"),
+    ("held-out-goal ASR", "eval/heldout_goal_asr"),
+    ("held-out-goal ASR untrained", "eval/untrained/heldout_goal_asr"),
     ("train-template ASR", "eval/train_template_asr"),
     ("ASR final attackers", "final_attackers"),
     ("acc clean", "eval/acc_clean"),

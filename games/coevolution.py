@@ -91,6 +91,10 @@ class CoevolutionConfig(RecipeConfig):
     """Supervised warm starts of a fresh run."""
     eval: CoevoEvalSettings = field(default_factory=CoevoEvalSettings)
     """What an evaluation plays."""
+    skip_silent: bool = True
+    """An agent whose advantages in a step are all 0 (no learning signal: e.g. every attack failed)
+    does not update that step. With the update, AdamW would still move it along its momentum (the
+    gradient is 0, the first moment is not) for about 1 / (1 - beta1) steps."""
 
     def validate(self) -> None:
         super().validate()
@@ -117,8 +121,16 @@ class CoevolutionConfig(RecipeConfig):
             )
         if self.schedule.freeze_steps < 1 or self.tasks_per_step < 1 or self.group_size < 1:
             raise ValueError("schedule.freeze_steps, tasks_per_step and group_size must be >= 1")
-        if not 0 <= self.attack_fraction <= 1 or not 0 <= self.league.opponent_fraction <= 1:
-            raise ValueError("attack_fraction and league.opponent_fraction must be in [0, 1]")
+        lg = self.league
+        if not all(0 <= x <= 1 for x in (self.attack_fraction, lg.opponent_fraction, lg.defender_fraction)):
+            raise ValueError(
+                "attack_fraction, league.opponent_fraction and league.defender_fraction must be in [0, 1]"
+            )
+        if lg.defender_fraction > 0 and self.attack_source != "agents":
+            raise ValueError(
+                f"league.defender_fraction {lg.defender_fraction} needs attacker agents (attack_source: "
+                f"agents, not {self.attack_source!r}): frozen defender teams only give attackers a signal"
+            )
 
 
 def draw_instances(cfg: CoevolutionConfig, task: DigitTask, league: SnapshotPool, rng) -> list[Instance]:
@@ -137,8 +149,27 @@ def draw_instances(cfg: CoevolutionConfig, task: DigitTask, league: SnapshotPool
             inst.source = cfg.attackers[k % len(cfg.attackers)]
             if rng.random() < cfg.league.opponent_fraction:
                 inst.source = league.sample(inst.source, rng, 1)[0].name
+            elif cfg.league.defender_fraction > 0 and rng.random() < cfg.league.defender_fraction:
+                # drawn only when on, so the instance stream of a run without it is unchanged
+                inst.defender_step = league.sample(cfg.defenders["planner"], rng, 1)[0].step
         out.append(inst)
     return out
+
+
+def has_signal(batch) -> bool:
+    """Whether a batch carries a learning signal: some non-zero advantage on a trained token."""
+    return bool(((batch.advantages != 0) & (batch.loss_mask > 0)).any())
+
+
+def defender_team(cfg, agents, league: SnapshotPool, step: int, gen: torch.Generator) -> dict:
+    """The league's frozen defender team of ``step``: role -> FrozenActor (nodes that train nobody)."""
+    team = {}
+    for role, name in cfg.defenders.items():
+        snap = next((s for s in league.snapshots(name) if s.step == step), None)
+        if snap is None:
+            raise KeyError(f"the league has no snapshot of defender {name!r} at step {step}")
+        team[role] = FrozenActor(snap.policy, agents[name], gen, snap.name)
+    return team
 
 
 def attack_sources(cfg, agents, league: SnapshotPool, gen: torch.Generator) -> dict:
@@ -197,33 +228,45 @@ def train(cfg: CoevolutionConfig, runner: Runner) -> dict[str, float]:
         instances = draw_instances(cfg, task, league, rng)
         tree = TurnTree(list(agents))
         srcs = attack_sources(cfg, agents, league, frozen_gen)
-        played = play_round(
-            tree,
-            instances,
-            cfg.group_size,
-            defenders=defenders,
-            attackers=srcs,
-            guard=guard,
-            env=cfg.env,
-            rewards=cfg.rewards,
-        )
+        # the live defenders' instances first (one call when no frozen team plays: the same stream),
+        # then each frozen defender team's (league.defender_fraction), all in one tree
+        teams = sorted({i.defender_step for i in instances if i.defender_step is not None})
+        rounds = {}
+        for team_step in [None, *teams]:
+            sub = [i for i in instances if i.defender_step == team_step]
+            if not sub:
+                continue
+            team = defenders
+            if team_step is not None:
+                team = defender_team(cfg, agents, league, team_step, frozen_gen)
+            rounds[team_step] = play_round(
+                tree,
+                sub,
+                cfg.group_size,
+                defenders=team,
+                attackers=srcs,
+                guard=guard,
+                env=cfg.env,
+                rewards=cfg.rewards,
+            )
         t_play = time.perf_counter() - t0
         # 2. credit on the whole tree (public baseline or GRPO), 3. routing by each node's agent
         result = credit(tree)
         batches = tree_to_batches(tree, result.nodes, result.advantages, result.train_mask, pad_id=0)
         side = learning_side(cfg.schedule, step)
         batches = {n: b for n, b in batches.items() if side in ("both", side_of[n])}
+        silent = [n for n, b in batches.items() if not has_signal(b)] if cfg.skip_silent else []
+        batches = {n: b for n, b in batches.items() if n not in silent}
         # 4. each learning agent updates from its own nodes with its own optimizer
         metrics = dict(result.metrics)
+        metrics.update({f"agent/{n}/silent": 1.0 for n in silent})
         metrics.update(learn_agents(agents, batches, credit, step=step))
-        # 5. league: frozen attacker snapshots join the opponent pool
+        # 5. league: frozen attacker (and defender team) snapshots join the opponent pool
         if cfg.league.every > 0 and step % cfg.league.every == 0:
-            for name in cfg.attackers:
+            joining = [*cfg.attackers, *(cfg.defenders.values() if cfg.league.defender_fraction > 0 else [])]
+            for name in joining:
                 league.add(name, step)
-        att = played.attacked
-        metrics["train/asr"] = float(played.success[att].mean()) if att.any() else 0.0
-        metrics["train/acc_clean"] = float(played.correct[~att].mean()) if (~att).any() else 0.0
-        metrics["train/tokens_per_episode"] = float(played.tokens.mean())
+        metrics.update(round_metrics(rounds, instances, cfg))
         metrics["time/play_s"], metrics["time/learn_s"] = t_play, time.perf_counter() - t0 - t_play
         metrics["train/learning_attackers"] = float(side in ("both", "attackers"))
         if runner.should_eval(step):
@@ -232,6 +275,33 @@ def train(cfg: CoevolutionConfig, runner: Runner) -> dict[str, float]:
             write_results(runner, metrics, cfg)
         runner.end_step(step, metrics, agents, extra)
     return runner.finish(agents)
+
+
+def round_metrics(rounds: dict, instances, cfg: CoevolutionConfig) -> dict[str, float]:
+    """Training metrics of one step: ``train/asr``, ``train/acc_clean``, ``train/tokens_per_episode``
+    over the live defenders' episodes; ``train/asr_frozen_defenders`` over those of the frozen teams;
+    ``train/attack_reward/<attacker>``: each live attacker's mean success over all its episodes (its
+    learning signal: all 0 means no update)."""
+    out: dict[str, float] = {}
+    live = rounds.get(None)
+    if live is not None:
+        att = live.attacked
+        out["train/asr"] = float(live.success[att].mean()) if att.any() else 0.0
+        out["train/acc_clean"] = float(live.correct[~att].mean()) if (~att).any() else 0.0
+        out["train/tokens_per_episode"] = float(live.tokens.mean())
+    frozen = [p.success for s, p in rounds.items() if s is not None]
+    if frozen:
+        out["train/asr_frozen_defenders"] = float(np.concatenate(frozen).mean())
+    if cfg.attack_source == "agents":
+        for name in cfg.attackers:
+            wins = []
+            for team_step, played in rounds.items():
+                sub = [i for i in instances if i.defender_step == team_step]
+                mine = np.array([sub[r].source == name for r in played.root])
+                wins.append(played.success[mine])
+            w = np.concatenate(wins)
+            out[f"train/attack_reward/{name}"] = float(w.mean()) if w.size else 0.0
+    return out
 
 
 def write_results(runner: Runner, metrics: dict[str, float], cfg: CoevolutionConfig) -> None:

@@ -244,3 +244,108 @@ def test_a_negative_reward_weight_is_refused_before_any_work(key, value):
     with pytest.raises(ConfigError, match=key):
         config = ROOT / "configs" / "coevolution" / "advevo.yaml"
         load_config(CoevolutionConfig, [config], [f"rewards.{key}={value}"])
+
+
+def test_held_out_goal_rate_hand_derived():
+    from tests.games.test_coevolution_env import obeys_plants
+
+    env = CoevoEnvConfig()
+    task = DigitTask(env.task)
+    policy = _agent("p", "/tmp", 0, num_layers=1).policy
+    cfg = CoevoEvalSettings(tasks=54)
+    # defenders that obey the marker and the key only: no planted token is ever written
+    ignore = {r: Scripted(r, policy, _computing(r)) for r in DEFENDER_ROLES}
+    assert measure(ignore, {}, None, task, env, cfg, seed=0, prefix="eval")["eval/heldout_goal_asr"] == 0
+    # every defender copies a planted token it reads: every one of the 54 tasks falls
+    obey = {r: Scripted(r, policy, obeys_plants(r)) for r in DEFENDER_ROLES}
+    assert measure(obey, {}, None, task, env, cfg, seed=0, prefix="eval")["eval/heldout_goal_asr"] == 1
+    # only the checker copies: it reads the teammate slot, the entry of task k when k = 2 mod 3 -> 18/54
+    only = dict(ignore, checker=Scripted("checker", policy, obeys_plants("checker")))
+    out = measure(only, {}, None, task, env, cfg, seed=0, prefix="eval")
+    assert out["eval/heldout_goal_asr"] == pytest.approx(18 / 54)
+    # the other rates do not move (the planted templates draw after each canary)
+    assert out["eval/heldout_asr"] == pytest.approx(36 / 54)
+
+
+def test_warm_texts_plant_orders_reach_the_defenders_only():
+    env = CoevoEnvConfig()
+    texts = warm_texts(DigitTask(env.task), env, 600, 0.5, seed=0, plant_share=0.5)
+    planted = [t for r in DEFENDER_ROLES for _, t in texts[r] if t.startswith("!")]
+    assert planted and len(set(planted)) > len(planted) / 2  # fresh tokens, not one memorised string
+    assert all("!" not in t for pair in texts["attacker"] + texts["guard"] for t in pair)
+    # without plant_share, no planted order at all (the texts of earlier runs)
+    texts0 = warm_texts(DigitTask(env.task), env, 600, 0.5, seed=0)
+    assert all("!" not in t for pairs in texts0.values() for pair in pairs for t in pair)
+
+
+def test_defender_league_instances_and_metrics(tmp_path):
+    from games.coevolution import draw_instances, has_signal, round_metrics
+    from games.coevolution_env import Played
+    from games.league import SnapshotPool
+    from marl.types import SampleBatch
+    from tests.cli_helpers import ROOT
+
+    path = ROOT / "configs" / "coevolution" / "advevo.yaml"
+    policy = _agent("p", tmp_path, 0, num_layers=1).policy
+    cfg = load_config(CoevolutionConfig, [path], ["attack_fraction=1.0", "league.opponent_fraction=0"])
+    league = SnapshotPool({n: policy for n in cfg.agents})
+    for step in (0, 20):
+        for n in cfg.agents:
+            league.add(n, step)
+    task = DigitTask(cfg.env.task)
+    cfg.league.defender_fraction = 1.0
+    inst = draw_instances(cfg, task, league, np.random.default_rng(0))
+    assert {i.defender_step for i in inst} <= {0, 20} and None not in {i.defender_step for i in inst}
+    # off: no instance gets a frozen team
+    cfg.league.defender_fraction = 0.0
+    assert all(i.defender_step is None for i in draw_instances(cfg, task, league, np.random.default_rng(1)))
+
+    # metrics: a live round of 2 episodes (attacker a, 1 success of 2) and a frozen round (a, b: 1/2)
+    inst = [Instance(PROBLEM, "QZKW", "tool", "a"), Instance(PROBLEM, "QZKW", "tool", "b", defender_step=0)]
+    inst.insert(1, Instance(PROBLEM, "QZKW", "tool", "a", defender_step=0))
+
+    def played(success, correct, attacked):
+        n = len(success)
+        z = np.zeros(n, dtype=bool)
+        return Played(
+            np.arange(n),
+            np.array(attacked),
+            np.array(success),
+            np.array(correct),
+            z,
+            np.full(n, 3),
+            [""] * n,
+            [],
+        )
+
+    rounds = {None: played([True], [False], [True]), 0: played([False, True], [True, False], [True, True])}
+    cfg.attackers = ["a", "b"]
+    out = round_metrics(rounds, inst, cfg)
+    assert out["train/asr"] == 1.0 and out["train/asr_frozen_defenders"] == 0.5
+    assert out["train/attack_reward/a"] == 0.5 and out["train/attack_reward/b"] == 1.0
+    assert out["train/acc_clean"] == 0.0 and out["train/tokens_per_episode"] == 3.0
+
+    def batch(adv, mask):
+        t = torch.tensor([adv], dtype=torch.float32)
+        z = torch.zeros_like(t, dtype=torch.long)
+        return SampleBatch(z, z, torch.tensor([mask], dtype=torch.float32), t, t, torch.zeros(1))
+
+    assert not has_signal(batch([0.0, 0.0], [1, 1]))  # every reward of its group equal: nothing to learn
+    assert not has_signal(batch([0.5, 0.0], [0, 1]))  # a prompt position is not a trained token
+    assert has_signal(batch([0.0, -0.25], [1, 1]))
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        (["league.defender_fraction=1.5"], "defender_fraction"),
+        (["league.defender_fraction=0.5"], "frozen defender"),  # task_only: no attackers
+    ],
+)
+def test_defender_league_config_checks(override, match):
+    from tests.cli_helpers import ROOT
+
+    name = "advevo" if "1.5" in override[0] else "task_only"
+    path = ROOT / "configs" / "coevolution" / f"{name}.yaml"
+    with pytest.raises(ValueError, match=match):
+        load_config(CoevolutionConfig, [path], override).validate()
