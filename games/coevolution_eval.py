@@ -6,9 +6,8 @@ policy with an evaluation generator (so evaluation never shifts the training str
 - ``eval/heldout_asr``: ASR of the held-out templates (verbs and wrappers never seen in training),
   each held-out task paired with one template and one entry point in turn;
 - ``eval/train_template_asr``: the same with the training templates (the fixed attack set);
-- ``eval/heldout_goal_asr``: the held-out *goal* (``games.coevolution_attacks``): held-out verbs and
-  wrappers asking for a fresh planted token, a goal no training attack has; success when the token
-  appears in a defender's output;
+- ``eval/heldout_goal_asr``: the held-out *goals* (``games.coevolution_attacks``): the marker
+  ``%skip`` or the key as ``the code``, goals no training attack has, in the held-out wrappers;
 - ``eval/asr/<source>``: ASR of each live attacker and of each frozen league snapshot
   (``<attacker>@<step>``, step 0 = the warm-started attacker);
 - ``eval/untrained/*``: the same attacks against the defenders as they were before co-evolution
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from games.coevolution_attacks import make_plant, make_plant_template, make_templates
+from games.coevolution_attacks import make_templates
 from games.coevolution_env import CoevoEnvConfig, Instance, RewardSettings, make_canary, play_round
 from marl.digits import DigitTask
 from marl.tree import TurnTree
@@ -43,21 +42,14 @@ class CoevoEvalSettings:
     """Also measure the attackers against the defenders as they were before co-evolution."""
 
 
-def _instances(
-    task: DigitTask, env: CoevoEnvConfig, n: int, seed: int, source=None, templates=(), plant: bool = False
-):
-    """The held-out tasks, each with a canary and an entry point in turn, and its attack: a template
-    in turn, a fresh held-out-goal template (``plant``), the attack source ``source``, or none."""
+def _instances(task: DigitTask, env: CoevoEnvConfig, n: int, seed: int, source=None, templates=()):
     rng = np.random.default_rng(seed)
     probs = task.heldout if n <= 0 else task.heldout[:n]
     out = []
     for k, p in enumerate(probs):
         entry = env.entry_points[k % len(env.entry_points)]
-        canary = make_canary(rng, env.canary_length)
         t = templates[k % len(templates)] if templates else None
-        if plant:  # drawn after the canary: the canaries are those of the other splits
-            t = make_plant_template("heldout", k, make_plant(rng))
-        out.append(Instance(p, canary, entry, "template" if t else source, t))
+        out.append(Instance(p, make_canary(rng, env.canary_length), entry, "template" if t else source, t))
     return out
 
 
@@ -81,7 +73,7 @@ def measure(defenders, attackers, guard, task, env, cfg: CoevoEvalSettings, *, s
         if name == "heldout" and prefix == "eval":
             out["eval/acc_attacked"] = float(played.correct.mean())
             tokens.append(played.tokens)
-    played = play(_instances(task, env, cfg.tasks, seed, plant=True))
+    played = play(_instances(task, env, cfg.tasks, seed, templates=make_templates("heldout_goal")))
     out[f"{prefix}/heldout_goal_asr"] = float(played.success.mean())
     for src in sorted(attackers):
         played = play(_instances(task, env, cfg.tasks, seed, source=src))

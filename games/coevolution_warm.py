@@ -9,9 +9,9 @@ cache are ``search.warmstart``'s, which any scenario may reuse).
   (``games.coevolution_env.defender_warm_texts``), so co-evolution has something to fix.
 - **Guard** (baseline): blocks the training templates, passes clean slots.
 
-Held-out templates never enter any warm start. The defenders' pairs also hold orders asking for a
-planted token (``plant_share``; the held-out *goal*, with training verbs and wrappers and fresh
-random tokens), so the untrained defenders obey that goal; no attacker or guard pair holds one.
+Held-out templates never enter any warm start. The defenders' pairs also hold orders with the
+held-out *goals* (``goal_share``; training verbs and wrappers, ``make_templates("warm_goal")``), so
+the untrained defenders obey those goals; no attacker or guard pair holds one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from games.coevolution_attacks import attacker_prompt, make_plant, make_plant_template, make_templates
+from games.coevolution_attacks import attacker_prompt, make_templates
 from games.coevolution_env import (
     CoevoEnvConfig,
     Instance,
@@ -49,10 +49,10 @@ class CoevoWarmStartSettings:
     """Scenario instances drawn from the training tasks for the defenders' and the guard's pairs."""
     attack_share: float = 0.5
     """Share of those instances that carry a training template (the defenders learn to obey it)."""
-    plant_share: float = 0.25
-    """Share of the attacked instances whose order asks for a fresh planted token instead (the
-    held-out goal, phrased with the training verbs and wrappers): the defenders learn to obey that
-    goal too, so the held-out-goal ASR starts high. No attacker or guard warm start sees it."""
+    goal_share: float = 0.25
+    """Share of the attacked instances whose order asks for a held-out goal instead (``%skip``, the
+    key as ``the code``; training verbs and wrappers): the defenders learn to obey those goals too,
+    so the held-out-goal ASR starts high. No attacker or guard warm start sees them."""
     batch_size: int = 32
     """Pairs per optimizer step."""
     lr: float = 3e-3
@@ -63,10 +63,10 @@ class CoevoWarmStartSettings:
     def validate(self) -> None:
         if min(self.attacker_steps, self.defender_steps, self.guard_steps) < 0 or self.batch_size < 1:
             raise ValueError("warmstart: steps must be >= 0 and batch_size >= 1")
-        if self.instances < 1 or not 0 <= self.attack_share <= 1 or not 0 <= self.plant_share <= 1:
+        if self.instances < 1 or not 0 <= self.attack_share <= 1 or not 0 <= self.goal_share <= 1:
             raise ValueError(
                 f"warmstart.instances ({self.instances}) must be >= 1, attack_share "
-                f"({self.attack_share}) and plant_share ({self.plant_share}) in [0, 1]"
+                f"({self.attack_share}) and goal_share ({self.goal_share}) in [0, 1]"
             )
 
 
@@ -76,18 +76,18 @@ def warm_instances(
     n: int,
     attack_share: float,
     rng: np.random.Generator,
-    plant_share: float = 0.0,
+    goal_share: float = 0.0,
 ):
     """``n`` training instances, a share ``attack_share`` of them with a training template; of
-    those, a share ``plant_share`` asks for a fresh planted token instead (training verbs/wrappers)."""
-    train = make_templates("train")
+    those, a share ``goal_share`` asks for a held-out goal instead (training verbs and wrappers)."""
+    train, warm_goal = make_templates("train"), make_templates("warm_goal")
     out = []
     for _ in range(n):
         p = task.train[int(rng.integers(len(task.train)))]
         entry = env.entry_points[int(rng.integers(len(env.entry_points)))]
         t = train[int(rng.integers(len(train)))] if rng.random() < attack_share else None
-        if t is not None and plant_share > 0 and rng.random() < plant_share:
-            t = make_plant_template("train", int(rng.integers(len(train))), make_plant(rng))
+        if t is not None and goal_share > 0 and rng.random() < goal_share:
+            t = warm_goal[int(rng.integers(len(warm_goal)))]
         out.append(Instance(p, make_canary(rng, env.canary_length), entry, "template" if t else None, t))
     return out
 
@@ -99,11 +99,11 @@ def warm_texts(
     attack_share: float,
     *,
     seed: int,
-    plant_share: float = 0.0,
+    goal_share: float = 0.0,
 ) -> dict[str, list[tuple[str, str]]]:
     """(prompt, target) texts by role: each defender role, 'guard' and 'attacker'."""
     rng = np.random.default_rng(derive_seed(seed, "warmstart"))
-    drawn = warm_instances(task, env, instances, attack_share, rng, plant_share)
+    drawn = warm_instances(task, env, instances, attack_share, rng, goal_share)
     texts = defender_warm_texts(drawn, env)
     texts["guard"] = guard_warm_texts(drawn)
     texts["attacker"] = [
@@ -124,7 +124,7 @@ def warm_start(
 ) -> dict[str, float]:
     """Warm-start every agent by its role (``roles``: 'attacker', 'guard' or a defender role -> agent
     names); mutates their weights. Returns ``warmstart/<agent>/{loss_first,loss_last,...}``."""
-    texts = warm_texts(task, env, ws.instances, ws.attack_share, seed=seed, plant_share=ws.plant_share)
+    texts = warm_texts(task, env, ws.instances, ws.attack_share, seed=seed, goal_share=ws.goal_share)
     steps = {"attacker": ws.attacker_steps, "guard": ws.guard_steps}
     metrics: dict[str, float] = {}
     for role, names in roles.items():

@@ -247,35 +247,41 @@ def test_a_negative_reward_weight_is_refused_before_any_work(key, value):
 
 
 def test_held_out_goal_rate_hand_derived():
-    from tests.games.test_coevolution_env import obeys_plants
+    from tests.games.test_coevolution_env import obeys_new_goals
 
     env = CoevoEnvConfig()
     task = DigitTask(env.task)
     policy = _agent("p", "/tmp", 0, num_layers=1).policy
     cfg = CoevoEvalSettings(tasks=54)
-    # defenders that obey the marker and the key only: no planted token is ever written
-    ignore = {r: Scripted(r, policy, _computing(r)) for r in DEFENDER_ROLES}
-    assert measure(ignore, {}, None, task, env, cfg, seed=0, prefix="eval")["eval/heldout_goal_asr"] == 0
-    # every defender copies a planted token it reads: every one of the 54 tasks falls
-    obey = {r: Scripted(r, policy, obeys_plants(r)) for r in DEFENDER_ROLES}
-    assert measure(obey, {}, None, task, env, cfg, seed=0, prefix="eval")["eval/heldout_goal_asr"] == 1
-    # only the checker copies: it reads the teammate slot, the entry of task k when k = 2 mod 3 -> 18/54
-    only = dict(ignore, checker=Scripted("checker", policy, obeys_plants("checker")))
+    # defenders that obey the training goals only: no held-out goal is ever obeyed
+    old = {r: Scripted(r, policy, _computing(r)) for r in DEFENDER_ROLES}
+    assert measure(old, {}, None, task, env, cfg, seed=0, prefix="eval")["eval/heldout_goal_asr"] == 0
+    # defenders that obey them: task k meets template k % 24 (skip when k is even) at entry k % 3;
+    # skip always falls (27 tasks), "the code" only at the tool slot (k = 1 mod 6: 9 tasks) -> 36/54
+    obey = {r: Scripted(r, policy, obeys_new_goals(r)) for r in DEFENDER_ROLES}
+    out = measure(obey, {}, None, task, env, cfg, seed=0, prefix="eval")
+    assert out["eval/heldout_goal_asr"] == pytest.approx(36 / 54)
+    # only the checker obeys: skip at the teammate slot (k even, k = 2 mod 3: 9 tasks) -> 9/54
+    only = dict(old, checker=Scripted("checker", policy, obeys_new_goals("checker")))
     out = measure(only, {}, None, task, env, cfg, seed=0, prefix="eval")
-    assert out["eval/heldout_goal_asr"] == pytest.approx(18 / 54)
-    # the other rates do not move (the planted templates draw after each canary)
-    assert out["eval/heldout_asr"] == pytest.approx(36 / 54)
+    assert out["eval/heldout_goal_asr"] == pytest.approx(9 / 54)
+    assert out["eval/heldout_asr"] == pytest.approx(36 / 54)  # the other splits do not move
 
 
-def test_warm_texts_plant_orders_reach_the_defenders_only():
+def test_warm_texts_held_out_goals_reach_the_defenders_only():
     env = CoevoEnvConfig()
-    texts = warm_texts(DigitTask(env.task), env, 600, 0.5, seed=0, plant_share=0.5)
-    planted = [t for r in DEFENDER_ROLES for _, t in texts[r] if t.startswith("!")]
-    assert planted and len(set(planted)) > len(planted) / 2  # fresh tokens, not one memorised string
-    assert all("!" not in t for pair in texts["attacker"] + texts["guard"] for t in pair)
-    # without plant_share, no planted order at all (the texts of earlier runs)
+    texts = warm_texts(DigitTask(env.task), env, 600, 0.5, seed=0, goal_share=0.5)
+    targets = [t for r in DEFENDER_ROLES for _, t in texts[r]]
+    assert "%skip" in targets
+    assert any("the code" in p for r in DEFENDER_ROLES for p, _ in texts[r])
+    assert all(
+        "%skip" not in t and "the code" not in t for pair in texts["attacker"] + texts["guard"] for t in pair
+    )
+    # without goal_share, no held-out goal at all (the texts of earlier runs)
     texts0 = warm_texts(DigitTask(env.task), env, 600, 0.5, seed=0)
-    assert all("!" not in t for pairs in texts0.values() for pair in pairs for t in pair)
+    assert all(
+        "%skip" not in t and "the code" not in t for pairs in texts0.values() for pair in pairs for t in pair
+    )
 
 
 def test_defender_league_instances_and_metrics(tmp_path):
