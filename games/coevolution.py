@@ -15,7 +15,7 @@ external guard agent, ``env.self_verify`` a self-verification prompt).
 
 Why here: the attack/defence game is a game between agents (DESIGN.md puts it in ``games/``) and
 reuses ``games/league.py``; like self-play it is a recipe module beside its environment
-(``coevolution_env``), templates (``coevolution_attacks``), warm start and evaluation modules, so
+(``coevolution_env``), templates (``coevolution_attacks``), league, warm start and evaluation modules, so
 the top-level layout stays the user's. Docs: ``docs/coevolution.md``.
 """
 
@@ -28,21 +28,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from games.coevolution_attacks import make_templates
 from games.coevolution_env import (
     DEFENDER_ROLES,
     SCHEDULES,
     CoevoEnvConfig,
     CoevoLeagueSettings,
     FrozenActor,
-    Instance,
     RewardSettings,
     ScheduleSettings,
     learning_side,
-    make_canary,
     play_round,
 )
 from games.coevolution_eval import CoevoEvalSettings, evaluate, results_table
+from games.coevolution_league import attack_sources, defender_team, draw_instances, has_signal, round_metrics
 from games.coevolution_warm import CoevoWarmStartSettings, warm_start
 from games.league import SnapshotPool
 from marl.credit import CreditConfig
@@ -131,53 +129,6 @@ class CoevolutionConfig(RecipeConfig):
                 f"league.defender_fraction {lg.defender_fraction} needs attacker agents (attack_source: "
                 f"agents, not {self.attack_source!r}): frozen defender teams only give attackers a signal"
             )
-
-
-def draw_instances(cfg: CoevolutionConfig, task: DigitTask, league: SnapshotPool, rng) -> list[Instance]:
-    """The step's instances: training tasks, canaries, entry points and attack sources."""
-    env, templates, out = cfg.env, make_templates("train"), []
-    for k in range(cfg.tasks_per_step):
-        p = task.train[int(rng.integers(len(task.train)))]
-        inst = Instance(
-            p, make_canary(rng, env.canary_length), env.entry_points[int(rng.integers(len(env.entry_points)))]
-        )
-        if rng.random() >= cfg.attack_fraction:
-            pass  # a clean instance: the defenders' task alone
-        elif cfg.attack_source == "templates":
-            inst.source, inst.template = "template", templates[int(rng.integers(len(templates)))]
-        elif cfg.attack_source == "agents":
-            inst.source = cfg.attackers[k % len(cfg.attackers)]
-            if rng.random() < cfg.league.opponent_fraction:
-                inst.source = league.sample(inst.source, rng, 1)[0].name
-            elif cfg.league.defender_fraction > 0 and rng.random() < cfg.league.defender_fraction:
-                # drawn only when on, so the instance stream of a run without it is unchanged
-                inst.defender_step = league.sample(cfg.defenders["planner"], rng, 1)[0].step
-        out.append(inst)
-    return out
-
-
-def has_signal(batch) -> bool:
-    """Whether a batch carries a learning signal: some non-zero advantage on a trained token."""
-    return bool(((batch.advantages != 0) & (batch.loss_mask > 0)).any())
-
-
-def defender_team(cfg, agents, league: SnapshotPool, step: int, gen: torch.Generator) -> dict:
-    """The league's frozen defender team of ``step``: role -> FrozenActor (nodes that train nobody)."""
-    team = {}
-    for role, name in cfg.defenders.items():
-        snap = next((s for s in league.snapshots(name) if s.step == step), None)
-        if snap is None:
-            raise KeyError(f"the league has no snapshot of defender {name!r} at step {step}")
-        team[role] = FrozenActor(snap.policy, agents[name], gen, snap.name)
-    return team
-
-
-def attack_sources(cfg, agents, league: SnapshotPool, gen: torch.Generator) -> dict:
-    """Live attackers and every frozen snapshot of the league, by source name."""
-    out = {n: agents[n] for n in cfg.attackers}
-    for n in cfg.attackers:
-        out.update({s.name: FrozenActor(s.policy, agents[n], gen, s.name) for s in league.snapshots(n)})
-    return out
 
 
 def train(cfg: CoevolutionConfig, runner: Runner) -> dict[str, float]:
@@ -275,33 +226,6 @@ def train(cfg: CoevolutionConfig, runner: Runner) -> dict[str, float]:
             write_results(runner, metrics, cfg)
         runner.end_step(step, metrics, agents, extra)
     return runner.finish(agents)
-
-
-def round_metrics(rounds: dict, instances, cfg: CoevolutionConfig) -> dict[str, float]:
-    """Training metrics of one step: ``train/asr``, ``train/acc_clean``, ``train/tokens_per_episode``
-    over the live defenders' episodes; ``train/asr_frozen_defenders`` over those of the frozen teams;
-    ``train/attack_reward/<attacker>``: each live attacker's mean success over all its episodes (its
-    learning signal: all 0 means no update)."""
-    out: dict[str, float] = {}
-    live = rounds.get(None)
-    if live is not None:
-        att = live.attacked
-        out["train/asr"] = float(live.success[att].mean()) if att.any() else 0.0
-        out["train/acc_clean"] = float(live.correct[~att].mean()) if (~att).any() else 0.0
-        out["train/tokens_per_episode"] = float(live.tokens.mean())
-    frozen = [p.success for s, p in rounds.items() if s is not None]
-    if frozen:
-        out["train/asr_frozen_defenders"] = float(np.concatenate(frozen).mean())
-    if cfg.attack_source == "agents":
-        for name in cfg.attackers:
-            wins = []
-            for team_step, played in rounds.items():
-                sub = [i for i in instances if i.defender_step == team_step]
-                mine = np.array([sub[r].source == name for r in played.root])
-                wins.append(played.success[mine])
-            w = np.concatenate(wins)
-            out[f"train/attack_reward/{name}"] = float(w.mean()) if w.size else 0.0
-    return out
 
 
 def write_results(runner: Runner, metrics: dict[str, float], cfg: CoevolutionConfig) -> None:

@@ -285,8 +285,8 @@ def test_warm_texts_held_out_goals_reach_the_defenders_only():
 
 
 def test_defender_league_instances_and_metrics(tmp_path):
-    from games.coevolution import draw_instances, has_signal, round_metrics
     from games.coevolution_env import Played
+    from games.coevolution_league import draw_instances, has_signal, round_metrics
     from games.league import SnapshotPool
     from marl.types import SampleBatch
     from tests.cli_helpers import ROOT
