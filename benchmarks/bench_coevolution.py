@@ -126,6 +126,9 @@ def main() -> None:
     ap.add_argument("--collect", action="store_true", help="train nothing: table the finished runs in --out")
     ap.add_argument("extra", nargs="*", help="KEY=VALUE overrides for every run")
     args = ap.parse_args()
+    # "--configs a b KEY=VALUE" puts the override among the config names: move it to the overrides
+    args.extra += [c for c in args.configs if "=" in c]
+    args.configs = [c for c in args.configs if "=" not in c]
     out = Path(args.out).resolve()
     results: dict[str, list[dict[str, float]]] = {}
     for seed in args.seeds:  # seed-major: each seed's warm starts are cached by its first run

@@ -268,5 +268,6 @@ SMOKE_OVERRIDES = [
     "schedule.freeze_steps=1",
     "league.every=1",
     "attack_fraction=1.0",
+    "skip_silent=false",  # a toy run rarely has a signal: update anyway, so every learner path runs
 ]
 """Overrides that shrink any config of this recipe to a seconds-long smoke run (used by tests)."""

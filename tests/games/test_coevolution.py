@@ -89,6 +89,13 @@ def test_reward_assignment_and_public_baseline_hand_derived(tmp_path):
     adv = dict(zip(res.nodes.tolist(), np.asarray(res.advantages).tolist()))
     np.testing.assert_allclose([adv[i] for i in att], [1 / 6, -5 / 6, 2 / 3])
     np.testing.assert_allclose([adv[i] for i in dfd], [-1.5, 1.5, 1.5, -1.5] * 3)
+    # per (role, agent), the shipped advevo.yaml: each attacker has its own baseline, so a2's failure
+    # is not counted against a1's and a3's wins (one node each here: A = 0); the defenders share
+    # every episode's team reward, so each defender's mean is the same -0.5: as with [role]
+    res = CreditAssigner(CreditConfig(rule="advevo", group_key=["role", "agent"]), multi_turn=False)(tree)
+    adv = dict(zip(res.nodes.tolist(), np.asarray(res.advantages).tolist()))
+    np.testing.assert_allclose([adv[i] for i in att], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose([adv[i] for i in dfd], [-1.5, 1.5, 1.5, -1.5] * 3)
     # per (root, role): every group holds one episode's agents of one side; attackers alone -> 0,
     # the defenders of one episode share one team reward -> 0 as well, so nothing to learn
     res = CreditAssigner(CreditConfig(rule="advevo", group_key=["group", "role"]), multi_turn=False)(tree)

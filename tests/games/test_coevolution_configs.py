@@ -73,7 +73,6 @@ def test_a_local_hugging_face_model_plays_attacker_and_defender(tmp_path):
         *coevolution.SMOKE_OVERRIDES,
         f"agents.attacker.policy.path={tmp_path / 'hf'}",
         f"agents.checker.policy.path={tmp_path / 'hf'}",
-        "skip_silent=false",  # untrained models rarely win or lose: update even without a signal
         f"run.out_dir={out}",
         "run.name=hf",
         "run.progress=false",
