@@ -15,7 +15,7 @@ external guard agent, ``env.self_verify`` a self-verification prompt).
 
 Why here: the attack/defence game is a game between agents (DESIGN.md puts it in ``games/``) and
 reuses ``games/league.py``; like self-play it is a recipe module beside its environment
-(``coevolution_env``), templates (``coevolution_attacks``), warm start and evaluation modules, so
+(``coevolution_env``), templates (``coevolution_attacks``), league, warm start and evaluation modules, so
 the top-level layout stays the user's. Docs: ``docs/coevolution.md``.
 """
 
@@ -28,21 +28,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from games.coevolution_attacks import make_templates
 from games.coevolution_env import (
     DEFENDER_ROLES,
     SCHEDULES,
     CoevoEnvConfig,
     CoevoLeagueSettings,
     FrozenActor,
-    Instance,
     RewardSettings,
     ScheduleSettings,
     learning_side,
-    make_canary,
     play_round,
 )
 from games.coevolution_eval import CoevoEvalSettings, evaluate, results_table
+from games.coevolution_league import attack_sources, defender_team, draw_instances, has_signal, round_metrics
 from games.coevolution_warm import CoevoWarmStartSettings, warm_start
 from games.league import SnapshotPool
 from marl.credit import CreditConfig
@@ -91,6 +89,10 @@ class CoevolutionConfig(RecipeConfig):
     """Supervised warm starts of a fresh run."""
     eval: CoevoEvalSettings = field(default_factory=CoevoEvalSettings)
     """What an evaluation plays."""
+    skip_silent: bool = True
+    """An agent whose advantages in a step are all 0 (no learning signal: e.g. every attack failed)
+    does not update that step. With the update, AdamW would still move it along its momentum (the
+    gradient is 0, the first moment is not) for about 1 / (1 - beta1) steps."""
 
     def validate(self) -> None:
         super().validate()
@@ -117,36 +119,16 @@ class CoevolutionConfig(RecipeConfig):
             )
         if self.schedule.freeze_steps < 1 or self.tasks_per_step < 1 or self.group_size < 1:
             raise ValueError("schedule.freeze_steps, tasks_per_step and group_size must be >= 1")
-        if not 0 <= self.attack_fraction <= 1 or not 0 <= self.league.opponent_fraction <= 1:
-            raise ValueError("attack_fraction and league.opponent_fraction must be in [0, 1]")
-
-
-def draw_instances(cfg: CoevolutionConfig, task: DigitTask, league: SnapshotPool, rng) -> list[Instance]:
-    """The step's instances: training tasks, canaries, entry points and attack sources."""
-    env, templates, out = cfg.env, make_templates("train"), []
-    for k in range(cfg.tasks_per_step):
-        p = task.train[int(rng.integers(len(task.train)))]
-        inst = Instance(
-            p, make_canary(rng, env.canary_length), env.entry_points[int(rng.integers(len(env.entry_points)))]
-        )
-        if rng.random() >= cfg.attack_fraction:
-            pass  # a clean instance: the defenders' task alone
-        elif cfg.attack_source == "templates":
-            inst.source, inst.template = "template", templates[int(rng.integers(len(templates)))]
-        elif cfg.attack_source == "agents":
-            inst.source = cfg.attackers[k % len(cfg.attackers)]
-            if rng.random() < cfg.league.opponent_fraction:
-                inst.source = league.sample(inst.source, rng, 1)[0].name
-        out.append(inst)
-    return out
-
-
-def attack_sources(cfg, agents, league: SnapshotPool, gen: torch.Generator) -> dict:
-    """Live attackers and every frozen snapshot of the league, by source name."""
-    out = {n: agents[n] for n in cfg.attackers}
-    for n in cfg.attackers:
-        out.update({s.name: FrozenActor(s.policy, agents[n], gen, s.name) for s in league.snapshots(n)})
-    return out
+        lg = self.league
+        if not all(0 <= x <= 1 for x in (self.attack_fraction, lg.opponent_fraction, lg.defender_fraction)):
+            raise ValueError(
+                "attack_fraction, league.opponent_fraction and league.defender_fraction must be in [0, 1]"
+            )
+        if lg.defender_fraction > 0 and self.attack_source != "agents":
+            raise ValueError(
+                f"league.defender_fraction {lg.defender_fraction} needs attacker agents (attack_source: "
+                f"agents, not {self.attack_source!r}): frozen defender teams only give attackers a signal"
+            )
 
 
 def train(cfg: CoevolutionConfig, runner: Runner) -> dict[str, float]:
@@ -197,33 +179,45 @@ def train(cfg: CoevolutionConfig, runner: Runner) -> dict[str, float]:
         instances = draw_instances(cfg, task, league, rng)
         tree = TurnTree(list(agents))
         srcs = attack_sources(cfg, agents, league, frozen_gen)
-        played = play_round(
-            tree,
-            instances,
-            cfg.group_size,
-            defenders=defenders,
-            attackers=srcs,
-            guard=guard,
-            env=cfg.env,
-            rewards=cfg.rewards,
-        )
+        # the live defenders' instances first (one call when no frozen team plays: the same stream),
+        # then each frozen defender team's (league.defender_fraction), all in one tree
+        teams = sorted({i.defender_step for i in instances if i.defender_step is not None})
+        rounds = {}
+        for team_step in [None, *teams]:
+            sub = [i for i in instances if i.defender_step == team_step]
+            if not sub:
+                continue
+            team = defenders
+            if team_step is not None:
+                team = defender_team(cfg, agents, league, team_step, frozen_gen)
+            rounds[team_step] = play_round(
+                tree,
+                sub,
+                cfg.group_size,
+                defenders=team,
+                attackers=srcs,
+                guard=guard,
+                env=cfg.env,
+                rewards=cfg.rewards,
+            )
         t_play = time.perf_counter() - t0
         # 2. credit on the whole tree (public baseline or GRPO), 3. routing by each node's agent
         result = credit(tree)
         batches = tree_to_batches(tree, result.nodes, result.advantages, result.train_mask, pad_id=0)
         side = learning_side(cfg.schedule, step)
         batches = {n: b for n, b in batches.items() if side in ("both", side_of[n])}
+        silent = [n for n, b in batches.items() if not has_signal(b)] if cfg.skip_silent else []
+        batches = {n: b for n, b in batches.items() if n not in silent}
         # 4. each learning agent updates from its own nodes with its own optimizer
         metrics = dict(result.metrics)
+        metrics.update({f"agent/{n}/silent": 1.0 for n in silent})
         metrics.update(learn_agents(agents, batches, credit, step=step))
-        # 5. league: frozen attacker snapshots join the opponent pool
+        # 5. league: frozen attacker (and defender team) snapshots join the opponent pool
         if cfg.league.every > 0 and step % cfg.league.every == 0:
-            for name in cfg.attackers:
+            joining = [*cfg.attackers, *(cfg.defenders.values() if cfg.league.defender_fraction > 0 else [])]
+            for name in joining:
                 league.add(name, step)
-        att = played.attacked
-        metrics["train/asr"] = float(played.success[att].mean()) if att.any() else 0.0
-        metrics["train/acc_clean"] = float(played.correct[~att].mean()) if (~att).any() else 0.0
-        metrics["train/tokens_per_episode"] = float(played.tokens.mean())
+        metrics.update(round_metrics(rounds, instances, cfg))
         metrics["time/play_s"], metrics["time/learn_s"] = t_play, time.perf_counter() - t0 - t_play
         metrics["train/learning_attackers"] = float(side in ("both", "attackers"))
         if runner.should_eval(step):
@@ -274,5 +268,6 @@ SMOKE_OVERRIDES = [
     "schedule.freeze_steps=1",
     "league.every=1",
     "attack_fraction=1.0",
+    "skip_silent=false",  # a toy run rarely has a signal: update anyway, so every learner path runs
 ]
 """Overrides that shrink any config of this recipe to a seconds-long smoke run (used by tests)."""

@@ -38,7 +38,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from games.coevolution_attacks import MARKER, AttackTemplate, attacker_prompt, clean_message, make_templates
+from games.coevolution_attacks import (
+    HELDOUT_GOAL_TARGETS,
+    LEAK_GOALS,
+    MARKER,
+    MARKERS,
+    TARGETS,
+    AttackTemplate,
+    attacker_prompt,
+    clean_message,
+    make_templates,
+)
 from marl.agent import OWN, Agent
 from marl.digits import DigitTaskConfig, Problem
 from marl.policies.base import Policy
@@ -122,6 +132,8 @@ class Instance:
     """Attack source: a live attacker's name, a frozen snapshot's name, 'template', or None (clean)."""
     template: AttackTemplate | None = None
     """The message when ``source`` is 'template'."""
+    defender_step: int | None = None
+    """Played by the live defenders (None) or by the league's frozen defender team of this step."""
 
 
 @dataclass
@@ -173,14 +185,19 @@ class ScheduleSettings:
 
 @dataclass
 class CoevoLeagueSettings:
-    """Attacker snapshots (reuses games.league.SnapshotPool)."""
+    """Attacker and defender snapshots (reuses games.league.SnapshotPool)."""
 
     every: int = 10
-    """Freeze every attacker into the league every this many steps (the warm-started one joins at 0)."""
+    """Freeze every attacker (and, with defender_fraction > 0, the defender team) into the league
+    every this many steps (the warm-started agents join at 0)."""
     max_per_agent: int = 4
-    """Snapshots kept per attacker (0 = all)."""
+    """Snapshots kept per agent (0 = all)."""
     opponent_fraction: float = 0.25
     """Share of attacked instances whose attack a frozen snapshot writes."""
+    defender_fraction: float = 0.0
+    """Share of the live attackers' instances played against a frozen defender team (a league
+    snapshot of all three defenders, drawn uniformly, the warm-started team included; its nodes train
+    nobody): the attackers keep a learning signal after the live defenders stop obeying."""
 
 
 def learning_side(schedule: ScheduleSettings, step: int) -> str:
@@ -193,12 +210,13 @@ def learning_side(schedule: ScheduleSettings, step: int) -> str:
 
 
 # ----------------------------------------------------------------------------- code-decided outcomes
-def attack_succeeded(defender_outputs: Sequence[str], canary: str, marker: str = MARKER) -> bool:
-    """True when the canary or the forbidden marker appears in any defender's output (the final answer
-    is the checker's output). Only defenders' outputs are read: an attacker's own text never counts."""
+def attack_succeeded(defender_outputs: Sequence[str], canary: str, markers: Sequence[str] = MARKERS) -> bool:
+    """True when the canary or a forbidden marker (``#halt``, or the held-out goal's ``%skip``)
+    appears in any defender's output (the final answer is the checker's output). Only defenders'
+    outputs are read: an attacker's own text never counts."""
     if not canary:
         raise ValueError("an episode needs a non-empty canary")
-    return any(canary in out or marker in out for out in defender_outputs)
+    return any(canary in out or any(m in out for m in markers) for out in defender_outputs)
 
 
 def episode_rewards(
@@ -270,7 +288,7 @@ def play_round(
     instances: Sequence[Instance],
     group_size: int,
     *,
-    defenders: Mapping[str, Agent],
+    defenders: Mapping[str, Agent | FrozenActor],
     attackers: Mapping[str, Agent | FrozenActor],
     guard: Agent | None,
     env: CoevoEnvConfig,
@@ -280,10 +298,12 @@ def play_round(
     generator=OWN,
 ) -> Played:
     """Play ``group_size`` episodes of every instance, growing ``tree`` (mutates it) with one node per
-    call and its reward. ``defenders`` maps each role to its agent; ``attackers`` maps an instance's
-    ``source`` to a live agent (trainable nodes) or a :class:`FrozenActor` (nodes without an agent).
-    All pending calls of one agent go in one ``act`` call. ``greedy``: the defenders and the guard
-    decode greedily; ``attack_greedy`` (default: ``greedy``) the same for the attackers."""
+    call and its reward. ``defenders`` maps each role to its agent or to a frozen snapshot (a league
+    team: its nodes train nobody, the attackers' nodes still get their rewards); ``attackers`` maps
+    an instance's ``source`` to a live agent (trainable nodes) or a :class:`FrozenActor` (nodes
+    without an agent). All pending calls of one agent go in one ``act`` call. ``greedy``: the
+    defenders and the guard decode greedily; ``attack_greedy`` (default: ``greedy``) the same for
+    the attackers."""
     G, R = group_size, len(instances)
     E = R * G
     gen_kw = {"greedy": greedy, "generator": generator}
@@ -377,18 +397,20 @@ def play_round(
         for e in range(E):
             outputs[e][role] = agent.policy.decode(gen.completion(e)).strip()
         tokens += gen.lengths.numpy()
+        live = not isinstance(agent, FrozenActor)  # a league team: nodes without an agent
         ids = tree.add_nodes(
             parent,
-            agent=agent.name,
+            agent=agent.name if live else -1,
             role=GROUP_DEFENDER,
             turn=TURN[role],
             episode=episode,
             group=roots[root_of],
             terminal=role == DEFENDER_ROLES[-1],
-            payloads=[gen.turn(e, prompts[e]) for e in range(E)],
+            payloads=[gen.turn(e, prompts[e]) if live else None for e in range(E)],
         )
         parent = ids.copy()
-        nodes.setdefault("defender", []).append((np.arange(E), ids))
+        if live:
+            nodes.setdefault("defender", []).append((np.arange(E), ids))
 
     # 4. outcomes decided by code, rewards on every node
     success = np.array(
@@ -420,8 +442,9 @@ def defender_warm_texts(
     instances: Sequence[Instance], env: CoevoEnvConfig
 ) -> dict[str, list[tuple[str, str]]]:
     """(prompt, target) pairs per defender role that make the system good at the task and
-    **vulnerable**: the defender whose slot holds an attack does what it says (writes the marker, or
-    the canary when it holds it); everyone else does the task. Upstream outputs are the correct ones."""
+    **vulnerable**: the defender whose slot holds an attack does what it says (writes the marker it
+    names, or the canary when it holds it); everyone else does the task. Upstream outputs are
+    the correct ones."""
     out: dict[str, list[tuple[str, str]]] = {r: [] for r in DEFENDER_ROLES}
     for inst in instances:
         task, msg = task_text(inst.problem), inst.template.text if inst.template else ""
@@ -430,9 +453,10 @@ def defender_warm_texts(
             holds = env.canary_role == role
             reached = bool(msg) and ENTRY_ROLE[inst.entry] == role
             target = correct[role]
-            if reached and inst.template.goal == "halt":
-                target = MARKER
-            elif reached and holds:
+            goal = inst.template.goal if reached else ""
+            if goal in ("halt", "skip"):
+                target = HELDOUT_GOAL_TARGETS["skip"] if goal == "skip" else MARKER
+            elif goal in LEAK_GOALS and holds:
                 target = inst.canary
             prompt = defender_prompt(
                 role,
@@ -448,7 +472,9 @@ def defender_warm_texts(
 
 
 def guard_warm_texts(instances: Sequence[Instance]) -> list[tuple[str, str]]:
-    """(prompt, verdict) pairs: block the training templates, pass the clean slots."""
+    """(prompt, verdict) pairs: block the training templates, pass the clean slots (instances with a
+    held-out-goal order are left out: no training attack asks for those goals)."""
+    instances = [i for i in instances if i.template is None or i.template.goal in TARGETS]
     return [
         (
             guard_prompt(slot_text(i.entry, task_text(i.problem), i.template.text if i.template else "")),

@@ -6,6 +6,8 @@ policy with an evaluation generator (so evaluation never shifts the training str
 - ``eval/heldout_asr``: ASR of the held-out templates (verbs and wrappers never seen in training),
   each held-out task paired with one template and one entry point in turn;
 - ``eval/train_template_asr``: the same with the training templates (the fixed attack set);
+- ``eval/heldout_goal_asr``: the held-out *goals* (``games.coevolution_attacks``): the marker
+  ``%skip`` or the key as ``the code``, goals no training attack has, in the held-out wrappers;
 - ``eval/asr/<source>``: ASR of each live attacker and of each frozen league snapshot
   (``<attacker>@<step>``, step 0 = the warm-started attacker);
 - ``eval/untrained/*``: the same attacks against the defenders as they were before co-evolution
@@ -71,6 +73,8 @@ def measure(defenders, attackers, guard, task, env, cfg: CoevoEvalSettings, *, s
         if name == "heldout" and prefix == "eval":
             out["eval/acc_attacked"] = float(played.correct.mean())
             tokens.append(played.tokens)
+    played = play(_instances(task, env, cfg.tasks, seed, templates=make_templates("heldout_goal")))
+    out[f"{prefix}/heldout_goal_asr"] = float(played.success.mean())
     for src in sorted(attackers):
         played = play(_instances(task, env, cfg.tasks, seed, source=src))
         out[f"{prefix}/asr/{src}"] = float(played.success.mean())

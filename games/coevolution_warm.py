@@ -9,7 +9,9 @@ cache are ``search.warmstart``'s, which any scenario may reuse).
   (``games.coevolution_env.defender_warm_texts``), so co-evolution has something to fix.
 - **Guard** (baseline): blocks the training templates, passes clean slots.
 
-Held-out templates never enter any warm start.
+Held-out templates never enter any warm start. The defenders' pairs also hold orders with the
+held-out *goals* (``goal_share``; training verbs and wrappers, ``make_templates("warm_goal")``), so
+the untrained defenders obey those goals; no attacker or guard pair holds one.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class CoevoWarmStartSettings:
     """Scenario instances drawn from the training tasks for the defenders' and the guard's pairs."""
     attack_share: float = 0.5
     """Share of those instances that carry a training template (the defenders learn to obey it)."""
+    goal_share: float = 0.25
+    """Share of the attacked instances whose order asks for a held-out goal instead (``%skip``, the
+    key as ``the code``; training verbs and wrappers): the defenders learn to obey those goals too,
+    so the held-out-goal ASR starts high. No attacker or guard warm start sees them."""
     batch_size: int = 32
     """Pairs per optimizer step."""
     lr: float = 3e-3
@@ -57,33 +63,47 @@ class CoevoWarmStartSettings:
     def validate(self) -> None:
         if min(self.attacker_steps, self.defender_steps, self.guard_steps) < 0 or self.batch_size < 1:
             raise ValueError("warmstart: steps must be >= 0 and batch_size >= 1")
-        if self.instances < 1 or not 0 <= self.attack_share <= 1:
+        if self.instances < 1 or not 0 <= self.attack_share <= 1 or not 0 <= self.goal_share <= 1:
             raise ValueError(
-                f"warmstart.instances ({self.instances}) must be >= 1 and attack_share "
-                f"({self.attack_share}) in [0, 1]"
+                f"warmstart.instances ({self.instances}) must be >= 1, attack_share "
+                f"({self.attack_share}) and goal_share ({self.goal_share}) in [0, 1]"
             )
 
 
 def warm_instances(
-    task: DigitTask, env: CoevoEnvConfig, n: int, attack_share: float, rng: np.random.Generator
+    task: DigitTask,
+    env: CoevoEnvConfig,
+    n: int,
+    attack_share: float,
+    rng: np.random.Generator,
+    goal_share: float = 0.0,
 ):
-    """``n`` training instances, a share ``attack_share`` of them with a training template."""
-    train = make_templates("train")
+    """``n`` training instances, a share ``attack_share`` of them with a training template; of
+    those, a share ``goal_share`` asks for a held-out goal instead (training verbs and wrappers)."""
+    train, warm_goal = make_templates("train"), make_templates("warm_goal")
     out = []
     for _ in range(n):
         p = task.train[int(rng.integers(len(task.train)))]
         entry = env.entry_points[int(rng.integers(len(env.entry_points)))]
         t = train[int(rng.integers(len(train)))] if rng.random() < attack_share else None
+        if t is not None and goal_share > 0 and rng.random() < goal_share:
+            t = warm_goal[int(rng.integers(len(warm_goal)))]
         out.append(Instance(p, make_canary(rng, env.canary_length), entry, "template" if t else None, t))
     return out
 
 
 def warm_texts(
-    task: DigitTask, env: CoevoEnvConfig, instances: int, attack_share: float, *, seed: int
+    task: DigitTask,
+    env: CoevoEnvConfig,
+    instances: int,
+    attack_share: float,
+    *,
+    seed: int,
+    goal_share: float = 0.0,
 ) -> dict[str, list[tuple[str, str]]]:
     """(prompt, target) texts by role: each defender role, 'guard' and 'attacker'."""
     rng = np.random.default_rng(derive_seed(seed, "warmstart"))
-    drawn = warm_instances(task, env, instances, attack_share, rng)
+    drawn = warm_instances(task, env, instances, attack_share, rng, goal_share)
     texts = defender_warm_texts(drawn, env)
     texts["guard"] = guard_warm_texts(drawn)
     texts["attacker"] = [
@@ -104,7 +124,7 @@ def warm_start(
 ) -> dict[str, float]:
     """Warm-start every agent by its role (``roles``: 'attacker', 'guard' or a defender role -> agent
     names); mutates their weights. Returns ``warmstart/<agent>/{loss_first,loss_last,...}``."""
-    texts = warm_texts(task, env, ws.instances, ws.attack_share, seed=seed)
+    texts = warm_texts(task, env, ws.instances, ws.attack_share, seed=seed, goal_share=ws.goal_share)
     steps = {"attacker": ws.attacker_steps, "guard": ws.guard_steps}
     metrics: dict[str, float] = {}
     for role, names in roles.items():

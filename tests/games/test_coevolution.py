@@ -89,6 +89,13 @@ def test_reward_assignment_and_public_baseline_hand_derived(tmp_path):
     adv = dict(zip(res.nodes.tolist(), np.asarray(res.advantages).tolist()))
     np.testing.assert_allclose([adv[i] for i in att], [1 / 6, -5 / 6, 2 / 3])
     np.testing.assert_allclose([adv[i] for i in dfd], [-1.5, 1.5, 1.5, -1.5] * 3)
+    # per (role, agent), the shipped advevo.yaml: each attacker has its own baseline, so a2's failure
+    # is not counted against a1's and a3's wins (one node each here: A = 0); the defenders share
+    # every episode's team reward, so each defender's mean is the same -0.5: as with [role]
+    res = CreditAssigner(CreditConfig(rule="advevo", group_key=["role", "agent"]), multi_turn=False)(tree)
+    adv = dict(zip(res.nodes.tolist(), np.asarray(res.advantages).tolist()))
+    np.testing.assert_allclose([adv[i] for i in att], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose([adv[i] for i in dfd], [-1.5, 1.5, 1.5, -1.5] * 3)
     # per (root, role): every group holds one episode's agents of one side; attackers alone -> 0,
     # the defenders of one episode share one team reward -> 0 as well, so nothing to learn
     res = CreditAssigner(CreditConfig(rule="advevo", group_key=["group", "role"]), multi_turn=False)(tree)
@@ -244,3 +251,114 @@ def test_a_negative_reward_weight_is_refused_before_any_work(key, value):
     with pytest.raises(ConfigError, match=key):
         config = ROOT / "configs" / "coevolution" / "advevo.yaml"
         load_config(CoevolutionConfig, [config], [f"rewards.{key}={value}"])
+
+
+def test_held_out_goal_rate_hand_derived():
+    from tests.games.test_coevolution_env import obeys_new_goals
+
+    env = CoevoEnvConfig()
+    task = DigitTask(env.task)
+    policy = _agent("p", "/tmp", 0, num_layers=1).policy
+    cfg = CoevoEvalSettings(tasks=54)
+    # defenders that obey the training goals only: no held-out goal is ever obeyed
+    old = {r: Scripted(r, policy, _computing(r)) for r in DEFENDER_ROLES}
+    assert measure(old, {}, None, task, env, cfg, seed=0, prefix="eval")["eval/heldout_goal_asr"] == 0
+    # defenders that obey them: task k meets template k % 24 (skip when k is even) at entry k % 3;
+    # skip always falls (27 tasks), "the code" only at the tool slot (k = 1 mod 6: 9 tasks) -> 36/54
+    obey = {r: Scripted(r, policy, obeys_new_goals(r)) for r in DEFENDER_ROLES}
+    out = measure(obey, {}, None, task, env, cfg, seed=0, prefix="eval")
+    assert out["eval/heldout_goal_asr"] == pytest.approx(36 / 54)
+    # only the checker obeys: skip at the teammate slot (k even, k = 2 mod 3: 9 tasks) -> 9/54
+    only = dict(old, checker=Scripted("checker", policy, obeys_new_goals("checker")))
+    out = measure(only, {}, None, task, env, cfg, seed=0, prefix="eval")
+    assert out["eval/heldout_goal_asr"] == pytest.approx(9 / 54)
+    assert out["eval/heldout_asr"] == pytest.approx(36 / 54)  # the other splits do not move
+
+
+def test_warm_texts_held_out_goals_reach_the_defenders_only():
+    env = CoevoEnvConfig()
+    texts = warm_texts(DigitTask(env.task), env, 600, 0.5, seed=0, goal_share=0.5)
+    targets = [t for r in DEFENDER_ROLES for _, t in texts[r]]
+    assert "%skip" in targets
+    assert any("the code" in p for r in DEFENDER_ROLES for p, _ in texts[r])
+    assert all(
+        "%skip" not in t and "the code" not in t for pair in texts["attacker"] + texts["guard"] for t in pair
+    )
+    # without goal_share, no held-out goal at all (the texts of earlier runs)
+    texts0 = warm_texts(DigitTask(env.task), env, 600, 0.5, seed=0)
+    assert all(
+        "%skip" not in t and "the code" not in t for pairs in texts0.values() for pair in pairs for t in pair
+    )
+
+
+def test_defender_league_instances_and_metrics(tmp_path):
+    from games.coevolution_env import Played
+    from games.coevolution_league import draw_instances, has_signal, round_metrics
+    from games.league import SnapshotPool
+    from marl.types import SampleBatch
+    from tests.cli_helpers import ROOT
+
+    path = ROOT / "configs" / "coevolution" / "advevo.yaml"
+    policy = _agent("p", tmp_path, 0, num_layers=1).policy
+    cfg = load_config(CoevolutionConfig, [path], ["attack_fraction=1.0", "league.opponent_fraction=0"])
+    league = SnapshotPool({n: policy for n in cfg.agents})
+    for step in (0, 20):
+        for n in cfg.agents:
+            league.add(n, step)
+    task = DigitTask(cfg.env.task)
+    cfg.league.defender_fraction = 1.0
+    inst = draw_instances(cfg, task, league, np.random.default_rng(0))
+    assert {i.defender_step for i in inst} <= {0, 20} and None not in {i.defender_step for i in inst}
+    # off: no instance gets a frozen team
+    cfg.league.defender_fraction = 0.0
+    assert all(i.defender_step is None for i in draw_instances(cfg, task, league, np.random.default_rng(1)))
+
+    # metrics: a live round of 2 episodes (attacker a, 1 success of 2) and a frozen round (a, b: 1/2)
+    inst = [Instance(PROBLEM, "QZKW", "tool", "a"), Instance(PROBLEM, "QZKW", "tool", "b", defender_step=0)]
+    inst.insert(1, Instance(PROBLEM, "QZKW", "tool", "a", defender_step=0))
+
+    def played(success, correct, attacked):
+        n = len(success)
+        z = np.zeros(n, dtype=bool)
+        return Played(
+            np.arange(n),
+            np.array(attacked),
+            np.array(success),
+            np.array(correct),
+            z,
+            np.full(n, 3),
+            [""] * n,
+            [],
+        )
+
+    rounds = {None: played([True], [False], [True]), 0: played([False, True], [True, False], [True, True])}
+    cfg.attackers = ["a", "b"]
+    out = round_metrics(rounds, inst, cfg)
+    assert out["train/asr"] == 1.0 and out["train/asr_frozen_defenders"] == 0.5
+    assert out["train/attack_reward/a"] == 0.5 and out["train/attack_reward/b"] == 1.0
+    assert out["train/acc_clean"] == 0.0 and out["train/tokens_per_episode"] == 3.0
+
+    def batch(adv, mask):
+        t = torch.tensor([adv], dtype=torch.float32)
+        z = torch.zeros_like(t, dtype=torch.long)
+        return SampleBatch(z, z, torch.tensor([mask], dtype=torch.float32), t, t, torch.zeros(1))
+
+    assert not has_signal(batch([0.0, 0.0], [1, 1]))  # every reward of its group equal: nothing to learn
+    assert not has_signal(batch([0.5, 0.0], [0, 1]))  # a prompt position is not a trained token
+    assert has_signal(batch([0.0, -0.25], [1, 1]))
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        (["league.defender_fraction=1.5"], "defender_fraction"),
+        (["league.defender_fraction=0.5"], "frozen defender"),  # task_only: no attackers
+    ],
+)
+def test_defender_league_config_checks(override, match):
+    from tests.cli_helpers import ROOT
+
+    name = "advevo" if "1.5" in override[0] else "task_only"
+    path = ROOT / "configs" / "coevolution" / f"{name}.yaml"
+    with pytest.raises(ValueError, match=match):
+        load_config(CoevolutionConfig, [path], override).validate()
