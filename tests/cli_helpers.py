@@ -93,3 +93,40 @@ def kill_after_checkpoint(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return latest_file.read_text().strip()
+
+
+def save_tiny_hf_model(
+    path: Path,
+    *,
+    arch: str = "llama",
+    layers: int = 1,
+    intermediate: int = 128,
+    positions: int = 256,
+    tie: bool = True,
+) -> Path:
+    """A tiny causal LM (hidden 64, 2 heads, 1 KV head) over the char tokenizer, built from a
+    ``transformers`` config with ``torch.manual_seed(0)`` and saved with its tokenizer into ``path``:
+    a local Hugging Face model directory, as a user would point ``policy.path`` at."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from marl.policies import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+    config = config_cls(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=positions,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=tie,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return Path(path)

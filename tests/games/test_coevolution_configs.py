@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from games import coevolution
-from tests.cli_helpers import ROOT
+from tests.cli_helpers import ROOT, save_tiny_hf_model
 from tests.test_config_fields import FieldReads, _check_smoke_run, _train_and_eval, schema_classes
 
 CONFIGS = sorted((ROOT / "configs" / "coevolution").glob("*.yaml"))
@@ -27,9 +27,9 @@ def test_every_coevolution_config_field_is_read(tmp_path):
     runs = []
     with reads:
         for config in CONFIGS:
-            runs.append(_train_and_eval(config, tmp_path / config.stem))
+            runs.append(_train_and_eval(config, tmp_path / config.stem, tmp_path / "cache"))
     for run in runs:
-        _check_smoke_run(run, coevolution)
+        _check_smoke_run(run, coevolution, tmp_path / "cache")
         assert (run / "results.md").read_text().count("|") > 20
     assert not reads.unread(), "co-evolution config fields that nothing reads:\n" + "\n".join(reads.unread())
 
@@ -42,30 +42,10 @@ def test_a_local_hugging_face_model_plays_attacker_and_defender(tmp_path):
     Qwen2) drops into the shipped config as an attacker and as the checker."""
     import math
 
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     from marl import cli
-    from marl.policies.tokenizer import build_char_tokenizer
     from marl.rundir import read_metrics
 
-    tok = build_char_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(tmp_path / "hf")
-    tok.save_pretrained(tmp_path / "hf")
+    save_tiny_hf_model(tmp_path / "hf", intermediate=96, positions=512)
     out = tmp_path / "runs"
     args = [
         "train",

@@ -3,31 +3,14 @@ only the adapter weights change."""
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
-from marl.policies import build_char_tokenizer
 from marl.rundir import read_metrics
-from tests.cli_helpers import cli_env, run_train, train_cmd
+from tests.cli_helpers import cli_env, run_train, save_tiny_hf_model, train_cmd
 
 
 def test_lora_on_local_hf_model_trains_only_adapters(tmp_path):
-    tok = build_char_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    model_dir = tmp_path / "llama"
-    LlamaForCausalLM(cfg).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = save_tiny_hf_model(tmp_path / "llama", layers=2, tie=False)
     yaml = tmp_path / "lora.yaml"
     yaml.write_text(f"""
 recipe: single_turn

@@ -4,13 +4,12 @@ the agents learn in the same step; a Hugging Face model from a local directory d
 
 import numpy as np
 import pytest
-import torch
 
 import topologies.recipe as recipe
 from marl import cli
 from marl.config import ConfigError, load_config
 from marl.rundir import read_metrics
-from tests.cli_helpers import ROOT
+from tests.cli_helpers import ROOT, save_tiny_hf_model
 from topologies.recipe import TopologyConfig
 
 CONFIG = ROOT / "configs" / "topologies" / "joint_relay.yaml"
@@ -92,26 +91,7 @@ def test_each_agent_learns_from_its_own_calls_only(tmp_path, monkeypatch):
 
 
 def test_a_local_hugging_face_model_drops_into_the_config(tmp_path):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from marl.policies import build_char_tokenizer
-
-    tok = build_char_tokenizer()
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    model_dir = tmp_path / "hf"
-    Qwen2ForCausalLM(cfg).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = save_tiny_hf_model(tmp_path / "hf", arch="qwen2", positions=128, tie=False)
     args = [*TOY, f"agents.large.policy.path={model_dir}"]  # path overrides tiny
     assert cli.main(["train", str(CONFIG), *args, f"run.out_dir={tmp_path}", "run.name=hf",
                      "run.checkpoint_every=1"]) == 0  # fmt: skip
