@@ -43,6 +43,7 @@ from topologies.learner import TopologyLearner, edge_advantages_table
 from topologies.lm_team import LMWarmStart, warm_start_team
 from topologies.pictures import draw_policy
 from topologies.policy import PolicySettings, features, make_policy
+from topologies.report import method_rows, method_table
 from topologies.tasks import TaskConfig, make_task
 from topologies.team import TeamSettings, check_team, edge_names, lm_members, member_names
 from topologies.testbed import oracle_probability, success_probability
@@ -208,6 +209,12 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
             seed = derive_seed(cfg.run.seed, "eval", step)
             metrics.update(evaluate(learner, task, space, cfg, seed, agents))
         runner.end_step(step, metrics, agents, extra)
+    seed = derive_seed(cfg.run.seed, "eval", cfg.run.steps)  # the last evaluation's seed: same numbers
+    rows = method_rows(evaluate, learner, task, space, cfg, seed, agents)
+    method = f"{cfg.policy.kind} policy, {cfg.credit.rule}"
+    table = method_table(rows, method, cfg.run.steps * b)
+    (runner.dir / "results.md").write_text(table)
+    logger.info("method table (%s):\n%s", runner.dir / "results.md", table)
     draw_policy(learner.policy, task, space, features(cfg.policy, names, task.heldout), names, runner.dir)
     if hasattr(task, "close"):  # a sandbox (humaneval)
         task.close()

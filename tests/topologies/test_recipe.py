@@ -50,6 +50,11 @@ def test_a_short_run_trains_the_policy_and_is_deterministic(tmp_path):
     assert _det(a) == _det(_train(tmp_path, "b"))
     for picture in ("topology_heatmap.png", "topology_graph.png"):
         assert (tmp_path / "a" / picture).stat().st_size > 1000
+    # the method table: the run's last evaluation, the oracle and every fixed topology
+    table = (tmp_path / "a" / "results.md").read_text().splitlines()
+    assert table[2].startswith(f"| oracle (best graph per query) | | {100 * a[-1]['eval/oracle']:.1f} |")
+    assert table[3].split(" | ")[1] == f"{100 * a[-1]['eval/accuracy']:.1f}"
+    assert sum(line.startswith("| fixed: ") for line in table) == 7
     # the checkpointed policy differs from a fresh one, and evaluate_run reads it
     state = torch.load(
         next((tmp_path / "a" / "checkpoints").glob("step_0000004")) / "state.pt", weights_only=False
