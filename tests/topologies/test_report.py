@@ -38,3 +38,8 @@ def test_without_exact_values_the_best_fixed_is_chosen_by_accuracy_and_no_oracle
     lines = method_table(rows, "free policy, graph_grpo", 16).splitlines()
     assert not any(line.startswith("| oracle") for line in lines)
     assert lines[3] == "| best fixed (chain) | 40.0 |  | 10 + 5 | 2.00 | 1.0 | — |"
+
+
+def test_a_table_without_fixed_rows_has_the_run_only():
+    lines = method_table({"this run": _row(0.25)}, "query, graph", 8).splitlines()
+    assert lines[2:] == ["| this run: query, graph | 25.0 |  | 10 + 5 | 2.00 | 1.0 | 8 |"]
