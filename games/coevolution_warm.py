@@ -1,5 +1,5 @@
 """Warm starts of the co-evolution scenario (supervised, completion cross-entropy; the loop and the
-cache are ``search.warmstart``'s, which any scenario may reuse).
+cache are the core's, ``marl.warmstart``).
 
 - **Attackers** learn the shipped *training* attack templates (``games.coevolution_attacks``): the
   prompt names the entry point, the target is a template's message (AdvEvo-MARL warms its attackers
@@ -32,7 +32,7 @@ from games.coevolution_env import (
 from marl.agent import Agent
 from marl.digits import DigitTask
 from marl.seeding import derive_seed
-from search.warmstart import WarmStartConfig, cache_key, encode_pairs, warm_start_agent
+from marl.warmstart import SupervisedSettings, cache_key, encode_pairs, warm_start_agent
 
 
 @dataclass
@@ -132,7 +132,7 @@ def warm_start(
             agent, n = agents[name], steps.get(role, ws.defender_steps)
             if n == 0:
                 continue
-            settings = WarmStartConfig(steps=n, batch_size=ws.batch_size, lr=ws.lr, cache=ws.cache)
+            settings = SupervisedSettings(steps=n, batch_size=ws.batch_size, lr=ws.lr, cache=ws.cache)
             key = cache_key("coevolution", agent.cfg.policy, role, texts[role], n, ws.batch_size, ws.lr, seed)
             stats = warm_start_agent(
                 agent,

@@ -10,34 +10,33 @@ from the sandbox (-> reference), so the refinement format is not new to the agen
 
 The result is cached under ``<cache_dir>/warmstart/<key>/<agent>/`` where ``key`` hashes everything
 that determines it (the agent's policy, the warm-start settings, the tasks and references, the
-prompt style and the seed): a repeated run loads the weights instead of training again.
+prompt style and the seed): a repeated run loads the weights instead of training again. The loop
+and the cache are the core's (``marl.warmstart``); this module says what code agents learn.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_model, save_model
 
 from marl.config import AgentConfig
-from marl.samples import pack_rows
 from marl.seeding import derive_seed
+from marl.warmstart import (  # noqa: F401  (re-exported: the loop and the cache are the core's)
+    OPTIMIZERS,
+    cache_key,
+    collate,
+    completion_cross_entropy,
+    encode_pairs,
+    supervised_warm_start,
+    warm_start_agent,
+)
 from search.engine import SearchConfig, style_of
 from search.prompts import failures_of, prompt_text
 from search.tasks import CodeTask
-
-logger = logging.getLogger(__name__)
-
-OPTIMIZERS = ("separate", "agent")
 
 
 @dataclass
@@ -172,139 +171,6 @@ def warmstart_texts(
         if refine_fraction == 1.0:
             pairs = pairs[len(tasks) :]
     return pairs
-
-
-def encode_pairs(
-    pairs: Sequence[tuple[Any, str]], policy, *, max_prompt_tokens: int = 0
-) -> list[tuple[list[int], list[int]]]:
-    """Token pairs: the prompt (``encode`` or ``encode_chat``, left-truncated to
-    ``max_prompt_tokens`` when > 0) and the completion followed by the policy's stop token."""
-    stop = policy.stop_ids[-1] if isinstance(pairs[0][0], list) else policy.eos_id
-    prompts = policy.encode_prompts([p for p, _ in pairs], max_prompt_tokens)
-    return [(p, policy.encode(completion) + [stop]) for p, (_, completion) in zip(prompts, pairs)]
-
-
-# ----------------------------------------------------------------------------- training
-def completion_cross_entropy(logprobs: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """``-Σ m·log p / Σ m``: mean negative log-likelihood of the completion tokens."""
-    return -(logprobs * loss_mask).sum() / loss_mask.sum().clamp(min=1.0)
-
-
-def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
-    """Right-padded ``(input_ids, attention_mask, loss_mask)``, each ``(B, T)``."""
-    ids, att, lm = pack_rows([p for p, _ in pairs], [c for _, c in pairs], pad_id)
-    return torch.from_numpy(ids), torch.from_numpy(att), torch.from_numpy(lm)
-
-
-def supervised_warm_start(
-    policy,
-    pairs: Sequence[tuple[list[int], list[int]]],
-    *,
-    steps: int,
-    batch_size: int,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    grad_clip: float = 1.0,
-) -> dict[str, float]:
-    """``steps`` optimizer steps of completion cross-entropy on batches drawn by shuffling ``pairs``
-    (epoch after epoch, order from ``generator``). Returns first/last loss and wall time."""
-    if not pairs:
-        raise ValueError("supervised_warm_start got no pairs")
-    model = policy.model
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    model.train()
-    order = torch.randperm(len(pairs), generator=generator).tolist()
-    pos, first, last, t0 = 0, float("nan"), float("nan"), time.perf_counter()
-    for step in range(steps):
-        if pos + batch_size > len(order):
-            order = order[pos:] + torch.randperm(len(pairs), generator=generator).tolist()
-            pos = 0
-        batch = [pairs[i] for i in order[pos : pos + batch_size]]
-        pos += batch_size
-        ids, att, lm = collate(batch, policy.pad_id)
-        logp = policy.token_logprobs(ids, att)
-        loss = completion_cross_entropy(logp, lm)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        last = float(loss.detach())
-        if step == 0:
-            first = last
-    model.eval()
-    return {
-        "loss_first": first,
-        "loss_last": last,
-        "seconds": time.perf_counter() - t0,
-        "steps": float(steps),
-    }
-
-
-def cache_key(*parts: Any) -> str:
-    """A short stable hash of JSON-serialisable parts (dataclasses are turned into dicts)."""
-
-    def plain(x: Any) -> Any:
-        if hasattr(x, "__dataclass_fields__"):
-            return asdict(x)
-        return x
-
-    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def warm_start_agent(
-    agent,
-    make_pairs: Callable[[], list[tuple[list[int], list[int]]]],
-    cfg: WarmStartConfig,
-    *,
-    cache_dir: str | Path,
-    key: str,
-    seed: int,
-) -> dict[str, float]:
-    """Warm-start one agent (mutates its weights, and its optimizer state with optimizer=agent),
-    or load the cached result for ``key``. ``make_pairs`` is only called when training."""
-    folder = Path(cache_dir) / "warmstart" / key / agent.name
-    done = folder / "done.json"
-    if cfg.cache and done.is_file():
-        load_model(agent.model, str(folder / "model.safetensors"), strict=True)
-        if cfg.optimizer == "agent":
-            agent.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
-        stats = json.loads(done.read_text())
-        logger.info("agent %s: warm start loaded from cache %s", agent.name, folder)
-        return {**stats, "cached": 1.0}
-    pairs = make_pairs()
-    if cfg.optimizer == "agent":
-        opt = agent.optimizer
-    else:
-        params = [p for p in agent.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    stats = supervised_warm_start(
-        agent.policy,
-        pairs,
-        steps=cfg.steps_for(agent.name),
-        batch_size=cfg.batch_size,
-        optimizer=opt,
-        generator=torch.Generator().manual_seed(seed),
-        grad_clip=cfg.grad_clip,
-    )
-    stats["pairs"] = float(len(pairs))
-    logger.info(
-        "agent %s: warm start %d steps on %d pairs, loss %.3f -> %.3f in %.1fs",
-        agent.name,
-        cfg.steps_for(agent.name),
-        len(pairs),
-        stats["loss_first"],
-        stats["loss_last"],
-        stats["seconds"],
-    )
-    if cfg.cache:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_model(agent.model, str(folder / "model.safetensors"))
-        if cfg.optimizer == "agent":
-            torch.save(agent.optimizer.state_dict(), folder / "optimizer.pt")
-        done.write_text(json.dumps(stats))
-    return {**stats, "cached": 0.0}
 
 
 # ----------------------------------------------------------------------------- the run's warm start

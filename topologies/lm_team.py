@@ -113,13 +113,13 @@ def warm_start_team(
     agents: dict[str, Agent], task: Any, ws: LMWarmStart, *, seed: int, cache_dir
 ) -> dict[str, float]:
     """Warm-start every member on ``task.warm_pairs(member, n, rng)`` (mutates their weights; the
-    loop and the cache are ``search.warmstart``'s). Returns ``warmstart/<agent>/*`` metrics."""
+    loop and the cache are ``marl.warmstart``'s). Returns ``warmstart/<agent>/*`` metrics."""
     import numpy as np
 
     from marl.seeding import derive_seed
-    from search.warmstart import WarmStartConfig, cache_key, encode_pairs, warm_start_agent
+    from marl.warmstart import SupervisedSettings, cache_key, encode_pairs, warm_start_agent
 
-    settings = WarmStartConfig(steps=ws.steps, batch_size=ws.batch_size, lr=ws.lr)
+    settings = SupervisedSettings(steps=ws.steps, batch_size=ws.batch_size, lr=ws.lr)
     out: dict[str, float] = {}
     for member, (name, agent) in enumerate(agents.items()):
         rng = np.random.default_rng(derive_seed(seed, "warmstart-pairs", name))

@@ -10,8 +10,6 @@ from marl.policies import PolicyConfig
 from search.synthetic import synthetic_suite
 from search.warmstart import (
     WarmStartConfig,
-    collate,
-    completion_cross_entropy,
     encode_pairs,
     reference_completion,
     warm_start_agent,
@@ -20,20 +18,6 @@ from search.warmstart import (
     warmstart_texts,
 )
 from tests.cli_helpers import ROOT
-
-
-def test_completion_cross_entropy_hand_value():
-    # only completion tokens (positions 2, 3) count: -(-2 - 3) / 2 = 2.5
-    lp = torch.tensor([[0.0, -1.0, -2.0, -3.0]])
-    m = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
-    torch.testing.assert_close(completion_cross_entropy(lp, m), torch.tensor(2.5))
-
-
-def test_collate_masks_completion_only():
-    ids, att, lm = collate([([5, 6], [7]), ([8], [9, 10])], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7], [8, 9, 10]]
-    assert att.tolist() == [[1, 1, 1], [1, 1, 1]]
-    assert lm.tolist() == [[0, 0, 1], [0, 1, 1]]
 
 
 def test_reference_completion():
