@@ -15,10 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from marl.config import load_config
-from marl.recipes import get_recipe
-from marl.rundir import read_metrics
-from marl.runner import Runner
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from marl.config import load_config  # noqa: E402
+from marl.recipes import get_recipe  # noqa: E402
+from marl.rundir import read_metrics  # noqa: E402
+from marl.runner import Runner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

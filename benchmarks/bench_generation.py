@@ -15,12 +15,16 @@ jobs share the machine.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marl.policies import PolicyConfig, count_parameters, load_policy
+import torch  # noqa: E402
+
+from marl.policies import PolicyConfig, count_parameters, load_policy  # noqa: E402
 
 
 def make_prompts(policy, n: int, seed: int = 0) -> list[list[int]]:

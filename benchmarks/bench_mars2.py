@@ -15,26 +15,29 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marl.config import load_config
-from marl.rundir import Checkpointer
-from marl.runner import Runner
-from marl.scenario import make_agents
-from marl.seeding import derive_seed
-from marl.tree import TurnTree
-from search import mars2
-from search.engine import SearchConfig, grow_trees, style_of, write_programs
-from search.loaders import load_tasks
-from search.metrics import family_metrics, program_nodes, tree_metrics
-from search.prompts import failures_of
-from search.sandbox import Sandbox
-from search.tasks import task_families
-from search.warmstart import warm_start
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from marl.config import load_config  # noqa: E402
+from marl.rundir import Checkpointer  # noqa: E402
+from marl.runner import Runner  # noqa: E402
+from marl.scenario import make_agents  # noqa: E402
+from marl.seeding import derive_seed  # noqa: E402
+from marl.tree import TurnTree  # noqa: E402
+from search import mars2  # noqa: E402
+from search.engine import SearchConfig, grow_trees, style_of, write_programs  # noqa: E402
+from search.loaders import load_tasks  # noqa: E402
+from search.metrics import family_metrics, program_nodes, tree_metrics  # noqa: E402
+from search.prompts import failures_of  # noqa: E402
+from search.sandbox import Sandbox  # noqa: E402
+from search.tasks import task_families  # noqa: E402
+from search.warmstart import warm_start  # noqa: E402
 
 
 def search_once(agents, tasks, sandbox, search, seed, budget):

@@ -94,3 +94,21 @@ def test_recipe_files_stay_short(name):
         f"{module.__file__} has {lines} lines: keep the recipe to its config and loop "
         f"(at most {RECIPE_MAX_LINES}); move engines and helpers beside it"
     )
+
+
+def test_benchmark_scripts_import_this_checkout():
+    """A benchmark run from a checkout measures that checkout's code, not an installed copy: every
+    script that imports a project package first puts the repository root on ``sys.path``."""
+    project = ("marl", *SCENARIO_PACKAGES)
+    offenders = []
+    for path in _py_files("benchmarks"):
+        tree = ast.parse(path.read_text())
+        uses = [line for line, mod in _imports(tree) if mod.split(".")[0] in project]
+        inserts = [
+            n.lineno
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and ast.unparse(n.func) == "sys.path.insert"
+        ]
+        if uses and (not inserts or min(inserts) > min(uses)):
+            offenders.append(path.name)
+    assert not offenders, f"benchmarks importing the project before inserting the repo root: {offenders}"
