@@ -97,12 +97,15 @@ def run_graphs(
     decision: str = "last",
     policy_agent: str = "topology",
     group: np.ndarray | None = None,
+    score_many: Callable[[list[tuple[Any, str]]], Sequence[float]] | None = None,
 ) -> Execution:
     """Grow the tree of ``B`` queries x ``K`` graphs (``decisions`` (B, K, E) bool, ``logprobs``
     (B, K, E) their per-edge log-probabilities) and run the team over them (mutates ``tree``).
 
-    ``agents[i]`` plays agent ``i`` of the space; ``score(query, answer)`` is trusted code. ``group``:
-    (B,) group ids of the query roots (default: the root's own id).
+    ``agents[i]`` plays agent ``i`` of the space; ``score(query, answer)`` is trusted code; when given,
+    ``score_many`` scores all B x K (query, answer) pairs in one call instead (a task's batch judge,
+    e.g. ``HumanEvalTask.score_many``) and must agree with ``score``. ``group``: (B,) group ids of the
+    query roots (default: the root's own id).
     """
     d = np.asarray(decisions, dtype=bool)
     nb, nk, ne = d.shape
@@ -166,7 +169,9 @@ def run_graphs(
             tree.add_nodes(parents, agent=agents[ag].name, role=ag, turn=w, payloads=pay)
 
     answers = [[_decide([msgs[(b, k, int(v))].answer for v in decide]) for k in range(nk)] for b in range(nb)]
-    scores = np.array([[score(queries[b], answers[b][k]) for k in range(nk)] for b in range(nb)])
+    pairs = [(queries[b], answers[b][k]) for b in range(nb) for k in range(nk)]
+    flat_scores = score_many(pairs) if score_many is not None else [score(q, ans) for q, ans in pairs]
+    scores = np.asarray(flat_scores, dtype=np.float64).reshape(nb, nk)
     for b in range(nb):
         for k in range(nk):
             data = tree.payloads[int(gnodes[b, k])].data

@@ -111,8 +111,8 @@ def evaluate(
     a = sample_graphs(logits, 1, gen)[0][:, 0] if cfg.policy.eval_graph == "sample" else mode_graphs(logits)
     a = a.numpy()
     team = lm_members(agents, task, greedy=True) if agents else task.agents(np.random.default_rng(seed))
-    ex = run_graphs(TurnTree(), space, team, queries, a[:, None], np.zeros(a.shape)[:, None], task.score,
-                    decision=cfg.team.decision)  # fmt: skip
+    judge = dict(decision=cfg.team.decision, score_many=getattr(task, "score_many", None))
+    ex = run_graphs(TurnTree(), space, team, queries, a[:, None], 0.0 * a[:, None], task.score, **judge)
     out = {
         "eval/accuracy": float(ex.scores.mean()),
         "eval/prompt_tokens": float(ex.prompt_tokens.mean()),
@@ -123,8 +123,7 @@ def evaluate(
     }
     if agents:
         none = np.zeros_like(a)[:, None]
-        alone = run_graphs(TurnTree(), space, team, queries, none, none.astype(float), task.score,
-                           decision=cfg.team.decision)  # fmt: skip
+        alone = run_graphs(TurnTree(), space, team, queries, none, none.astype(float), task.score, **judge)
         out["eval/accuracy_no_edges"] = float(alone.scores.mean())
     elif cfg.team.decision == "last":  # the exact values are those of the final-agent decision
         rel = task.reliability
@@ -178,9 +177,8 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
         with torch.no_grad():
             a, lp = sample_graphs(learner.policy(feats), k, graphs, explore=cfg.policy.explore)
         tree = TurnTree()
-        ex = run_graphs(
-            tree, space, team, queries, a.numpy(), lp.numpy(), task.score, decision=cfg.team.decision
-        )
+        judge = dict(decision=cfg.team.decision, score_many=getattr(task, "score_many", None))
+        ex = run_graphs(tree, space, team, queries, a.numpy(), lp.numpy(), task.score, **judge)
         seen += b
         # 2. credit on the graph nodes (the core's rule), 3. the topology policy learns from it
         result = credit(tree, ex.graph_nodes.reshape(-1))

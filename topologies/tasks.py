@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -354,13 +355,18 @@ class HumanEvalTask(_Task):
 
     def score(self, query: CodeQuery, answer: str) -> float:
         """1 if the program passes every test of the problem (public and private) in the judge."""
+        return self.score_many([(query, answer)])[0]
+
+    def score_many(self, pairs: Sequence[tuple[CodeQuery, str]]) -> list[float]:
+        """``score`` of many (query, answer) pairs in one ``Sandbox.run_many`` (all judge workers at
+        once), in the order given."""
         if self._sandbox is None:
             from search.sandbox import Sandbox
 
             self._sandbox = Sandbox(self.sandbox_cfg).__enter__()
             self._finalizer = weakref.finalize(self, self._sandbox.__exit__, None, None, None)
-        res = self._sandbox.run(self.program(query, answer), query.task, "all")
-        return float(res.total > 0 and res.passed == res.total)
+        results = self._sandbox.run_many([(self.program(q, a), q.task) for q, a in pairs], "all")
+        return [float(r.total > 0 and r.passed == r.total) for r in results]
 
     def close(self) -> None:
         if self._sandbox is not None:

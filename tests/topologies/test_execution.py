@@ -109,3 +109,24 @@ def test_majority_vote_and_last_agent_decision():
     # decision "last": only the final agent runs when nobody talks to it
     ex = run_graphs(TurnTree(), space, agents, ["q"], a, lp, lambda q, ans: 1.0)
     assert ex.answers == [["C"]] and ex.calls[0, 0] == 1
+
+
+def test_a_batch_judge_scores_every_graph_in_one_call_with_the_same_values():
+    tb, space, agents, a, lp = _setup(b=3, k=5)
+    seen = []
+
+    def score_many(pairs):
+        seen.append(list(pairs))
+        return [Testbed.score(q, ans) for q, ans in pairs]
+
+    one = run_graphs(TurnTree(), space, agents, tb.train[:3], a, lp, Testbed.score)
+    agents2 = [Counting(x.agent) for x in agents]
+    many = run_graphs(TurnTree(), space, agents2, tb.train[:3], a, lp, Testbed.score, score_many=score_many)
+    assert len(seen) == 1 and len(seen[0]) == 3 * 5
+    # the pairs come query-major, graph-minor: pair b * K + k is graph k of query b
+    assert [q for q, _ in seen[0]] == [tb.train[b] for b in range(3) for _ in range(5)]
+    assert [ans for _, ans in seen[0]] == [many.answers[b][k] for b in range(3) for k in range(5)]
+    np.testing.assert_array_equal(
+        many.scores, [[Testbed.score(tb.train[b], many.answers[b][k]) for k in range(5)] for b in range(3)]
+    )
+    assert one.scores.shape == many.scores.shape == (3, 5)

@@ -157,5 +157,9 @@ def test_humaneval_loads_164_problems_and_the_judge_scores_canonical_solutions()
         assert task.score(q, body) == 1.0  # the canonical body continues the prompt
         assert task.score(q, f"```python\n{q.task.reference}\n```") == 1.0  # a fenced whole program
         assert task.score(q, "    return True\n") == 0.0
+        # the batch judge (every pair in one run_many) gives the same verdicts, in order
+        q1 = next(q for q in queries if q.task.task_id == "HumanEval/1")
+        pairs = [(q, "    return True\n"), (q1, q1.task.reference[len(q1.task.prompt) :]), (q, body)]
+        assert task.score_many(pairs) == [0.0, 1.0, 1.0]
     finally:
         task.close()
