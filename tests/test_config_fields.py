@@ -121,10 +121,19 @@ class FieldReads:
 
 
 # ------------------------------------------------------------------------------------------ runs
+SMOKE_EXTRA = {
+    "trust_and_split": ["game.params.rounds=3"],
+    "trust_and_split_naive": ["game.params.rounds=3"],
+}
+"""Per-config shrinking beyond the recipe's SMOKE_OVERRIDES (a self-play recipe cannot shorten a
+game in general: only this game has a ``rounds`` parameter), keyed by config name."""
+
+
 def _train_and_eval(config: Path, out: Path, cache: Path) -> Path:
     recipe = get_recipe(yaml.safe_load(config.read_text())["recipe"])
     extra = [
         *recipe.SMOKE_OVERRIDES,
+        *SMOKE_EXTRA.get(config.stem, []),
         f"run.out_dir={out}",
         "run.name=smoke",
         f"run.cache_dir={cache}",

@@ -245,6 +245,7 @@ SMOKE_OVERRIDES = [
     "graphs_per_query=4",
     "task.train_queries=16",
     "task.heldout_queries=16",
+    "eval_queries=4",
     "policy.prune_at=2",
     "warm_start.steps=2",
     "warm_start.examples=8",
