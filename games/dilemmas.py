@@ -426,13 +426,26 @@ def _grim_trigger(game: Any, player: int) -> str:
     )
 
 
-STRATEGIES: dict[str, Callable[[Any, int], str]] = {
+def _honest(game: Any, player: int, rng: np.random.Generator) -> str:
+    """Tells the truth in every message; any other decision uniformly at random."""
+    if getattr(game, "press", False) and game._phase()[0] == "message":
+        return game.hands[game.round][player]
+    legal = game.legal_actions()
+    return legal[int(rng.integers(len(legal)))]
+
+
+STRATEGIES: dict[str, Callable[..., str]] = {
     "always-cooperate": _always_cooperate,
     "always-defect": _always_defect,
     "tit-for-tat": _tit_for_tat,
     "grim-trigger": _grim_trigger,
+    "honest": _honest,
 }
-"""Fixed strategies of the dilemma games by opponent spec (``random`` is ``games.opponents``'s)."""
+"""Fixed strategies of the dilemma games by opponent spec (``random`` is ``games.opponents``'s).
+``honest`` is a neutral talker, not a reciprocator: true claims, every other move uniformly at random
+(the prior a pretrained model brings to a press game; a teacher for ``games.selfplay_warm``)."""
+RANDOMIZED = {"honest"}
+"""Strategies that draw from the arena's generator (called with it as a third argument)."""
 
 
 class StrategyPlayer:
@@ -452,5 +465,5 @@ class StrategyPlayer:
                     f"strategy {self.spec!r} plays the dilemma games ({sorted(DILEMMAS)}), "
                     f"not {getattr(g, 'name', '?')!r}"
                 )
-            out.append(self._fn(g, p))
+            out.append(self._fn(g, p, rng) if self.spec in RANDOMIZED else self._fn(g, p))
         return out

@@ -309,7 +309,7 @@ def make_opponent(
     params: dict[str, Any] | None = None,
 ) -> Player:
     """A YAML string to a player: 'random', 'mcts' / 'mcts-400' / 'mcts400', 'cfr' / 'cfr-1000', or a
-    social-dilemma strategy ('always-cooperate', 'always-defect', 'tit-for-tat', 'grim-trigger')."""
+    social-dilemma strategy ('always-cooperate', 'always-defect', 'tit-for-tat', 'grim-trigger', 'honest')."""
     from games.dilemmas import STRATEGIES, StrategyPlayer
 
     if spec.strip().lower() in STRATEGIES:

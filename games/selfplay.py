@@ -34,6 +34,7 @@ from games.selfplay_env import (
     seat_rotations,
     step_metrics,
 )
+from games.selfplay_warm import ImitationWarmStart, imitation_warm_start
 from games.text import GameConfig, check_playable, num_players
 from marl.credit import CreditConfig, key_fields
 from marl.runner import Runner
@@ -70,9 +71,12 @@ class SelfPlayConfig(RecipeConfig):
     """Scheduled evaluation against fixed opponents."""
     final: FinalTournamentConfig = field(default_factory=FinalTournamentConfig)
     """Round robin after training."""
+    warmstart: ImitationWarmStart = field(default_factory=ImitationWarmStart)
+    """Optional imitation of a fixed teacher before the first step (``games.selfplay_warm``)."""
 
     def validate(self) -> None:
         super().validate()
+        self.warmstart.validate()
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"prompt_format {self.prompt_format!r} is not one of {list(PROMPT_FORMATS)}")
         if not self.matchups:
@@ -109,9 +113,10 @@ class SelfPlayConfig(RecipeConfig):
             if not FIXED_OPPONENT.fullmatch(spec.strip().lower()):
                 raise ValueError(
                     f"opponent {spec!r} must be 'random', 'mcts-N', 'cfr-N' or a dilemma strategy "
-                    "(always-cooperate, always-defect, tit-for-tat, grim-trigger)"
+                    "(always-cooperate, always-defect, tit-for-tat, grim-trigger, honest)"
                 )
-        for spec in dict.fromkeys([*fixed, *self.eval.opponents, *self.final.opponents]):
+        teacher = [self.warmstart.teacher] if self.warmstart.teacher else []
+        for spec in dict.fromkeys([*fixed, *self.eval.opponents, *self.final.opponents, *teacher]):
             check_opponent(spec, self.game)
         if self.final.opponents and seats > 2:
             raise ValueError(
@@ -151,6 +156,10 @@ def train(cfg: SelfPlayConfig, runner: Runner) -> dict[str, float]:
 
     start = runner.restore(agents, extra=extra)
     if start == 0:
+        ws, cache = cfg.warmstart, runner.cache_dir
+        warm = imitation_warm_start(agents, cfg.game, cfg.prompt, ws, seed=seed, cache_dir=cache)
+        if warm:
+            runner.log(0, warm)
         for name in agents:
             league.add(name, 0)
         if runner.should_eval(0):

@@ -124,9 +124,11 @@ class FieldReads:
 SMOKE_EXTRA = {
     "trust_and_split": ["game.params.rounds=3"],
     "trust_and_split_naive": ["game.params.rounds=3"],
+    "ipd_naive": ["warmstart.teacher=honest", "warmstart.games=4", "warmstart.steps=2"],
 }
-"""Per-config shrinking beyond the recipe's SMOKE_OVERRIDES (a self-play recipe cannot shorten a
-game in general: only this game has a ``rounds`` parameter), keyed by config name."""
+"""Per-config additions to the recipe's SMOKE_OVERRIDES, keyed by config name: shrinking (a self-play
+recipe cannot shorten a game in general: only these games have a ``rounds`` parameter) and a feature no
+shipped config turns on (the self-play imitation warm start)."""
 
 
 def _train_and_eval(config: Path, out: Path, cache: Path) -> Path:
