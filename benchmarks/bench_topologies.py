@@ -2,8 +2,9 @@
 
     python benchmarks/bench_topologies.py [--seeds 5] [--steps 300] [--out benchmarks/results/topologies.md]
 
-Trains each learned method of ``configs/topologies/`` (Graph-GRPO edge level, graph level, edge level
-with token cost, G-Designer-style REINFORCE without baseline, GPTSwarm, AgentPrune) through the real
+Trains each learned method of ``configs/topologies/`` (Graph-GRPO edge level, the same with the spec's
+edge rule, graph level, edge level with token cost, G-Designer-style REINFORCE without baseline and
+the same at KL 0.02, GPTSwarm, AgentPrune; ``LEARNED``, ``--only`` picks by name) through the real
 CLI on the same training queries (``task.seed`` fixed; ``run.seed`` = 0 .. seeds-1 seeds the policy,
 its graph samples and the agents' draws), evaluates every fixed topology the same way, and prints one
 table over the held-out queries:

@@ -8,14 +8,14 @@ one advantage per graph (graph-level, REINFORCE) or per edge decision (edge-leve
 
 over the ``G`` graphs of the step (a graph-level advantage is the same on every edge of its graph,
 so its term is ``-A_k log pi(G_k)``) and the ``B`` queries, ``pi_ref`` a frozen copy of the initial
-policy (``marl.credit.graphs.edge_kl``). ``q_e`` is the distribution the graphs were drawn from:
-``p_e = sigmoid(l_e)``, or with ``explore = eps > 0`` the mixed ``eps + (1 - 2 eps) p_e``
-(``topologies.graphs.mixed_probs``). ``H`` is the entropy of each edge's Bernoulli ``p_e``
-(``topologies.graphs.edge_entropy``), an entropy bonus with coefficient ``c_H`` (``entropy_coef``)
-that keeps the logits from saturating. ``c_H`` and the Adam learning rate may follow a schedule over
-the run (:func:`scheduled`: constant, linear or cosine decay from the start value to a final value),
-so that the bonus that keeps learning alive early lets the edges settle once they are learned.
-Edges a policy forces (fixed topologies, pruned edges) have
+policy, or with ``kl_ref_logit = l_ref`` the same Bernoulli ``sigmoid(l_ref)`` on every edge (a
+sparsity prior for ``l_ref < 0``) (``marl.credit.graphs.edge_kl``). ``q_e`` is the distribution
+the graphs were drawn from: ``p_e = sigmoid(l_e)``, or with ``explore = eps > 0`` the mixed
+``eps + (1 - 2 eps) p_e`` (``topologies.graphs.mixed_probs``). ``H`` is the entropy of each edge's
+Bernoulli ``p_e`` (``topologies.graphs.edge_entropy``), an entropy bonus with coefficient ``c_H``
+(``entropy_coef``) that keeps the logits from saturating. ``c_H`` and the Adam learning rate may
+follow a schedule over the run (:func:`scheduled`: constant, linear or cosine decay from the start
+value to a final value). Edges a policy forces (fixed topologies, pruned edges) have
 log-probability 0, entropy 0 and no gradient.
 
 Shape legend: ``B`` queries, ``K`` graphs per query, ``E`` candidate edges, ``D`` query features.
