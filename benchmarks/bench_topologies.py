@@ -2,8 +2,9 @@
 
     python benchmarks/bench_topologies.py [--seeds 5] [--steps 300] [--out benchmarks/results/topologies.md]
 
-Trains each learned method of ``configs/topologies/`` (Graph-GRPO edge level, graph level, edge level
-with token cost, G-Designer-style REINFORCE without baseline, GPTSwarm, AgentPrune) through the real
+Trains each learned method of ``configs/topologies/`` (Graph-GRPO edge level, the same with the spec's
+edge rule, graph level, edge level with token cost, G-Designer-style REINFORCE without baseline and
+the same at KL 0.02, GPTSwarm, AgentPrune; ``LEARNED``, ``--only`` picks by name) through the real
 CLI on the same training queries (``task.seed`` fixed; ``run.seed`` = 0 .. seeds-1 seeds the policy,
 its graph samples and the agents' draws), evaluates every fixed topology the same way, and prints one
 table over the held-out queries:
@@ -37,13 +38,23 @@ sys.path.insert(0, str(ROOT))
 from marl import cli  # noqa: E402
 from marl.rundir import read_metrics  # noqa: E402
 
-LEARNED = {
-    "Graph-GRPO edge level": "graph_grpo",
-    "Graph-GRPO graph level": "graph_grpo_graph",
-    "Graph-GRPO edge level, token cost": "graph_grpo_cost",
-    "G-Designer-style (REINFORCE, no baseline)": "gdesigner",
-    "GPTSwarm (free logits)": "gptswarm",
-    "AgentPrune (free logits, prune 0.25)": "agentprune",
+LEARNED = {  # label: (name for --only, config stem, overrides)
+    "Graph-GRPO edge level": ("graph_grpo", "graph_grpo", []),
+    "Graph-GRPO edge level, spec rule (S_e of present edges only)": (
+        "graph_grpo_spec",
+        "graph_grpo",
+        ["credit.topology.edge_credit=mean"],
+    ),
+    "Graph-GRPO graph level": ("graph_grpo_graph", "graph_grpo_graph", []),
+    "Graph-GRPO edge level, token cost": ("graph_grpo_cost", "graph_grpo_cost", []),
+    "G-Designer-style (REINFORCE, no baseline)": ("gdesigner", "gdesigner", []),
+    "G-Designer-style (REINFORCE, no baseline), KL 0.02": (
+        "gdesigner_kl02",
+        "gdesigner",
+        ["policy.kl_coef=0.02"],
+    ),
+    "GPTSwarm (free logits)": ("gptswarm", "gptswarm", []),
+    "AgentPrune (free logits, prune 0.25)": ("agentprune", "agentprune", []),
 }
 FIXED = ("chain", "star", "layered", "complete", "random", "debate", "single")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -57,8 +68,8 @@ def ci(xs: list[float]) -> tuple[float, float]:
     return m, T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / len(xs) ** 0.5
 
 
-def run(config: str, seed: int, out: Path, extra: list[str]) -> dict[str, float]:
-    name = f"{Path(config).stem}-s{seed}"
+def run(config: str, seed: int, out: Path, extra: list[str], key: str = "") -> dict[str, float]:
+    name = f"{key or Path(config).stem}-s{seed}"
     args = [f"run.seed={seed}", f"run.out_dir={out}", f"run.name={name}", "run.progress=false"]
     args += ["run.tensorboard=false", "run.checkpoint_every=0", *extra]
     with contextlib.redirect_stdout(io.StringIO()):  # the CLI prints each resolved config
@@ -75,7 +86,9 @@ def main() -> None:
     ap.add_argument(
         "--graphs", type=int, default=0, help="override graphs_per_query (K) of the learned configs"
     )
-    ap.add_argument("--only", default="", help="comma-separated config stems of the learned methods to run")
+    ap.add_argument(
+        "--only", default="", help="comma-separated names of the learned methods to run (LEARNED)"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "topologies.md"))
     args = ap.parse_args()
     logging.disable(logging.INFO)
@@ -83,13 +96,14 @@ def main() -> None:
     rows: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         only = set(filter(None, args.only.split(",")))
-        for label, stem in LEARNED.items():
-            if only and stem not in only:
+        for label, (key, stem, overrides) in LEARNED.items():
+            if only and key not in only:
                 continue
             extra = [f"run.steps={args.steps}", f"run.eval_every={args.steps}"] if args.steps else []
             extra += [f"graphs_per_query={args.graphs}"] if args.graphs else []
+            extra += overrides
             cfg = str(ROOT / "configs" / "topologies" / f"{stem}.yaml")
-            rows[label] = [run(cfg, s, Path(tmp), extra) for s in range(args.seeds)]
+            rows[label] = [run(cfg, s, Path(tmp), extra, key) for s in range(args.seeds)]
             print(f"{label}: {time.time() - t0:.0f}s", file=sys.stderr)
         for name in FIXED:
             cfg = str(ROOT / "configs" / "topologies" / f"fixed_{name}.yaml")

@@ -110,6 +110,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kl", type=float, default=0.0, help="beta of the KL to the initial edge distribution")
+    ap.add_argument(
+        "--kl-ref", type=float, default=None, help="reference logit of every edge (none: initial)"
+    )
+    ap.add_argument("--by-type", action="store_true", help="query: per query type at the end")
+    ap.add_argument("--entropy-schedule", default="constant", help="constant | linear | cosine")
+    ap.add_argument("--entropy-final", type=float, default=0.0, help="entropy coefficient at the last step")
+    ap.add_argument("--lr-schedule", default="constant", help="constant | linear | cosine")
+    ap.add_argument("--lr-final", type=float, default=0.0, help="learning rate at the last step")
     args = ap.parse_args()
     task = Testbed(TestbedConfig())
     space, rel = graph_space(task.num_agents, 2), task.reliability
@@ -185,9 +193,12 @@ def main() -> None:
         return
 
     learner = TopologyLearner(
-        pol, lr=args.lr or lr, kl_coef=args.kl, entropy_coef=args.entropy, explore=args.explore
-    )
+        pol, lr=args.lr or lr, kl_coef=args.kl, entropy_coef=args.entropy, explore=args.explore,
+        entropy_schedule=args.entropy_schedule, entropy_final=args.entropy_final,
+        lr_schedule=args.lr_schedule, lr_final=args.lr_final, kl_ref_logit=args.kl_ref,
+    )  # fmt: skip
     for step in range(args.steps + 1):
+        learner.set_step(step, args.steps)
         qs = task.sample_train(rng, b)
         if args.probe == "single":
             qs = [task.train[0]] * b  # only its skills are read below
@@ -208,6 +219,21 @@ def main() -> None:
             else:
                 ev = f"training queries {mode_accuracy(task.train)}, held-out {mode_accuracy(task.heldout)}"
             print(f"step {step}: sampled P {p.mean():.3f}, {ev}", flush=True)
+
+    if args.by_type and args.probe == "query":
+        qs = task.heldout
+        with torch.no_grad():
+            m = mode_graphs(pol(feats(qs))).numpy()
+        names = task.agent_names()
+        for t in sorted({q.skills for q in qs}):
+            idx = [i for i, q in enumerate(qs) if q.skills == t]
+            acc = np.mean([success_probability(space, m[i], t, rel) for i in idx])
+            g = m[idx[0]]
+            edges = [f"{names[space.node_agent(u)]}{space.node_round(u)}>{names[space.node_agent(v)]}"
+                     f"{space.node_round(v)}" for u, v, on in zip(space.src, space.dst, g) if on]  # fmt: skip
+            o = oracle_probability(space, t, rel)
+            print(f"{'-'.join(names[s] for s in t)}: n {len(idx)}, mode {acc:.3f}, oracle "
+                  f"{o:.3f}, {len(edges)} edges: {' '.join(edges)}")  # fmt: skip
 
 
 if __name__ == "__main__":

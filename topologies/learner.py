@@ -8,11 +8,14 @@ one advantage per graph (graph-level, REINFORCE) or per edge decision (edge-leve
 
 over the ``G`` graphs of the step (a graph-level advantage is the same on every edge of its graph,
 so its term is ``-A_k log pi(G_k)``) and the ``B`` queries, ``pi_ref`` a frozen copy of the initial
-policy (``marl.credit.graphs.edge_kl``). ``q_e`` is the distribution the graphs were drawn from:
-``p_e = sigmoid(l_e)``, or with ``explore = eps > 0`` the mixed ``eps + (1 - 2 eps) p_e``
-(``topologies.graphs.mixed_probs``). ``H`` is the entropy of each edge's Bernoulli ``p_e``
-(``topologies.graphs.edge_entropy``), an entropy bonus with coefficient ``c_H`` (``entropy_coef``)
-that keeps the logits from saturating. Edges a policy forces (fixed topologies, pruned edges) have
+policy, or with ``kl_ref_logit = l_ref`` the same Bernoulli ``sigmoid(l_ref)`` on every edge (a
+sparsity prior for ``l_ref < 0``) (``marl.credit.graphs.edge_kl``). ``q_e`` is the distribution
+the graphs were drawn from: ``p_e = sigmoid(l_e)``, or with ``explore = eps > 0`` the mixed
+``eps + (1 - 2 eps) p_e`` (``topologies.graphs.mixed_probs``). ``H`` is the entropy of each edge's
+Bernoulli ``p_e`` (``topologies.graphs.edge_entropy``), an entropy bonus with coefficient ``c_H``
+(``entropy_coef``) that keeps the logits from saturating. ``c_H`` and the Adam learning rate may
+follow a schedule over the run (:func:`scheduled`: constant, linear or cosine decay from the start
+value to a final value). Edges a policy forces (fixed topologies, pruned edges) have
 log-probability 0, entropy 0 and no gradient.
 
 Shape legend: ``B`` queries, ``K`` graphs per query, ``E`` candidate edges, ``D`` query features.
@@ -21,6 +24,7 @@ Shape legend: ``B`` queries, ``K`` graphs per query, ``E`` candidate edges, ``D`
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -28,6 +32,24 @@ from torch import nn
 
 from marl.credit.graphs import edge_kl
 from topologies.graphs import FEATURES, edge_entropy, edge_logprobs
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def scheduled(kind: str, start: float, final: float, step: int, total: int) -> float:
+    """The value of a schedule at ``step`` of ``total`` (``t = min(step / total, 1)``): ``constant``
+    keeps ``start``; ``linear`` is ``final + (start - final) (1 - t)``; ``cosine`` is
+    ``final + (start - final) (1 + cos(pi t)) / 2``. Both decays give ``start`` at step 0 and
+    ``final`` from step ``total`` on."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule ({kind!r}) must be one of {SCHEDULES}")
+    if total < 1 or step < 0:
+        raise ValueError(f"schedule needs total >= 1 and step >= 0 (got step {step}, total {total})")
+    if kind == "constant":
+        return float(start)
+    t = min(step / total, 1.0)
+    w = 1.0 - t if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
+    return float(final + (start - final) * w)
 
 
 def check_settings(features: str, entropy_coef: float, explore: float, prefix: str = "") -> None:
@@ -39,6 +61,20 @@ def check_settings(features: str, entropy_coef: float, explore: float, prefix: s
         raise ValueError(f"{prefix}entropy_coef ({entropy_coef}) must be >= 0")
     if not 0.0 <= explore < 0.5:
         raise ValueError(f"{prefix}explore ({explore}) must be in [0, 0.5)")
+
+
+def check_schedules(
+    entropy_schedule: str, entropy_final: float, lr_schedule: str, lr_final: float, prefix: str = ""
+) -> None:
+    """ValueError unless both schedules are one of ``SCHEDULES``, ``entropy_final >= 0`` and
+    ``lr_final >= 0``."""
+    for name, kind in (("entropy_schedule", entropy_schedule), ("lr_schedule", lr_schedule)):
+        if kind not in SCHEDULES:
+            raise ValueError(f"{prefix}{name} ({kind!r}) must be one of {SCHEDULES}")
+    if not entropy_final >= 0:
+        raise ValueError(f"{prefix}entropy_final ({entropy_final}) must be >= 0")
+    if not lr_final >= 0:
+        raise ValueError(f"{prefix}lr_final ({lr_final}) must be >= 0")
 
 
 def topology_loss(
@@ -75,15 +111,36 @@ class TopologyLearner:
         kl_coef: float = 0.0,
         entropy_coef: float = 0.0,
         explore: float = 0.0,
+        entropy_schedule: str = "constant",
+        entropy_final: float = 0.0,
+        lr_schedule: str = "constant",
+        lr_final: float = 0.0,
+        kl_ref_logit: float | None = None,
     ) -> None:
         check_settings(FEATURES[0], entropy_coef, explore)
+        check_schedules(entropy_schedule, entropy_final, lr_schedule, lr_final)
         self.policy = policy
         self.kl_coef = kl_coef
-        self.entropy_coef = entropy_coef
+        self.entropy_start = self.entropy_coef = entropy_coef
+        self.entropy_schedule, self.entropy_final = entropy_schedule, entropy_final
+        self.lr_start, self.lr_schedule, self.lr_final = lr, lr_schedule, lr_final
         self.explore = explore
-        self.reference = copy.deepcopy(policy).requires_grad_(False) if kl_coef > 0 else None
+        self.kl_ref_logit = kl_ref_logit
+        use_copy = kl_coef > 0 and kl_ref_logit is None
+        self.reference = copy.deepcopy(policy).requires_grad_(False) if use_copy else None
         params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=lr) if params else None
+
+    def set_step(self, step: int, total: int) -> dict[str, float]:
+        """Set the entropy coefficient and the learning rate of step ``step`` of ``total``
+        (:func:`scheduled`); returns both."""
+        start, final = self.entropy_start, self.entropy_final
+        self.entropy_coef = scheduled(self.entropy_schedule, start, final, step, total)
+        lr = scheduled(self.lr_schedule, self.lr_start, self.lr_final, step, total)
+        if self.optimizer is not None:
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+        return {"entropy_coef": self.entropy_coef, "lr": lr}
 
     def learn(
         self, feats: torch.Tensor, decisions: torch.Tensor, advantages: torch.Tensor
@@ -95,9 +152,12 @@ class TopologyLearner:
         pg = topology_loss(logits, decisions, advantages, self.explore)
         ent = edge_entropy(logits).sum(-1).mean()
         kl = torch.zeros(())
-        if self.reference is not None:
+        if self.kl_coef > 0:
             with torch.no_grad():
-                ref = self.reference(feats)
+                if self.reference is not None:
+                    ref = self.reference(feats)
+                else:  # a fixed reference: the same logit on every edge
+                    ref = torch.full_like(logits, float(self.kl_ref_logit))
             ok = torch.isfinite(logits) & torch.isfinite(ref)
             kl = edge_kl(logits.masked_fill(~ok, 0.0), ref.masked_fill(~ok, 0.0)).mean()
         loss = pg + self.kl_coef * kl - self.entropy_coef * ent

@@ -16,7 +16,7 @@ from topologies.graphs import (
     query_feature_dim,
     role_feature_dim,
 )
-from topologies.learner import check_settings
+from topologies.learner import check_schedules, check_settings
 
 POLICY_KINDS = ("query", "free", "fixed")
 
@@ -44,9 +44,23 @@ class PolicySettings:
     lr: float = 0.1
     """Adam learning rate (GPTSwarm's 0.1)."""
     kl_coef: float = 0.0
-    """beta of the KL to the initial edge distribution (Graph-GRPO's reference)."""
+    """beta of the KL to the reference edge distribution (Graph-GRPO's reference; see kl_reference)."""
+    kl_reference: str = "initial"
+    """The KL's reference: initial (a frozen copy of the initial policy) | sparse (p_ref =
+    sigmoid(kl_ref_logit) on every edge, a sparsity prior)."""
+    kl_ref_logit: float = -2.0
+    """kl_reference sparse: the reference logit of every edge (-2: p_ref = 0.12)."""
     entropy_coef: float = 0.0
     """Entropy bonus on the edge Bernoullis (0: none, as in GPTSwarm / G-Designer / Graph-GRPO)."""
+    entropy_schedule: str = "constant"
+    """constant | linear | cosine: decay of the entropy bonus from entropy_coef at step 0 to
+    entropy_final at the last step (``topologies.learner.scheduled``)."""
+    entropy_final: float = 0.0
+    """Entropy bonus at the last step (a decaying schedule only)."""
+    lr_schedule: str = "constant"
+    """constant | linear | cosine: decay of the learning rate from lr to lr_final."""
+    lr_final: float = 0.0
+    """Learning rate at the last step (a decaying schedule only)."""
     explore: float = 0.0
     """Epsilon of the mixed edge sampling q = eps + (1 - 2 eps) p (0: none); log-probs are those of q."""
     prune_rate: float = 0.0
@@ -62,6 +76,9 @@ class PolicySettings:
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"policy.topology ({self.topology!r}) must be one of {TOPOLOGIES}")
         check_settings(self.features, self.entropy_coef, self.explore, "policy.")
+        check_schedules(self.entropy_schedule, self.entropy_final, self.lr_schedule, self.lr_final, "policy.")
+        if self.kl_reference not in ("initial", "sparse"):
+            raise ValueError(f"policy.kl_reference ({self.kl_reference!r}) must be initial or sparse")
         if self.eval_graph not in ("mode", "sample"):
             raise ValueError(f"policy.eval_graph ({self.eval_graph!r}) must be mode or sample")
         if not 0.0 <= self.prune_rate < 1.0:

@@ -142,6 +142,9 @@ def _build(cfg: TopologyConfig) -> tuple[Any, GraphSpace, TopologyLearner]:
     policy = make_policy(cfg.policy, space, derive_seed(cfg.run.seed, "policy") % 2**31)
     p = cfg.policy
     kw = dict(kl_coef=p.kl_coef, entropy_coef=p.entropy_coef, explore=p.explore)
+    kw |= dict(entropy_schedule=p.entropy_schedule, entropy_final=p.entropy_final)
+    kw |= dict(lr_schedule=p.lr_schedule, lr_final=p.lr_final)
+    kw["kl_ref_logit"] = p.kl_ref_logit if p.kl_reference == "sparse" else None
     return task, space, TopologyLearner(policy, lr=p.lr, **kw)
 
 
@@ -183,7 +186,8 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
         # 2. credit on the graph nodes (the core's rule), 3. the topology policy learns from it
         result = credit(tree, ex.graph_nodes.reshape(-1))
         adv = edge_advantages_table(result.advantages, b * k, e).reshape(b, k, e)
-        metrics = {**result.metrics, **prefixed("agent/topology", learner.learn(feats, a, adv))}
+        sched = learner.set_step(step - 1, cfg.run.steps)  # the first update: the start values
+        metrics = {**result.metrics, **prefixed("agent/topology", {**sched, **learner.learn(feats, a, adv)})}
         if cfg.policy.prune_rate > 0 and step == cfg.policy.prune_at:
             metrics["topology/pruned_edges"] = float(learner.policy.prune(cfg.policy.prune_rate))
         if agents:  # 2'. credit on the LLM calls (graph score as reward), 3'. each agent learns its own

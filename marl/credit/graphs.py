@@ -15,13 +15,16 @@ optimisation of multi-agent communication topologies", the seed paper of ``topol
   ``A_e = (S_e - mean_e S) / (std_e S + eps)`` over the edges present in at least one graph of the
   group, loss ``-sum_e A_e log p_e(a_e)``.
 
-Optional variant, not in the paper (``credit.topology.edge_credit: contrast``; the default ``mean`` is
-the formula above): the per-edge contrast ``C_e = (S_e^+ - S_e^-) / (std_K u + eps)``, ``S_e^+`` /
+Variant, not in the paper (``credit.topology.edge_credit: contrast``; the rule's default ``mean`` is
+the formula above and stays available): the spec's ``S_e`` beside its mirror for absent edges, as the
+per-edge contrast ``C_e = (S_e^+ - S_e^-) / (std_K u + eps)``, ``S_e^+`` /
 ``S_e^-`` the mean utility of the group's graphs with / without ``e``, credited ``+C_e`` to present
 and ``-C_e`` to absent decisions. For independent Bernoulli edges the exact policy gradient on edge
 ``e``'s logit is ``p_e (1 - p_e) (E[u | a_e = 1] - E[u | a_e = 0])``; ``C_e`` estimates that
 difference, so its sign can say "drop this edge" for every edge at once (the mean rule's ``A_e`` sums
-to about 0 over the edges, so it cannot ask for fewer edges overall).
+to about 0 over the edges, so it cannot ask for fewer edges overall). The shipped edge-level configs
+use it (``configs/topologies/graph_grpo.yaml``; chosen on the training queries,
+``benchmarks/results/topologies.md``).
 
 REINFORCE without a baseline (GPTSwarm, Zhuge et al. ICML 2024; AgentPrune, Zhang et al. ICLR 2025;
 G-Designer, Zhang et al. ICML 2025) uses ``A_k = u_k``. The policy is kept near a reference edge

@@ -8,7 +8,13 @@ import torch
 from torch.testing import assert_close
 
 from topologies.graphs import FixedPolicy, FreeLogits, graph_space
-from topologies.learner import TopologyLearner, edge_advantages_table, topology_loss
+from topologies.learner import (
+    TopologyLearner,
+    check_schedules,
+    edge_advantages_table,
+    scheduled,
+    topology_loss,
+)
 
 
 def test_topology_loss_hand_derived():
@@ -74,3 +80,53 @@ def test_the_entropy_bonus_pulls_saturated_logits_back():
     assert pol.logit[0] < 4.0 and pol.logit[1] > -4.0 and pol.logit[2] == 0.0
     with pytest.raises(ValueError, match="entropy_coef"):
         TopologyLearner(FreeLogits(s), lr=0.1, entropy_coef=-1.0)
+
+
+def test_schedules_hand_derived():
+    # linear: final + (start - final) (1 - t); cosine: final + (start - final) (1 + cos(pi t)) / 2
+    assert scheduled("constant", 0.05, 0.0, 7, 10) == 0.05
+    assert math.isclose(scheduled("linear", 0.05, 0.01, 0, 4), 0.05)
+    assert math.isclose(scheduled("linear", 0.05, 0.01, 1, 4), 0.01 + 0.04 * 0.75)
+    assert math.isclose(scheduled("linear", 0.05, 0.01, 4, 4), 0.01)
+    assert math.isclose(scheduled("linear", 0.05, 0.01, 9, 4), 0.01)  # stays at the final value
+    assert math.isclose(scheduled("cosine", 0.2, 0.0, 1, 4), 0.2 * (1 + math.sqrt(0.5)) / 2)
+    assert math.isclose(scheduled("cosine", 0.2, 0.0, 2, 4), 0.1)
+    assert math.isclose(scheduled("cosine", 0.2, 0.0, 4, 4), 0.0, abs_tol=1e-12)
+    with pytest.raises(ValueError, match="schedule"):
+        scheduled("step", 1.0, 0.0, 0, 4)
+    with pytest.raises(ValueError, match="total"):
+        scheduled("linear", 1.0, 0.0, 0, 0)
+    with pytest.raises(ValueError, match="entropy_final"):
+        check_schedules("linear", -0.1, "constant", 0.0)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        check_schedules("linear", 0.0, "exp", 0.0)
+
+
+def test_set_step_sets_the_entropy_coefficient_and_the_learning_rate():
+    s = graph_space(3)
+    learner = TopologyLearner(
+        FreeLogits(s), lr=0.1, entropy_coef=0.05, entropy_schedule="linear",
+        lr_schedule="cosine", lr_final=0.02,
+    )  # fmt: skip
+    out = learner.set_step(5, 10)
+    assert math.isclose(out["entropy_coef"], 0.025) and math.isclose(learner.entropy_coef, 0.025)
+    assert math.isclose(out["lr"], 0.06) and math.isclose(learner.optimizer.param_groups[0]["lr"], 0.06)
+    # the entropy term of the loss uses the scheduled coefficient: at the end it is gone
+    learner.set_step(10, 10)
+    zero = torch.zeros(1, 1, 3)
+    res = learner.learn(torch.zeros(1, 4), torch.zeros(1, 1, 3, dtype=torch.long), zero)
+    assert res["loss"] == 0.0 and res["entropy"] > 0
+
+
+def test_kl_to_a_sparse_reference_hand_derived():
+    # p = 1/2 on each of the 3 edges, p_ref = q = sigmoid(-2):
+    # KL = 3 [1/2 ln(1/2 / q) + 1/2 ln(1/2 / (1 - q))]
+    s = graph_space(3)
+    learner = TopologyLearner(FreeLogits(s), lr=0.1, kl_coef=0.5, kl_ref_logit=-2.0)
+    assert learner.reference is None
+    q = 1 / (1 + math.exp(2.0))
+    want = 3 * (0.5 * math.log(0.5 / q) + 0.5 * math.log(0.5 / (1 - q)))
+    out = learner.learn(torch.zeros(1, 4), torch.zeros(1, 1, 3, dtype=torch.long), torch.zeros(1, 1, 3))
+    assert math.isclose(out["kl"], want, rel_tol=1e-5)
+    assert math.isclose(out["loss"], 0.5 * want, rel_tol=1e-5)
+    assert (learner.policy.logit < 0).all()  # pulled towards the sparse reference

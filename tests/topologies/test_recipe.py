@@ -67,6 +67,17 @@ def test_a_short_run_trains_the_policy_and_is_deterministic(tmp_path):
     assert cli.main(["eval", str(tmp_path / "a")]) == 0
 
 
+def test_the_schedules_reach_the_learner(tmp_path):
+    # 4 steps, update i (1-based) at schedule step i - 1 of 4: linear entropy 0.05 (1 - (i - 1) / 4),
+    # cosine lr 0.02 -> 0.01: 0.01 + 0.01 (1 + cos(pi (i - 1) / 4)) / 2
+    sched = ["policy.entropy_schedule=linear", "policy.lr_schedule=cosine", "policy.lr_final=0.01"]
+    m = _train(tmp_path, "s", sched)
+    ent = [r["agent/topology/entropy_coef"] for r in m[1:]]
+    lr = [r["agent/topology/lr"] for r in m[1:]]
+    assert ent == pytest.approx([0.05, 0.0375, 0.025, 0.0125])
+    assert lr == pytest.approx([0.02, 0.01 + 0.005 * (1 + 0.5**0.5), 0.015, 0.01 + 0.005 * (1 - 0.5**0.5)])
+
+
 def test_an_agents_block_is_refused_on_the_testbed():
     # the testbed brings its own programmatic team; LLM agents need a task they can answer
     with pytest.raises(ConfigError, match="testbed brings its own"):
@@ -100,6 +111,11 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path):
         "policy.features=bert",  # not a feature kind
         "policy.entropy_coef=-0.1",  # an entropy penalty
         "policy.explore=0.5",  # q = 0.5 on every edge: nothing learned is used
+        "policy.entropy_schedule=step",  # not a schedule
+        "policy.lr_schedule=exp",
+        "policy.entropy_final=-0.01",
+        "policy.lr_final=-1",
+        "policy.kl_reference=uniform",  # not a reference
     ],
 )
 def test_out_of_range_settings_stop_before_any_work(override):
