@@ -113,3 +113,52 @@ def test_tabular_selfplay_aa_learns_reciprocity_naive_does_not():
     _, nv = tabular_selfplay(False, steps=300, lr=0.01, seed=1)
     assert aa[-1]["p_cc"] - aa[-1]["p_cd"] > 0.5 and aa[-1]["coop"] > 0.4
     assert nv[-1]["p_cc"] - nv[-1]["p_cd"] < 0.2 and nv[-1]["coop"] < 0.3
+
+
+# ------------------------------------------------------------------ Trust-and-Split on a tabular policy
+def test_tabular_split_start_is_uniform_and_pays_the_game_rule():
+    # uniform keeps k0, k1 in 0..10: a round pays the winner 10 * 10 k_w / max(10, k0 + k1) and the
+    # loser 1 * 10 k_l / max(...), so by symmetry E[collective per round] = 11 * E[10 k0 / max(10, k0 + k1)]
+    from games.dilemma_probe import split_table_shapes, tabular_split_selfplay
+
+    k = np.arange(11)
+    per_round = 11 * np.mean(10 * k[:, None] / np.maximum(10, k[:, None] + k[None, :]))
+    for press in (True, False):
+        (pm, ps), c = tabular_split_selfplay(False, press=press, steps=0, roots=64, seed=2)
+        assert abs(c[0]["collective"] - 10 * per_round) < 12  # 512 games, std error about 3
+        assert abs(c[0]["concede"] - 1 / 11) < 0.02
+        assert ps.shape == split_table_shapes(press)[1] and np.allclose(ps, 1 / 11)
+    # truth_init t: the true claim has probability e^t / (e^t + 2)
+    (pm, _), c = tabular_split_selfplay(False, steps=0, truth_init=np.log(8.0), roots=64)
+    assert pm.shape == (3, 4, 3, 3)
+    for h in range(3):
+        np.testing.assert_allclose(pm[h, :, :, h], 0.8)
+    assert abs(c[0]["truth"] - 0.8) < 0.02
+    with pytest.raises(ValueError, match="group_size"):
+        tabular_split_selfplay(True, group_size=1)
+
+
+def test_tabular_split_one_round_no_press_aa_equals_naive_and_naive_keeps_all():
+    # one split per player and no messages: no past advantage, the AA credit is the own advantage.
+    # Keeping more never lowers the own payoff (10 k_i / max(10, k_i + k_j) rises with k_i), so the
+    # self-interested rule moves both seats to keeping (nearly) all
+    from games.dilemma_probe import tabular_split_selfplay
+
+    (_, a), ca = tabular_split_selfplay(True, press=False, rounds=1, steps=150, lr=0.1, seed=3)
+    (_, n), cn = tabular_split_selfplay(False, press=False, rounds=1, steps=150, lr=0.1, seed=3)
+    np.testing.assert_array_equal(a, n)
+    assert cn[-1]["winner_keep"] > 9 and cn[-1]["loser_keep"] > 9
+
+
+def test_tabular_split_no_press_aa_concedes_at_points_scale_beta_only_when_small():
+    # measured (benchmarks/results/dilemmas.md, seed 0, 400 steps, lr 0.05): naive collective 554,
+    # AA beta 2 439 (credit dominated by the beta * past * A2 term, rewards in points), AA beta 0.02
+    # (AdAlignLLM's beta 2 with rewards / 100) 902 with the loser conceding 76 % of rounds
+    from games.dilemma_probe import tabular_split_selfplay
+
+    _, nv = tabular_split_selfplay(False, press=False, steps=400, seed=0)
+    _, big = tabular_split_selfplay(True, press=False, beta=2.0, steps=400, seed=0)
+    _, small = tabular_split_selfplay(True, press=False, beta=0.02, steps=400, seed=0)
+    assert nv[-1]["collective"] < 600 and nv[-1]["concede"] < 0.1
+    assert big[-1]["collective"] < 600
+    assert small[-1]["collective"] > 800 and small[-1]["concede"] > 0.5
