@@ -60,6 +60,7 @@ from games.dilemma_exploiter import train_exploiter  # noqa: E402
 from games.dilemma_probe import (  # noqa: E402
     exploitability,
     policy_coop_table,
+    split_round_stats,
     tabular_selfplay,
     tabular_split_selfplay,
 )
@@ -128,30 +129,6 @@ def probe(cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: in
         _, res = train_exploiter(cfg.game, lm, iters=exploiter_iters, batch=64, eval_games=200, seed=seed)
         out["trained exploit"] = res.exploit
     out.update(recip)
-    return out
-
-
-def split_round_stats(game_cfg, recs) -> dict[str, float]:
-    """Replays Trust-and-Split records (seed and moves) and averages over their rounds: the loser
-    kept nothing (``concede``), the loser's and winner's proposals, true claims (``truth``)."""
-    from games.dilemmas import rps_winner
-    from games.text import make_game
-
-    concede, lk, wk, truth = [], [], [], []
-    for rec in recs:
-        g = make_game(game_cfg, rec.seed)
-        for _, a in rec.moves:
-            g.apply(a)
-        for e in g.log:
-            w = rps_winner(*e["hands"])
-            concede.append(e["keep"][1 - w] == 0)
-            lk.append(e["keep"][1 - w])
-            wk.append(e["keep"][w])
-            if e["claims"][0] is not None:
-                truth += [e["claims"][s] == e["hands"][s] for s in (0, 1)]
-    out = {"concede": float(np.mean(concede)), "loser keep": float(np.mean(lk))}
-    out["winner keep"] = float(np.mean(wk))
-    out["truth"] = float(np.mean(truth)) if truth else float("nan")
     return out
 
 

@@ -20,6 +20,7 @@ Shape legend: ``R`` rounds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -431,3 +432,29 @@ def tabular_split_selfplay(
             v += 0.001 * g * g
             z += lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
     return ((softmax(zm) if press else zm), softmax(zs)), curve
+
+
+def split_round_stats(game_cfg: Any, recs: Sequence[Any]) -> dict[str, float]:
+    """Replays Trust-and-Split records (seed and moves) and averages over their rounds: the loser
+    kept nothing (``concede``), the loser's and winner's proposals, true claims (``truth``)."""
+    from games.dilemmas import rps_winner
+    from games.text import make_game
+
+    if not recs:
+        raise ValueError("no game records")
+    concede, lk, wk, truth = [], [], [], []
+    for rec in recs:
+        g = make_game(game_cfg, rec.seed)
+        for _, a in rec.moves:
+            g.apply(a)
+        for e in g.log:
+            w = rps_winner(*e["hands"])
+            concede.append(e["keep"][1 - w] == 0)
+            lk.append(e["keep"][1 - w])
+            wk.append(e["keep"][w])
+            if e["claims"][0] is not None:
+                truth += [e["claims"][s] == e["hands"][s] for s in (0, 1)]
+    out = {"concede": float(np.mean(concede)), "loser keep": float(np.mean(lk))}
+    out["winner keep"] = float(np.mean(wk))
+    out["truth"] = float(np.mean(truth)) if truth else float("nan")
+    return out

@@ -162,3 +162,40 @@ def test_tabular_split_no_press_aa_concedes_at_points_scale_beta_only_when_small
     assert nv[-1]["collective"] < 600 and nv[-1]["concede"] < 0.1
     assert big[-1]["collective"] < 600
     assert small[-1]["collective"] > 800 and small[-1]["concede"] > 0.5
+
+
+def test_split_round_stats_of_fixed_strategies_by_hand():
+    # always-cooperate tells the truth, keeps all as the winner and nothing as the loser; always-defect
+    # tells the truth and keeps all: concede 1 / 0, loser keep 0 / 10, winner keep 10, truth 1
+    from games.arena import play_games
+    from games.dilemma_probe import split_round_stats
+    from games.dilemmas import StrategyPlayer
+    from games.text import GameConfig
+
+    game = GameConfig(name="trust_and_split", backend="dilemmas", params={"rounds": 4})
+    coop = StrategyPlayer("always-cooperate")
+    defect = StrategyPlayer("always-defect")
+    s = split_round_stats(game, play_games(game, [coop, coop], 3, seed=1))
+    assert s == {"concede": 1.0, "loser keep": 0.0, "winner keep": 10.0, "truth": 1.0}
+    s = split_round_stats(game, play_games(game, [defect, defect], 3, seed=1))
+    assert s == {"concede": 0.0, "loser keep": 10.0, "winner keep": 10.0, "truth": 1.0}
+    # one cooperator against one defector: the loser concedes in the rounds the cooperator loses
+    recs = play_games(game, [coop, defect], 5, seed=2)
+    s = split_round_stats(game, recs)
+    lost = [rnd[0] != rnd[1] and _beats(rnd[1], rnd[0]) for r in recs for rnd in _hands(game, r)]
+    assert s["concede"] == np.mean(lost) and s["loser keep"] == 10 * (1 - np.mean(lost))
+    assert s["truth"] == 1.0 and s["winner keep"] == 10.0
+    noprs = GameConfig(name="split_no_press", backend="dilemmas", params={"rounds": 2})
+    assert np.isnan(split_round_stats(noprs, play_games(noprs, [coop, coop], 2, seed=0))["truth"])
+    with pytest.raises(ValueError, match="no game records"):
+        split_round_stats(game, [])
+
+
+def _beats(a: str, b: str) -> bool:
+    return {"R": "S", "P": "R", "S": "P"}[a] == b
+
+
+def _hands(game, rec):
+    from games.text import make_game
+
+    return make_game(game, rec.seed).hands
