@@ -9,6 +9,7 @@ the tiny LM, 3 seeds.
         [--exploiter-iters 40]  (0: no trained exploiter column)
     python benchmarks/bench_dilemmas.py --tabular   (the two rules on a tabular policy, no LM; seconds)
     python benchmarks/bench_dilemmas.py --tabular --game trust_and_split   (or split_no_press)
+        [--tabular-steps 400] [--betas 2 0.02] [--truth-init 0]   (truth-init: start logit of the true claim)
     python benchmarks/bench_dilemmas.py --game trust_and_split [--steps N] [--games 100] ...
 
 Trains ``configs/dilemmas/ipd_naive.yaml`` (rule loo_returns) and ``configs/dilemmas/ipd_advalign.yaml``
@@ -47,6 +48,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -223,22 +225,29 @@ def load_run(run_dir: Path) -> tuple[SelfPlayConfig, dict]:
     return cfg, load_latest(cfg, Runner(cfg, cfg.run, cfg.recipe, resume=run_dir))[0]
 
 
-def tabular_split(game: str, seeds: list[int], steps: int = 400, lr: float = 0.05) -> None:
+def tabular_split(
+    game: str,
+    seeds: list[int],
+    steps: int = 400,
+    lr: float = 0.05,
+    truth_init: float = 0.0,
+    betas: Sequence[float] = (2.0, 0.02),
+) -> None:
     """The credit rules on a tabular policy in Trust-and-Split / the no-press split
     (``games.dilemma_probe.tabular_split_selfplay``; gamma 0.96, roots of G = 8, 64 games a step):
-    naive, AA at beta 2 (the LM configs' value, rewards in points) and AA at beta 0.02 (AdAlignLLM's
-    beta 2 with rewards divided by 100: scaling rewards by c scales A1 by c and the AA term by c^2)."""
+    naive, then AA at each of ``betas``: 2 is the earlier LM configs' value (rewards in points), 0.02
+    AdAlignLLM's beta 2 with rewards divided by 100 (scaling rewards by c scales A1 by c and the AA
+    term by c^2, so under a whitening normaliser it is beta -> c * beta)."""
     press = game == "trust_and_split"
-    print(f"tabular self-play, {game} 10 rounds, {steps} steps, lr {lr}, Adam per table entry")
+    print(f"tabular self-play, {game} 10 rounds, {steps} steps, lr {lr}, truth_init {truth_init:g}")
     print("| rule | beta | seed | collective | concede | loser keep | winner keep | truth |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for rule, align, beta in (
-        ("loo_returns", False, 2.0),
-        ("advantage_alignment", True, 2.0),
-        ("advantage_alignment", True, 0.02),
-    ):
+    rows = [("loo_returns", False, 0.0)] + [("advantage_alignment", True, float(b)) for b in betas]
+    for rule, align, beta in rows:
         for seed in seeds:
-            _, curve = tabular_split_selfplay(align, press=press, beta=beta, steps=steps, lr=lr, seed=seed)
+            _, curve = tabular_split_selfplay(
+                align, press=press, beta=beta, steps=steps, lr=lr, seed=seed, truth_init=truth_init
+            )
             c = curve[-1]
             b = f"{beta:g}" if align else "-"
             print(
@@ -274,13 +283,24 @@ def main() -> None:
     ap.add_argument("--trace", action="store_true", help="IPD: probe reciprocity after every training step")
     ap.add_argument("--exploiter-iters", type=int, default=40, help="trained exploiter batches (0: none)")
     ap.add_argument("--tabular", action="store_true", help="the rules on a tabular policy instead (no LM)")
+    ap.add_argument("--tabular-steps", type=int, default=None, help="tabular steps (IPD 300, split 400)")
+    ap.add_argument("--betas", type=float, nargs="+", default=[2.0, 0.02], help="tabular split: AA betas")
+    ap.add_argument(
+        "--truth-init", type=float, default=0.0, help="tabular Trust-and-Split: start logit of the true claim"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.tabular:
         if args.game == "ipd":
-            tabular(args.seeds)
+            tabular(args.seeds, steps=args.tabular_steps or 300)
         else:
-            tabular_split(args.game, args.seeds)
+            tabular_split(
+                args.game,
+                args.seeds,
+                steps=args.tabular_steps or 400,
+                truth_init=args.truth_init,
+                betas=args.betas,
+            )
         return
     if args.game not in CONFIGS:
         ap.error(f"--game {args.game} has no LM configs; valid: {sorted(CONFIGS)} (or --tabular)")
