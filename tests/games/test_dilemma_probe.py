@@ -199,3 +199,30 @@ def _hands(game, rec):
     from games.text import make_game
 
     return make_game(game, rec.seed).hands
+
+
+def test_trust_and_split_without_information_barely_beats_both_grabbing():
+    # the cap quoted in benchmarks/results/dilemmas.md: keeps blind to who won pay 55 s / max(10, s)
+    # a round (at most 55); the best deterministic table of the own hand pays 55 2/3 (keep 2 / 8 / 10
+    # with R / P / S), found by enumerating all 11^3 tables over the 6 ordered hand pairs. By hand:
+    # R (2) beats S (10): 10 * 2/12 * 10 + 10 * 10/12 = 25; P (8) beats R (2): 80 + 2 = 82;
+    # S (10) beats P (8): 10 * 10/18 * 10 + 10 * 8/18 = 60; mean (25 + 82 + 60) / 3 = 55 2/3
+    import itertools
+
+    from games.dilemmas import HANDS, rps_winner, split_payoffs
+
+    for ka, kb in [(10, 10), (3, 4), (0, 10), (7, 9)]:
+        s = ka + kb
+        both = sum(split_payoffs(ka, kb, 10.0, 1.0, 10)) + sum(split_payoffs(ka, kb, 1.0, 10.0, 10))
+        assert both / 2 == pytest.approx(55 * s / max(10, s))
+    pairs = [(a, b) for a in HANDS for b in HANDS if a != b]
+
+    def value(k: dict) -> float:
+        tot = 0.0
+        for a, b in pairs:
+            v = (10.0, 1.0) if rps_winner(a, b) == 0 else (1.0, 10.0)
+            tot += sum(split_payoffs(k[a], k[b], v[0], v[1], 10))
+        return tot / len(pairs)
+
+    best = max(itertools.product(range(11), repeat=3), key=lambda ks: value(dict(zip(HANDS, ks))))
+    assert best == (2, 8, 10) and value(dict(zip(HANDS, best))) == pytest.approx(55 + 2 / 3)
