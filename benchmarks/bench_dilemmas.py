@@ -1,4 +1,5 @@
-"""Naive training vs Advantage Alignment on the iterated prisoner's dilemma with the tiny LM, 3 seeds.
+"""Naive training vs Advantage Alignment on the iterated prisoner's dilemma (or Trust-and-Split) with
+the tiny LM, 3 seeds.
 
     python benchmarks/bench_dilemmas.py [--seeds 0 1 2] [--steps 100] [--games 200] [--out /tmp/bench_dil]
         [--set KEY=VALUE ...]   (overrides applied to both configs, e.g. --set agents.lm.optim.lr=3e-4)
@@ -7,6 +8,9 @@
         [--trace]               (print and save P(C after C), P(C after D) after every training step)
         [--exploiter-iters 40]  (0: no trained exploiter column)
     python benchmarks/bench_dilemmas.py --tabular   (the two rules on a tabular policy, no LM; seconds)
+    python benchmarks/bench_dilemmas.py --tabular --game trust_and_split   (or split_no_press)
+        [--tabular-steps 400] [--betas 2 0.02] [--truth-init 0]   (truth-init: start logit of the true claim)
+    python benchmarks/bench_dilemmas.py --game trust_and_split [--steps N] [--games 100] ...
 
 Trains ``configs/dilemmas/ipd_naive.yaml`` (rule loo_returns) and ``configs/dilemmas/ipd_advalign.yaml``
 (rule advantage_alignment) through the self-play recipe, seed by seed, then probes each final policy
@@ -26,6 +30,14 @@ as it samples (temperature 1), in both seats, and prints one table (mean and min
   200-game mean can land a little above it);
 - ``P(C after C)``, ``P(C after D)``: the policy's probability of cooperating after the co-player cooperated /
   defected (rounds 2.., both seats, both own last moves): tit-for-tat is 1 / 0.
+
+``--game trust_and_split`` trains ``configs/dilemmas/trust_and_split_naive.yaml`` and
+``configs/dilemmas/trust_and_split.yaml`` instead (``--steps`` defaults to the configs' own) and
+reports, for the sampling policy: ``collective`` (self-play, both seats; winner keeps all 1000, both
+grab 550), ``concede`` (fraction of self-play rounds whose loser kept nothing), ``loser keep`` /
+``winner keep`` (mean proposals), ``truth`` (fraction of true claims), ``vs X`` (its return against
+fixed strategy X) and ``trained exploit`` (``games.dilemma_exploiter``: ``--exploiter-iters`` batches
+of 128 games at lr 0.3, greedy evaluation over 200 games, minus the policy's self-play share S / 2).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +59,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import games.selfplay as selfplay  # noqa: E402
 from games.arena import play_games  # noqa: E402
 from games.dilemma_exploiter import train_exploiter  # noqa: E402
-from games.dilemma_probe import exploitability, policy_coop_table, tabular_selfplay  # noqa: E402
+from games.dilemma_probe import (  # noqa: E402
+    exploitability,
+    policy_coop_table,
+    split_round_stats,
+    tabular_selfplay,
+    tabular_split_selfplay,
+)
 from games.dilemmas import dilemma_params  # noqa: E402
 from games.opponents import make_opponent  # noqa: E402
 from games.selfplay import SelfPlayConfig, train  # noqa: E402
@@ -56,7 +75,14 @@ from marl.runner import Runner  # noqa: E402
 from marl.scenario import load_latest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = {"naive": "configs/dilemmas/ipd_naive.yaml", "advalign": "configs/dilemmas/ipd_advalign.yaml"}
+CONFIGS = {
+    "ipd": {"naive": "configs/dilemmas/ipd_naive.yaml", "advalign": "configs/dilemmas/ipd_advalign.yaml"},
+    "trust_and_split": {
+        "naive": "configs/dilemmas/trust_and_split_naive.yaml",
+        "advalign": "configs/dilemmas/trust_and_split.yaml",
+    },
+}
+METHODS = CONFIGS["ipd"]
 FIXED = ["always-cooperate", "always-defect", "tit-for-tat", "grim-trigger"]
 
 
@@ -105,6 +131,38 @@ def probe(cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: in
         _, res = train_exploiter(cfg.game, lm, iters=exploiter_iters, batch=64, eval_games=200, seed=seed)
         out["trained exploit"] = res.exploit
     out.update(recip)
+    return out
+
+
+def probe_split(
+    cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: int = 40
+) -> dict[str, float]:
+    """Trust-and-Split: self-play (collective, round statistics), returns against the fixed strategies
+    and the trained exploiter's gain over the policy's self-play share, for the sampling policy."""
+    lm = llm_player("lm", agent, cfg.prompt, greedy=False)
+    recs = play_games(cfg.game, [lm, lm], games, seed=seed)
+    out: dict[str, float] = {"collective": float(np.mean([sum(r.returns) for r in recs]))}
+    out.update(split_round_stats(cfg.game, recs))
+    for spec in FIXED:
+        opp = make_opponent(spec, cfg.game.name)
+        ret = []
+        for seat in (0, 1):
+            seats = [lm, opp] if seat == 0 else [opp, lm]
+            ret += [r.returns[seat] for r in play_games(cfg.game, seats, games, seed=seed + 1 + seat)]
+        out[f"vs {spec}"] = float(np.mean(ret))
+    if exploiter_iters > 0:
+        _, res = train_exploiter(
+            cfg.game,
+            lm,
+            iters=exploiter_iters,
+            batch=128,
+            lr=0.3,
+            eval_games=200,
+            seed=seed,
+            reference=out["collective"] / 2.0,
+        )
+        out["exploiter"] = res.exploiter_return
+        out["trained exploit"] = res.exploit
     return out
 
 
@@ -167,6 +225,38 @@ def load_run(run_dir: Path) -> tuple[SelfPlayConfig, dict]:
     return cfg, load_latest(cfg, Runner(cfg, cfg.run, cfg.recipe, resume=run_dir))[0]
 
 
+def tabular_split(
+    game: str,
+    seeds: list[int],
+    steps: int = 400,
+    lr: float = 0.05,
+    truth_init: float = 0.0,
+    betas: Sequence[float] = (2.0, 0.02),
+) -> None:
+    """The credit rules on a tabular policy in Trust-and-Split / the no-press split
+    (``games.dilemma_probe.tabular_split_selfplay``; gamma 0.96, roots of G = 8, 64 games a step):
+    naive, then AA at each of ``betas``: 2 is the earlier LM configs' value (rewards in points), 0.02
+    AdAlignLLM's beta 2 with rewards divided by 100 (scaling rewards by c scales A1 by c and the AA
+    term by c^2, so under a whitening normaliser it is beta -> c * beta)."""
+    press = game == "trust_and_split"
+    print(f"tabular self-play, {game} 10 rounds, {steps} steps, lr {lr}, truth_init {truth_init:g}")
+    print("| rule | beta | seed | collective | concede | loser keep | winner keep | truth |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows = [("loo_returns", False, 0.0)] + [("advantage_alignment", True, float(b)) for b in betas]
+    for rule, align, beta in rows:
+        for seed in seeds:
+            _, curve = tabular_split_selfplay(
+                align, press=press, beta=beta, steps=steps, lr=lr, seed=seed, truth_init=truth_init
+            )
+            c = curve[-1]
+            b = f"{beta:g}" if align else "-"
+            print(
+                f"| {rule} | {b} | {seed} | {c['collective']:.0f} | {c['concede']:.2f} "
+                f"| {c['loser_keep']:.2f} | {c['winner_keep']:.2f} | {c['truth']:.2f} |",
+                flush=True,
+            )
+
+
 def tabular(seeds: list[int], steps: int = 300, lr: float = 0.01) -> None:
     """The credit rules of both configs (beta 2, gamma 0.96, roots of G = 8, 64 games a step) on a
     tabular softmax policy in self-play (``games.dilemma_probe.tabular_selfplay``): whether the rule
@@ -182,37 +272,64 @@ def tabular(seeds: list[int], steps: int = 300, lr: float = 0.01) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--game", default="ipd", choices=["ipd", "trust_and_split", "split_no_press"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=None, help="training steps (IPD 100; T&S: the configs')")
     ap.add_argument("--games", type=int, default=200, help="probe games per seat")
     ap.add_argument("--out", default=None)
     ap.add_argument("--probe-only", action="store_true", help="probe the runs already in --out, no training")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="config override KEY=VALUE")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--trace", action="store_true", help="probe reciprocity after every training step")
+    ap.add_argument("--trace", action="store_true", help="IPD: probe reciprocity after every training step")
     ap.add_argument("--exploiter-iters", type=int, default=40, help="trained exploiter batches (0: none)")
     ap.add_argument("--tabular", action="store_true", help="the rules on a tabular policy instead (no LM)")
+    ap.add_argument("--tabular-steps", type=int, default=None, help="tabular steps (IPD 300, split 400)")
+    ap.add_argument("--betas", type=float, nargs="+", default=[2.0, 0.02], help="tabular split: AA betas")
+    ap.add_argument(
+        "--truth-init", type=float, default=0.0, help="tabular Trust-and-Split: start logit of the true claim"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.tabular:
-        tabular(args.seeds)
+        if args.game == "ipd":
+            tabular(args.seeds, steps=args.tabular_steps or 300)
+        else:
+            tabular_split(
+                args.game,
+                args.seeds,
+                steps=args.tabular_steps or 400,
+                truth_init=args.truth_init,
+                betas=args.betas,
+            )
         return
+    if args.game not in CONFIGS:
+        ap.error(f"--game {args.game} has no LM configs; valid: {sorted(CONFIGS)} (or --tabular)")
+    if args.trace and args.game != "ipd":
+        ap.error("--trace probes IPD reciprocity; it has no Trust-and-Split counterpart")
+    methods = CONFIGS[args.game]
     out = args.out or tempfile.mkdtemp(prefix="bench_dilemmas_")
     results: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
     t0 = time.perf_counter()
     for method in args.methods:
-        config = METHODS[method]
+        config = methods[method]
+        steps = args.steps
+        if steps is None:
+            steps = (
+                100 if args.game == "ipd" else load_config(SelfPlayConfig, [str(ROOT / config)], []).run.steps
+            )
         for seed in args.seeds:
             if args.probe_only:
                 cfg, agents = load_run(sorted(Path(out, method).glob(f"selfplay-s{seed}-*"))[-1])
             else:
-                cfg, agents = run_one(config, seed, args.steps, f"{out}/{method}", args.extra, args.trace)
-            res = probe(cfg, agents["lm"], args.games, 1000 + seed, args.exploiter_iters)
+                cfg, agents = run_one(config, seed, steps, f"{out}/{method}", args.extra, args.trace)
+            fn = probe if args.game == "ipd" else probe_split
+            res = fn(cfg, agents["lm"], args.games, 1000 + seed, args.exploiter_iters)
             results[method].append(res)
             print(f"{method} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
     cols = list(results[args.methods[0]][0])
     print(
-        f"\nIPD ({cfg.game.params}), {args.steps} steps, seeds {args.seeds}, {time.perf_counter() - t0:.0f}s"
+        f"\n{args.game} ({cfg.game.params}), {steps} steps, seeds {args.seeds}, "
+        f"{time.perf_counter() - t0:.0f}s"
     )
     print("| method | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))

@@ -20,6 +20,7 @@ Shape legend: ``R`` rounds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -233,3 +234,227 @@ def tabular_selfplay(
         t = step + 1
         z = z + lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
     return 1.0 / (1.0 + np.exp(-z)), curve
+
+
+# ------------------------------------------------------------------ the same on Trust-and-Split
+LAST = ("none", "coop", "defect")
+"""The co-player's last finished round as the split tables key it: none yet; it cooperated (kept
+nothing as the loser, anything as the winner); it defected (kept coins as the loser)."""
+
+
+def split_table_shapes(press: bool, coins: int = 10) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shapes of the message table ``(hand 3, heard claim 4 (none, R, P, S), last 3, action 3)`` and
+    the split table ``(hand 3, claim 3, last 3, action coins + 1)`` (press) or ``(value 2 (low, high),
+    last 3, action coins + 1)`` (no press); the message table is empty without press."""
+    msg = (3, 4, len(LAST), 3) if press else (0,)
+    split = (3, 3, len(LAST), coins + 1) if press else (2, len(LAST), coins + 1)
+    return msg, split
+
+
+def tabular_split_selfplay(
+    align: bool,
+    *,
+    press: bool = True,
+    rounds: int = 10,
+    coins: int = 10,
+    high: float = 10.0,
+    low: float = 1.0,
+    steps: int = 300,
+    roots: int = 8,
+    group_size: int = 8,
+    lr: float = 0.05,
+    beta: float = 2.0,
+    gamma: float = 0.96,
+    whiten: bool = False,
+    truth_init: float = 0.0,
+    seed: int = 0,
+    log_every: int = 0,
+) -> tuple[tuple[np.ndarray, np.ndarray], list[dict[str, float]]]:
+    """Self-play of one tabular softmax policy in Trust-and-Split (``press``) or the no-press split,
+    credited as rule ``loo_returns`` (``align=False``) or ``advantage_alignment`` (``align=True``)
+    with the LM pipeline's credit functions: whether the rule learns to cooperate apart from the LM.
+
+    The game is ``games.dilemmas.TrustAndSplit``'s (``split_payoffs``, RPS values, alternating first
+    speaker, claims seen by the second speaker and at the split). The table is keyed by a coarsening
+    of what the LM sees (``split_table_shapes``): own hand, the co-player's claim this round (none
+    before it speaks), the co-player's last round (``LAST``); the round number and the last round's
+    exact keeps and payoffs are dropped. No press: own value and last round. Both seats share the
+    table, as they share the LM. Per player the turns are, in order, (message, split) per round with
+    press, the split alone without; the round's payoff is the split turn's reward, a message's reward
+    is 0 (as the self-play recorder pays them). Each step plays ``roots x group_size`` games; a root's
+    games share the hands of every round (the CRN group); credit per turn: discounted return
+    (``gamma`` per turn), ``loo_return_advantages`` over (root, seat, rank), for AA
+    ``advantage_alignment_credit`` with ``co_player_sum`` at the same rank; ``whiten`` divides the
+    centred credit by its batch std (``credit.normalizer: batch_per_agent``, one agent). Loss
+    ``-mean(credit * log pi)``, Adam per table entry (``lr``). The tables start uniform (logits 0),
+    except that ``truth_init`` is added to the logit of the true claim (a start where claims already
+    carry information, as a pretrained LM's may; 0: uniform).
+
+    Returns the final probability tables ``(message, split)`` and one dict per step: ``collective``
+    (mean sum of both returns), ``concede`` (fraction of rounds the loser kept nothing),
+    ``loser_keep`` / ``winner_keep`` (mean proposals), ``truth`` (fraction of true claims; nan
+    without press).
+    """
+    from marl.credit.multiturn import (
+        advantage_alignment_credit,
+        co_player_sum,
+        discounted_returns,
+        loo_return_advantages,
+    )
+
+    if rounds < 1 or coins < 1 or steps < 0 or roots < 1 or group_size < 2 or not lr > 0:
+        raise ValueError("need rounds >= 1, coins >= 1, steps >= 0, roots >= 1, group_size >= 2, lr > 0")
+    rng = np.random.default_rng(seed)
+    shp_m, shp_s = split_table_shapes(press, coins)
+    zm, zs = np.zeros(shp_m), np.zeros(shp_s)
+    if press:
+        zm[np.arange(3), ..., np.arange(3)] += truth_init  # the true claim of each own hand
+    adam = [[np.zeros_like(z), np.zeros_like(z)] for z in (zm, zs)]
+    n = roots * group_size
+    tpr = 2 if press else 1  # turns per round per player
+    beats = np.array([2, 0, 1])  # HANDS index: R beats S, P beats R, S beats P
+    games = np.arange(n)
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    def sample(p: np.ndarray) -> np.ndarray:  # p (n, A) -> (n,) action indices
+        u = rng.random((p.shape[0], 1))
+        return np.minimum((u > p.cumsum(-1)).sum(-1), p.shape[-1] - 1)
+
+    curve = []
+    for step in range(steps + 1):
+        pm, ps = (softmax(zm) if press else zm), softmax(zs)
+        # hands per root and round, shared by the root's games (common random numbers)
+        h = np.stack([rng.permutation(3)[:2] for _ in range(roots * rounds)]).reshape(roots, rounds, 2)
+        hands = np.repeat(h, group_size, axis=0)  # (n, R, 2)
+        win = (beats[hands[..., 0]] == hands[..., 1]).astype(np.int64)  # 1: seat 0 wins
+        win = 1 - win  # seat index of the winner
+        rew = np.zeros((n, 2, rounds * tpr))
+        keys_m: list[tuple] = []  # (table index tuple, action) per sample, in sample layout
+        keys_s: list[tuple] = []
+        last = np.zeros((n, 2), dtype=np.int64)  # LAST index of the co-player, per seat
+        act_m = np.zeros((n, 2, rounds), dtype=np.int64)
+        act_s = np.zeros((n, 2, rounds), dtype=np.int64)
+        st_m = np.zeros((n, 2, rounds, 3), dtype=np.int64)
+        st_s = np.zeros((n, 2, rounds, 3), dtype=np.int64)
+        for r in range(rounds):
+            own_h = hands[:, r, :]  # (n, 2)
+            if press:
+                first = r % 2
+                claim = np.zeros((n, 2), dtype=np.int64)  # heard claim: 0 none, 1 + hand
+                for seat in (first, 1 - first):
+                    heard = claim[:, 1 - seat]
+                    st_m[:, seat, r] = np.stack([own_h[:, seat], heard, last[:, seat]], -1)
+                    a = sample(pm[own_h[:, seat], heard, last[:, seat]])
+                    act_m[:, seat, r] = a
+                    claim[:, seat] = 1 + a
+                for seat in (0, 1):
+                    st_s[:, seat, r] = np.stack([own_h[:, seat], claim[:, 1 - seat] - 1, last[:, seat]], -1)
+                    act_s[:, seat, r] = sample(ps[own_h[:, seat], claim[:, 1 - seat] - 1, last[:, seat]])
+            else:
+                for seat in (0, 1):
+                    val = (win[:, r] == seat).astype(np.int64)
+                    st_s[:, seat, r] = np.stack([val, last[:, seat], np.zeros(n, np.int64)], -1)
+                    act_s[:, seat, r] = sample(ps[val, last[:, seat]])
+            k0, k1 = act_s[:, 0, r], act_s[:, 1, r]
+            denom = np.maximum(coins, k0 + k1).astype(np.float64)
+            v0 = np.where(win[:, r] == 0, high, low)
+            v1 = np.where(win[:, r] == 1, high, low)
+            rew[:, 0, r * tpr + tpr - 1] = coins * k0 / denom * v0
+            rew[:, 1, r * tpr + tpr - 1] = coins * k1 / denom * v1
+            loser = 1 - win[:, r]
+            loser_kept = act_s[games, loser, r] > 0
+            for seat in (0, 1):  # what seat sees of its co-player
+                co_defect = (loser == 1 - seat) & loser_kept
+                last[:, seat] = np.where(co_defect, 2, 1)
+        del keys_m, keys_s
+        loser_all = 1 - win  # (n, R)
+        lk = np.take_along_axis(act_s, loser_all[:, None, :], 1)[:, 0]
+        wk = np.take_along_axis(act_s, win[:, None, :], 1)[:, 0]
+        truth = float((act_m == hands.transpose(0, 2, 1)).mean()) if press else float("nan")
+        curve.append(
+            dict(
+                collective=float(rew.sum((1, 2)).mean()),
+                concede=float((lk == 0).mean()),
+                loser_keep=float(lk.mean()),
+                winner_keep=float(wk.mean()),
+                truth=truth,
+            )
+        )
+        if log_every and step % log_every == 0:
+            c = curve[-1]
+            print(
+                f"{'AA' if align else 'naive'} step {step}: collective {c['collective']:.1f} concede "
+                f"{c['concede']:.3f} loser keep {c['loser_keep']:.2f} winner keep {c['winner_keep']:.2f} "
+                f"truth {c['truth']:.2f}"
+            )
+        if step == steps:
+            break
+        # sample layout: (game b, seat p, rank t) flattened; rank t = r * tpr (+1 for the split)
+        t_all = rounds * tpr
+        bb, pp, tt = np.meshgrid(games, np.arange(2), np.arange(t_all), indexing="ij")
+        bb, pp, tt = bb.ravel(), pp.ravel(), tt.ravel()
+        traj = bb * 2 + pp
+        ret = discounted_returns(rew.ravel(), traj, tt, gamma=gamma)
+        own = loo_return_advantages(ret, (bb // group_size, pp), tt)
+        if align:
+            co = co_player_sum(own, (bb,), traj, tt)
+            credit = advantage_alignment_credit(own, co, traj, tt, beta=beta, gamma=gamma)
+        else:
+            credit = own
+        if whiten:
+            credit = (credit - credit.mean()) / (credit.std() + 1e-6)
+        credit = credit.reshape(n, 2, rounds, tpr) / credit.size
+        grads = []
+        for z, st, act, c, ndim in (
+            (zm, st_m, act_m, credit[..., 0], 3),
+            (zs, st_s, act_s, credit[..., -1], 3 if press else 2),
+        ):
+            if z.size == 0 or (z is zm and not press):
+                grads.append(None)
+                continue
+            idx = tuple(st[..., i].ravel() for i in range(ndim))
+            p = softmax(z)[idx]  # (S, A)
+            g = -p * c.ravel()[:, None]
+            g[np.arange(g.shape[0]), act.ravel()] += c.ravel()
+            grad = np.zeros_like(z)
+            np.add.at(grad, idx, g)
+            grads.append(grad)
+        t = step + 1
+        for z, (m, v), g in zip((zm, zs), adam, grads):
+            if g is None:
+                continue
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            v += 0.001 * g * g
+            z += lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return ((softmax(zm) if press else zm), softmax(zs)), curve
+
+
+def split_round_stats(game_cfg: Any, recs: Sequence[Any]) -> dict[str, float]:
+    """Replays Trust-and-Split records (seed and moves) and averages over their rounds: the loser
+    kept nothing (``concede``), the loser's and winner's proposals, true claims (``truth``)."""
+    from games.dilemmas import rps_winner
+    from games.text import make_game
+
+    if not recs:
+        raise ValueError("no game records")
+    concede, lk, wk, truth = [], [], [], []
+    for rec in recs:
+        g = make_game(game_cfg, rec.seed)
+        for _, a in rec.moves:
+            g.apply(a)
+        for e in g.log:
+            w = rps_winner(*e["hands"])
+            concede.append(e["keep"][1 - w] == 0)
+            lk.append(e["keep"][1 - w])
+            wk.append(e["keep"][w])
+            if e["claims"][0] is not None:
+                truth += [e["claims"][s] == e["hands"][s] for s in (0, 1)]
+    out = {"concede": float(np.mean(concede)), "loser keep": float(np.mean(lk))}
+    out["winner keep"] = float(np.mean(wk))
+    out["truth"] = float(np.mean(truth)) if truth else float("nan")
+    return out

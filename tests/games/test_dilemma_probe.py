@@ -113,3 +113,116 @@ def test_tabular_selfplay_aa_learns_reciprocity_naive_does_not():
     _, nv = tabular_selfplay(False, steps=300, lr=0.01, seed=1)
     assert aa[-1]["p_cc"] - aa[-1]["p_cd"] > 0.5 and aa[-1]["coop"] > 0.4
     assert nv[-1]["p_cc"] - nv[-1]["p_cd"] < 0.2 and nv[-1]["coop"] < 0.3
+
+
+# ------------------------------------------------------------------ Trust-and-Split on a tabular policy
+def test_tabular_split_start_is_uniform_and_pays_the_game_rule():
+    # uniform keeps k0, k1 in 0..10: a round pays the winner 10 * 10 k_w / max(10, k0 + k1) and the
+    # loser 1 * 10 k_l / max(...), so by symmetry E[collective per round] = 11 * E[10 k0 / max(10, k0 + k1)]
+    from games.dilemma_probe import split_table_shapes, tabular_split_selfplay
+
+    k = np.arange(11)
+    per_round = 11 * np.mean(10 * k[:, None] / np.maximum(10, k[:, None] + k[None, :]))
+    for press in (True, False):
+        (pm, ps), c = tabular_split_selfplay(False, press=press, steps=0, roots=64, seed=2)
+        assert abs(c[0]["collective"] - 10 * per_round) < 12  # 512 games, std error about 3
+        assert abs(c[0]["concede"] - 1 / 11) < 0.02
+        assert ps.shape == split_table_shapes(press)[1] and np.allclose(ps, 1 / 11)
+    # truth_init t: the true claim has probability e^t / (e^t + 2)
+    (pm, _), c = tabular_split_selfplay(False, steps=0, truth_init=np.log(8.0), roots=64)
+    assert pm.shape == (3, 4, 3, 3)
+    for h in range(3):
+        np.testing.assert_allclose(pm[h, :, :, h], 0.8)
+    assert abs(c[0]["truth"] - 0.8) < 0.02
+    with pytest.raises(ValueError, match="group_size"):
+        tabular_split_selfplay(True, group_size=1)
+
+
+def test_tabular_split_one_round_no_press_aa_equals_naive_and_naive_keeps_all():
+    # one split per player and no messages: no past advantage, the AA credit is the own advantage.
+    # Keeping more never lowers the own payoff (10 k_i / max(10, k_i + k_j) rises with k_i), so the
+    # self-interested rule moves both seats to keeping (nearly) all
+    from games.dilemma_probe import tabular_split_selfplay
+
+    (_, a), ca = tabular_split_selfplay(True, press=False, rounds=1, steps=150, lr=0.1, seed=3)
+    (_, n), cn = tabular_split_selfplay(False, press=False, rounds=1, steps=150, lr=0.1, seed=3)
+    np.testing.assert_array_equal(a, n)
+    assert cn[-1]["winner_keep"] > 9 and cn[-1]["loser_keep"] > 9
+
+
+def test_tabular_split_no_press_aa_concedes_at_points_scale_beta_only_when_small():
+    # measured (benchmarks/results/dilemmas.md, seed 0, 400 steps, lr 0.05): naive collective 554,
+    # AA beta 2 439 (credit dominated by the beta * past * A2 term, rewards in points), AA beta 0.02
+    # (AdAlignLLM's beta 2 with rewards / 100) 902 with the loser conceding 76 % of rounds
+    from games.dilemma_probe import tabular_split_selfplay
+
+    _, nv = tabular_split_selfplay(False, press=False, steps=400, seed=0)
+    _, big = tabular_split_selfplay(True, press=False, beta=2.0, steps=400, seed=0)
+    _, small = tabular_split_selfplay(True, press=False, beta=0.02, steps=400, seed=0)
+    assert nv[-1]["collective"] < 600 and nv[-1]["concede"] < 0.1
+    assert big[-1]["collective"] < 600
+    assert small[-1]["collective"] > 800 and small[-1]["concede"] > 0.5
+
+
+def test_split_round_stats_of_fixed_strategies_by_hand():
+    # always-cooperate tells the truth, keeps all as the winner and nothing as the loser; always-defect
+    # tells the truth and keeps all: concede 1 / 0, loser keep 0 / 10, winner keep 10, truth 1
+    from games.arena import play_games
+    from games.dilemma_probe import split_round_stats
+    from games.dilemmas import StrategyPlayer
+    from games.text import GameConfig
+
+    game = GameConfig(name="trust_and_split", backend="dilemmas", params={"rounds": 4})
+    coop = StrategyPlayer("always-cooperate")
+    defect = StrategyPlayer("always-defect")
+    s = split_round_stats(game, play_games(game, [coop, coop], 3, seed=1))
+    assert s == {"concede": 1.0, "loser keep": 0.0, "winner keep": 10.0, "truth": 1.0}
+    s = split_round_stats(game, play_games(game, [defect, defect], 3, seed=1))
+    assert s == {"concede": 0.0, "loser keep": 10.0, "winner keep": 10.0, "truth": 1.0}
+    # one cooperator against one defector: the loser concedes in the rounds the cooperator loses
+    recs = play_games(game, [coop, defect], 5, seed=2)
+    s = split_round_stats(game, recs)
+    lost = [rnd[0] != rnd[1] and _beats(rnd[1], rnd[0]) for r in recs for rnd in _hands(game, r)]
+    assert s["concede"] == np.mean(lost) and s["loser keep"] == 10 * (1 - np.mean(lost))
+    assert s["truth"] == 1.0 and s["winner keep"] == 10.0
+    noprs = GameConfig(name="split_no_press", backend="dilemmas", params={"rounds": 2})
+    assert np.isnan(split_round_stats(noprs, play_games(noprs, [coop, coop], 2, seed=0))["truth"])
+    with pytest.raises(ValueError, match="no game records"):
+        split_round_stats(game, [])
+
+
+def _beats(a: str, b: str) -> bool:
+    return {"R": "S", "P": "R", "S": "P"}[a] == b
+
+
+def _hands(game, rec):
+    from games.text import make_game
+
+    return make_game(game, rec.seed).hands
+
+
+def test_trust_and_split_without_information_barely_beats_both_grabbing():
+    # the cap quoted in benchmarks/results/dilemmas.md: keeps blind to who won pay 55 s / max(10, s)
+    # a round (at most 55); the best deterministic table of the own hand pays 55 2/3 (keep 2 / 8 / 10
+    # with R / P / S), found by enumerating all 11^3 tables over the 6 ordered hand pairs. By hand:
+    # R (2) beats S (10): 10 * 2/12 * 10 + 10 * 10/12 = 25; P (8) beats R (2): 80 + 2 = 82;
+    # S (10) beats P (8): 10 * 10/18 * 10 + 10 * 8/18 = 60; mean (25 + 82 + 60) / 3 = 55 2/3
+    import itertools
+
+    from games.dilemmas import HANDS, rps_winner, split_payoffs
+
+    for ka, kb in [(10, 10), (3, 4), (0, 10), (7, 9)]:
+        s = ka + kb
+        both = sum(split_payoffs(ka, kb, 10.0, 1.0, 10)) + sum(split_payoffs(ka, kb, 1.0, 10.0, 10))
+        assert both / 2 == pytest.approx(55 * s / max(10, s))
+    pairs = [(a, b) for a in HANDS for b in HANDS if a != b]
+
+    def value(k: dict) -> float:
+        tot = 0.0
+        for a, b in pairs:
+            v = (10.0, 1.0) if rps_winner(a, b) == 0 else (1.0, 10.0)
+            tot += sum(split_payoffs(k[a], k[b], v[0], v[1], 10))
+        return tot / len(pairs)
+
+    best = max(itertools.product(range(11), repeat=3), key=lambda ks: value(dict(zip(HANDS, ks))))
+    assert best == (2, 8, 10) and value(dict(zip(HANDS, best))) == pytest.approx(55 + 2 / 3)
