@@ -32,7 +32,7 @@ from games.coevolution_env import (
 from marl.agent import Agent
 from marl.digits import DigitTask
 from marl.seeding import derive_seed
-from marl.warmstart import SupervisedSettings, cache_key, encode_pairs, warm_start_agent
+from marl.warmstart import SupervisedSettings, cache_key, encode_pairs, warm_start_run_agent
 
 
 @dataclass
@@ -134,13 +134,8 @@ def warm_start(
                 continue
             settings = SupervisedSettings(steps=n, batch_size=ws.batch_size, lr=ws.lr, cache=ws.cache)
             key = cache_key("coevolution", agent.cfg.policy, role, texts[role], n, ws.batch_size, ws.lr, seed)
-            stats = warm_start_agent(
-                agent,
-                lambda a=agent, r=role: encode_pairs(texts[r], a.policy),
-                settings,
-                cache_dir=cache_dir,
-                key=key,
-                seed=derive_seed(seed, "warmstart", name),
+            make = lambda a=agent, r=role: encode_pairs(texts[r], a.policy)  # noqa: E731
+            metrics.update(
+                warm_start_run_agent(agent, make, settings, cache_dir=cache_dir, key=key, run_seed=seed)
             )
-            metrics.update({f"warmstart/{name}/{k}": float(v) for k, v in stats.items()})
     return metrics

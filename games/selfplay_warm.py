@@ -27,7 +27,7 @@ from games.league import decision_prompt
 from games.selfplay_env import PromptSettings, make_fixed
 from games.text import GameConfig, num_players
 from marl.seeding import derive_seed
-from marl.warmstart import SupervisedSettings, cache_key, encode_pairs, warm_start_agent
+from marl.warmstart import SupervisedSettings, cache_key, encode_pairs, warm_start_run_agent
 
 
 @dataclass
@@ -98,7 +98,7 @@ def imitation_warm_start(
     settings = SupervisedSettings(steps=ws.steps, batch_size=ws.batch_size, lr=ws.lr, cache=ws.cache)
     pairs: list[tuple[Any, str]] | None = None
     out: dict[str, float] = {}
-    for name, agent in agents.items():
+    for agent in agents.values():
         key = cache_key("selfplay-imitation", agent.cfg.policy, game, prompt, ws, seed)
 
         def make_pairs(agent=agent):
@@ -107,7 +107,7 @@ def imitation_warm_start(
                 pairs = teacher_pairs(game, prompt, ws.teacher, ws.games, seed)
             return encode_pairs(pairs, agent.policy)
 
-        wseed = derive_seed(seed, "warmstart", name)
-        stats = warm_start_agent(agent, make_pairs, settings, cache_dir=cache_dir, key=key, seed=wseed)
-        out.update({f"warmstart/{name}/{k}": float(v) for k, v in stats.items()})
+        out.update(
+            warm_start_run_agent(agent, make_pairs, settings, cache_dir=cache_dir, key=key, run_seed=seed)
+        )
     return out

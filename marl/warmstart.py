@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from marl.samples import pack_rows
+from marl.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -196,3 +197,20 @@ def warm_start_agent(
             torch.save(agent.optimizer.state_dict(), folder / "optimizer.pt")
         done.write_text(json.dumps(stats))
     return {**stats, "cached": 0.0}
+
+
+def warm_start_run_agent(
+    agent,
+    make_pairs: Callable[[], list[tuple[list[int], list[int]]]],
+    cfg: SupervisedSettings,
+    *,
+    cache_dir: str | Path,
+    key: str,
+    run_seed: int,
+) -> dict[str, float]:
+    """:func:`warm_start_agent` as a run does it: the batch order drawn from
+    ``derive_seed(run_seed, "warmstart", agent.name)`` (each agent its own), the stats returned as
+    ``warmstart/<agent>/<stat>`` metrics."""
+    seed = derive_seed(run_seed, "warmstart", agent.name)
+    stats = warm_start_agent(agent, make_pairs, cfg, cache_dir=cache_dir, key=key, seed=seed)
+    return {f"warmstart/{agent.name}/{k}": float(v) for k, v in stats.items()}

@@ -33,6 +33,7 @@ from marl.warmstart import (  # noqa: F401  (re-exported: the loop and the cache
     encode_pairs,
     supervised_warm_start,
     warm_start_agent,
+    warm_start_run_agent,
 )
 from search.engine import SearchConfig, style_of
 from search.prompts import failures_of, prompt_text
@@ -251,9 +252,5 @@ def warm_start(
             )
             return encode_pairs(texts, agent.policy, max_prompt_tokens=search.max_prompt_tokens)
 
-        stats = warm_start_agent(
-            agent, make_pairs, ws, cache_dir=cache_dir, key=key, seed=derive_seed(seed, "warmstart", name)
-        )
-        for k, v in stats.items():
-            out[f"warmstart/{name}/{k}"] = float(v)
+        out.update(warm_start_run_agent(agent, make_pairs, ws, cache_dir=cache_dir, key=key, run_seed=seed))
     return out

@@ -170,7 +170,9 @@ def run_graphs(
 
     answers = [[_decide([msgs[(b, k, int(v))].answer for v in decide]) for k in range(nk)] for b in range(nb)]
     pairs = [(queries[b], answers[b][k]) for b in range(nb) for k in range(nk)]
-    flat_scores = score_many(pairs) if score_many is not None else [score(q, ans) for q, ans in pairs]
+    flat_scores = list(score_many(pairs)) if score_many is not None else [score(q, ans) for q, ans in pairs]
+    if len(flat_scores) != len(pairs):
+        raise ValueError(f"score_many returned {len(flat_scores)} scores for {len(pairs)} answers")
     scores = np.asarray(flat_scores, dtype=np.float64).reshape(nb, nk)
     for b in range(nb):
         for k in range(nk):

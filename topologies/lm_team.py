@@ -117,7 +117,7 @@ def warm_start_team(
     import numpy as np
 
     from marl.seeding import derive_seed
-    from marl.warmstart import SupervisedSettings, cache_key, encode_pairs, warm_start_agent
+    from marl.warmstart import SupervisedSettings, cache_key, encode_pairs, warm_start_run_agent
 
     settings = SupervisedSettings(steps=ws.steps, batch_size=ws.batch_size, lr=ws.lr)
     out: dict[str, float] = {}
@@ -125,13 +125,6 @@ def warm_start_team(
         rng = np.random.default_rng(derive_seed(seed, "warmstart-pairs", name))
         texts = task.warm_pairs(member, ws.examples, rng)
         key = cache_key("topology", agent.cfg.policy, member, texts, ws.steps, ws.batch_size, ws.lr, seed)
-        stats = warm_start_agent(
-            agent,
-            lambda a=agent, t=texts: encode_pairs(t, a.policy),
-            settings,
-            cache_dir=cache_dir,
-            key=key,
-            seed=derive_seed(seed, "warmstart", name),
-        )
-        out.update({f"warmstart/{name}/{k}": float(v) for k, v in stats.items()})
+        make = lambda a=agent, t=texts: encode_pairs(t, a.policy)  # noqa: E731
+        out.update(warm_start_run_agent(agent, make, settings, cache_dir=cache_dir, key=key, run_seed=seed))
     return out

@@ -3,6 +3,7 @@ networkx topological generations, the tree layout, token counts and the decision
 
 import networkx as nx
 import numpy as np
+import pytest
 import torch
 
 from marl.tree import TurnTree
@@ -130,3 +131,7 @@ def test_a_batch_judge_scores_every_graph_in_one_call_with_the_same_values():
         many.scores, [[Testbed.score(tb.train[b], many.answers[b][k]) for k in range(5)] for b in range(3)]
     )
     assert one.scores.shape == many.scores.shape == (3, 5)
+    # a judge that drops or adds a verdict is refused, not reshaped into the wrong graphs
+    for wrong in (lambda pairs: [1.0] * (len(pairs) - 1), lambda pairs: [1.0] * (len(pairs) + 5)):
+        with pytest.raises(ValueError, match="score_many returned"):
+            run_graphs(TurnTree(), space, agents2, tb.train[:3], a, lp, Testbed.score, score_many=wrong)
