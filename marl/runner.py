@@ -173,5 +173,6 @@ class Runner:
             self.metrics.close()
         for name, agent in agents.items():
             agent.export(self.dir / "export" / name)
-        plot_metrics(self.dir)
+        if self.settings.plots:
+            plot_metrics(self.dir)
         return self.last_metrics

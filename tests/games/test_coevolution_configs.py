@@ -56,6 +56,7 @@ def test_a_local_hugging_face_model_plays_attacker_and_defender(tmp_path):
         f"run.out_dir={out}",
         "run.name=hf",
         "run.progress=false",
+        "run.plots=false",
         "run.tensorboard=false",
         "run.threads=1",
     ]
@@ -81,6 +82,7 @@ def test_same_seed_same_metrics_and_sigkill_resume_matches(tmp_path):
         "run.checkpoint_every=1",
         "run.threads=1",
         "run.progress=false",
+        "run.plots=false",
         "run.tensorboard=false",
     ]
     same = partial(deterministic, drop_prefixes=("time/", "warmstart/"))  # timings; a cache hit

@@ -130,7 +130,7 @@ def test_invalid_outputs_never_crash_a_run(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ CLI
-TOY_CLI = ["run.threads=1", "run.progress=false", "run.tensorboard=false"]
+TOY_CLI = ["run.threads=1", "run.progress=false", "run.tensorboard=false", "run.plots=false"]
 
 
 _deterministic = partial(deterministic, drop_substrings=("per_s",))  # throughput varies run to run

@@ -42,6 +42,7 @@ def test_missing_model_path_is_named(tmp_path):
         f"agents.small.policy.path={tmp_path / 'nope'}",
         f"run.out_dir={tmp_path}",
         "run.progress=false",
+        "run.plots=false",
         check=False,
     )
     assert res.returncode == 2
@@ -61,6 +62,7 @@ def test_eval_reads_latest_checkpoint(tmp_path):
         f"run.out_dir={tmp_path}",
         "run.name=r",
         "run.progress=false",
+        "run.plots=false",
     )
     out = _marl("eval", str(tmp_path / "r"), "eval_prompts=8").stdout
     metrics = json.loads(out[out.index("{") :])

@@ -20,7 +20,13 @@ agents:
     optim: {{lr: 1.0e-2}}
     sampling: {{max_new_tokens: 2}}
 """)
-    overrides = ["run.steps=3", "run.progress=false", "run.tensorboard=false", "run.threads=1"]
+    overrides = [
+        "run.steps=3",
+        "run.progress=false",
+        "run.tensorboard=false",
+        "run.threads=1",
+        "run.plots=false",
+    ]
     overrides += ["prompts_per_step=4", "group_size=4", "eval_prompts=8"]
     run_train(train_cmd(yaml, tmp_path, "r", overrides), cli_env())
     rows = read_metrics(tmp_path / "r")

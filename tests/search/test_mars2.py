@@ -210,6 +210,7 @@ TOY = [
     "run.eval_every=2",
     "run.threads=1",
     "run.progress=false",
+    "run.plots=false",
     "run.tensorboard=false",
     "problems_per_step=2",
     "train_batch=4",

@@ -22,6 +22,7 @@ TOY = [
     "task.train_queries=32",
     "task.heldout_queries=8",
     "run.progress=false",
+    "run.plots=false",
     "run.tensorboard=false",
     "run.threads=1",
     # two agents of different sizes (99k and 358k parameters)

@@ -31,6 +31,7 @@ TOY = [
     "task.train_queries=16",
     "task.heldout_queries=8",
     "run.progress=false",
+    "run.plots=false",
     "run.tensorboard=false",
 ]
 _det = partial(deterministic, drop_substrings=("per_s",))
