@@ -1,6 +1,6 @@
 """Calls/s of one Graph-GRPO step with tiny-LM agents: batched waves against node-by-node execution.
 
-    python benchmarks/bench_topology_batching.py [--queries 16] [--graphs 8] [--node-queries 2]
+    python benchmarks/bench_topology_batching.py [--queries 16] [--graphs 8] [--node-queries 2] [--repeats 5]
 
 Five tiny-LM agents (``tiny: 100k``, up to ``--max-new-tokens`` tokens per call) run over ``K``
 sampled graphs (p = 0.5 per candidate edge, one round) for ``B`` queries of the skill-chain testbed.
@@ -13,6 +13,7 @@ bound its time) and is compared by calls per second.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--node-queries", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs of each; the medians are compared")
     ap.add_argument("--tiny", default="100k", help="size of the tiny LMs (marl.policies TINY_SIZES)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -76,20 +78,22 @@ def main() -> None:
     run_graphs(
         TurnTree(), space, team, queries[:1], a[:1, :1].numpy(), lp[:1, :1].numpy(), tb.score
     )  # warm-up
-    t = time.perf_counter()
-    ex = run_graphs(TurnTree(), space, team, queries, a, lp, tb.score)
-    batched_s = time.perf_counter() - t
     n = args.node_queries
-    t = time.perf_counter()
-    ex1 = run_graphs(
-        TurnTree(), space, [NodeByNode(x) for x in team], queries[:n], a[:n].numpy(), lp[:n].numpy(), tb.score
-    )
-    node_s = time.perf_counter() - t
+    node_team = [NodeByNode(x) for x in team]
+    times_b, times_n = [], []
+    for _ in range(args.repeats):  # alternate the two, so a busy spell hits both
+        t = time.perf_counter()
+        ex = run_graphs(TurnTree(), space, team, queries, a, lp, tb.score)
+        times_b.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ex1 = run_graphs(TurnTree(), space, node_team, queries[:n], a[:n].numpy(), lp[:n].numpy(), tb.score)
+        times_n.append(time.perf_counter() - t)
+    batched_s, node_s = statistics.median(times_b), statistics.median(times_n)
     rate_b, rate_n = ex.calls.sum() / batched_s, ex1.calls.sum() / node_s
     nb, n1 = int(ex.calls.sum()), int(ex1.calls.sum())
     print(
         f"batched:      {nb} calls in {ex.batched_calls} generation calls, {batched_s:.2f} s, "
-        f"{rate_b:.1f} calls/s"
+        f"{rate_b:.1f} calls/s (median of {args.repeats})"
     )
     print(f"node by node: {n1} calls in {n1} generation calls, {node_s:.2f} s, {rate_n:.1f} calls/s")
     print(
