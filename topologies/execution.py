@@ -35,7 +35,7 @@ import numpy as np
 
 from marl.tree import TurnTree
 from marl.types import Turn
-from topologies.graphs import GraphSpace, batched_levels
+from topologies.graphs import GraphSpace, batched_levels, order_mask
 
 DECISIONS = ("last", "majority")
 _EMPTY_I = np.zeros(0, dtype=np.int32)
@@ -98,6 +98,8 @@ def run_graphs(
     policy_agent: str = "topology",
     group: np.ndarray | None = None,
     score_many: Callable[[list[tuple[Any, str]]], Sequence[float]] | None = None,
+    orders: np.ndarray | None = None,
+    order_logprobs: np.ndarray | None = None,
 ) -> Execution:
     """Grow the tree of ``B`` queries x ``K`` graphs (``decisions`` (B, K, E) bool, ``logprobs``
     (B, K, E) their per-edge log-probabilities) and run the team over them (mutates ``tree``).
@@ -105,7 +107,10 @@ def run_graphs(
     ``agents[i]`` plays agent ``i`` of the space; ``score(query, answer)`` is trusted code; when given,
     ``score_many`` scores all B x K (query, answer) pairs in one call instead (a task's batch judge,
     e.g. ``HumanEvalTask.score_many``) and must agree with ``score``. ``group``: (B,) group ids of the
-    query roots (default: the root's own id).
+    query roots (default: the root's own id). A learned agent order (``topologies.graphs.
+    sample_ordered_graphs``): ``orders`` (B, K, A - 1) and their ``order_logprobs`` (B, K) go into
+    each graph node's data (``order``, ``order_logprob``, and ``allowed``, the (E,) edges its order
+    allowed, which the contrast credit reads); node ids then need not be a topological order.
     """
     d = np.asarray(decisions, dtype=bool)
     nb, nk, ne = d.shape
@@ -122,6 +127,19 @@ def run_graphs(
         for b in range(nb)
         for k in range(nk)
     ]
+    if orders is not None:
+        orders = np.asarray(orders, dtype=np.int64)
+        allowed = order_mask(space, orders)
+        olp = np.asarray(order_logprobs, dtype=np.float64)
+        if orders.shape[:2] != (nb, nk) or olp.shape != (nb, nk) or (d & ~allowed).any():
+            raise ValueError(
+                f"orders {orders.shape} and order_logprobs {olp.shape} must be ({nb}, {nk}, ...), and "
+                "every present edge allowed by its graph's order"
+            )
+        for b in range(nb):
+            for k in range(nk):
+                extra = {"order": orders[b, k].tolist(), "order_logprob": float(olp[b, k])}
+                payloads[b * nk + k].data.update(extra, allowed=allowed[b, k])
     gnodes = tree.add_nodes(np.repeat(roots, nk), agent=policy_agent, payloads=payloads).reshape(nb, nk)
 
     # schedule: the wave of every running node of every graph, then the calls of wave w by agent

@@ -14,6 +14,20 @@ and the probability of a graph does not depend on the order edges are enumerated
 sampler, which rejects an edge that would close a cycle, depends on that order; here nothing is
 rejected).
 
+**Learned order** (``graph_space(..., order="learned")``): the spatial candidates are every ordered
+pair ``(t, i) -> (t, j)``, ``i != j``, except out of the final agent, and each graph first draws an
+order ``pi`` of the ``A - 1`` non-final agents (the final agent stays last) from a Plackett-Luce
+distribution with per-agent scores ``s_i(q)`` (:func:`sample_orders`); ``pi`` masks the spatial
+candidates (:func:`order_mask`: ``i -> j`` allowed iff ``i`` comes before ``j``, in every round), a
+masked edge is not drawn and has log-probability 0, so every sampled graph is again a DAG (``(round,
+position in pi)`` is a topological order), and::
+
+    log PL(pi) = sum_k [ s_{pi_k} - log sum_{j >= k} exp(s_{pi_j}) ]      (Plackett 1975, Luce 1959)
+    log pi(G)  = log PL(pi) + sum_{e allowed by pi} log p_e(a_e)
+
+exact for the (order, edges) pair as sampled. Node ids are then no longer a topological order; the
+functions below that walk a graph (:func:`active_nodes`, :func:`batched_levels`) do not assume they are.
+
 A policy gives one logit ``l_e`` per candidate edge and query; edges are independent Bernoulli
 draws with ``p_e = sigmoid(l_e)``, so with ``a_e`` in {0, 1}::
 
@@ -62,7 +76,7 @@ TOPOLOGIES = ("chain", "star", "layered", "complete", "random", "debate", "singl
 class GraphSpace:
     """The candidate edges of ``num_agents`` agents over ``rounds`` rounds (see the module docstring).
 
-    ``src``, ``dst``: (E,) node ids of the unrolled graph, ``src < dst`` always; ``kind``: (E,)
+    ``src``, ``dst``: (E,) node ids of the unrolled graph, ``src < dst`` under the fixed order; ``kind``: (E,)
     SPATIAL or TEMPORAL; ``pair``: (E,) the flat index ``kind * A * A + i * A + j`` of its agent pair
     (``i``, ``j`` the agents at its ends), the slot a round-shared parameterisation would read.
     """
@@ -73,6 +87,9 @@ class GraphSpace:
     dst: np.ndarray
     kind: np.ndarray
     pair: np.ndarray
+    learned_order: bool = False
+    """Spatial candidates in both directions, masked per graph by a sampled agent order (see the
+    module docstring); ``src < dst`` then holds for the temporal edges only."""
 
     @property
     def num_edges(self) -> int:
@@ -110,15 +127,25 @@ class GraphSpace:
         return g
 
 
-def graph_space(num_agents: int, rounds: int = 1) -> GraphSpace:
-    """Candidate edges under the fixed role order (spatial ``i < j``) plus all temporal edges."""
+ORDERS = ("fixed", "learned")
+
+
+def graph_space(num_agents: int, rounds: int = 1, order: str = "fixed") -> GraphSpace:
+    """Candidate edges under the fixed role order (spatial ``i < j``), or for ``order = "learned"``
+    every spatial ``i -> j`` with ``i != j`` and ``i`` not the final agent (masked per graph by a
+    sampled order, :func:`order_mask`), plus all temporal edges."""
     if num_agents < 1 or rounds < 1:
         raise ValueError(f"num_agents ({num_agents}) and rounds ({rounds}) must be >= 1")
+    if order not in ORDERS:
+        raise ValueError(f"order ({order!r}) must be one of {ORDERS}")
     a = num_agents
+    learned = order == "learned"
     src, dst, kind, pair = [], [], [], []
     for t in range(rounds):
         for i in range(a):
-            for j in range(i + 1, a):
+            for j in range(a) if learned and i < a - 1 else range(i + 1, a):
+                if j == i:
+                    continue
                 src.append(t * a + i), dst.append(t * a + j), kind.append(SPATIAL), pair.append(i * a + j)
         if t > 0:
             for i in range(a):
@@ -126,7 +153,7 @@ def graph_space(num_agents: int, rounds: int = 1) -> GraphSpace:
                     src.append((t - 1) * a + i), dst.append(t * a + j), kind.append(TEMPORAL)
                     pair.append(a * a + i * a + j)
     as_i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
-    return GraphSpace(a, rounds, as_i64(src), as_i64(dst), as_i64(kind), as_i64(pair))
+    return GraphSpace(a, rounds, as_i64(src), as_i64(dst), as_i64(kind), as_i64(pair), learned)
 
 
 # ----------------------------------------------------------------------------- the math
@@ -203,6 +230,76 @@ def mode_graphs(logits: torch.Tensor) -> torch.Tensor:
     return logits > 0
 
 
+# ----------------------------------------------------------------------------- a learned agent order
+def plackett_luce_logprob(scores: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``log PL(pi | s) = sum_k [ s_{pi_k} - log sum_{j >= k} exp(s_{pi_j}) ]`` (Plackett 1975; Luce
+    1959): the probability of drawing the items first to last, each from the softmax of the scores of
+    the items not drawn yet. ``scores`` (..., M) broadcast against ``order`` (..., M), a permutation of
+    ``0 .. M-1`` (first item first) -> (...)."""
+    shape = torch.broadcast_shapes(scores.shape[:-1], order.shape[:-1])
+    s = scores.expand(*shape, scores.shape[-1]).gather(-1, order.expand(*shape, order.shape[-1]))
+    tail = torch.logcumsumexp(s.flip(-1), dim=-1).flip(-1)  # log sum_{j >= k} exp(s_{pi_j})
+    return (s - tail).sum(-1)
+
+
+def sample_orders(scores: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """K Plackett-Luce orders per query by the Gumbel trick (sorting ``s_i + g_i``, ``g_i`` i.i.d.
+    Gumbel(0, 1), in decreasing order draws exactly from PL(s); Yellott 1977): scores (B, M) ->
+    (B, K, M) long, first item first (no gradient)."""
+    with torch.no_grad():
+        s = scores[:, None, :].expand(-1, k, -1)
+        u = torch.rand(s.shape, generator=generator, dtype=s.dtype).clamp_min(torch.finfo(s.dtype).tiny)
+        return torch.argsort(s - torch.log(-torch.log(u)), dim=-1, descending=True, stable=True)
+
+
+def mode_orders(scores: torch.Tensor) -> torch.Tensor:
+    """The most probable order per query, (B, M) -> (B, M): the scores in decreasing order (ties: the
+    lower index first)."""
+    return torch.argsort(scores, dim=-1, descending=True, stable=True)
+
+
+def order_mask(space: GraphSpace, order: np.ndarray) -> np.ndarray:
+    """Which candidate edges an order of the non-final agents allows: (..., A - 1) -> (..., E) bool.
+    A temporal edge is always allowed; a spatial ``i -> j`` iff ``i`` comes before ``j`` in the order,
+    the final agent ``A - 1`` being after everyone (so ``i -> final`` is always allowed)."""
+    order = np.asarray(order, dtype=np.int64)
+    a = space.num_agents
+    if order.shape[-1] != a - 1:
+        raise ValueError(f"an order of {order.shape[-1]} agents; the space has {a - 1} non-final agents")
+    rank = np.full((*order.shape[:-1], a), a - 1, dtype=np.int64)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(a - 1), order.shape), axis=-1)
+    i, j = space.node_agent(space.src), space.node_agent(space.dst)
+    return (space.kind == TEMPORAL) | (rank[..., i] < rank[..., j])
+
+
+def sample_ordered_graphs(
+    space: GraphSpace,
+    logits: torch.Tensor,
+    scores: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    explore: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K graphs per query under a learned order: ``pi ~ PL(scores)`` (:func:`sample_orders`), then
+    every edge ``pi`` allows ``~ Bernoulli(q_e)`` as in :func:`sample_graphs`; a masked edge is absent
+    with log-probability 0. ``logits`` (B, E), ``scores`` (B, A - 1) -> decisions (B, K, E) bool,
+    per-edge log-probs (B, K, E), orders (B, K, A - 1) and their ``log PL`` (B, K) (no gradient)."""
+    with torch.no_grad():
+        orders = sample_orders(scores, k, generator)
+        allowed = torch.from_numpy(order_mask(space, orders.numpy()))
+        lg = logits[:, None, :].expand(-1, k, -1).masked_fill(~allowed, float("-inf"))
+        p = mixed_probs(lg, explore)
+        a = torch.rand(p.shape, generator=generator, dtype=p.dtype) < p
+        return a, edge_logprobs(lg, a, explore), orders, plackett_luce_logprob(scores[:, None, :], orders)
+
+
+def ordered_mode_graphs(space: GraphSpace, logits: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The graph a learned-order policy uses at test time, (B, E) bool: the most probable order
+    (:func:`mode_orders`) and, among the edges it allows, those with ``p_e > 0.5``."""
+    allowed = torch.from_numpy(order_mask(space, mode_orders(scores).numpy()))
+    return (logits > 0) & allowed
+
+
 def waves(space: GraphSpace, a: np.ndarray, active: np.ndarray | None = None) -> list[np.ndarray]:
     """Execution waves of one graph: the ``networkx.topological_generations`` of its active nodes
     (``active`` (N,) bool, default all), each wave sorted by node id."""
@@ -214,6 +311,8 @@ def waves(space: GraphSpace, a: np.ndarray, active: np.ndarray | None = None) ->
 
 def active_nodes(space: GraphSpace, a: np.ndarray, decide: np.ndarray) -> np.ndarray:
     """(N,) bool: the decision nodes and every node with a path to one (the nodes that run)."""
+    if space.learned_order:  # node ids are not a topological order
+        return batched_levels(space, np.asarray(a, dtype=bool)[None], decide)[0] >= 0
     adj = space.adjacency(a)
     act = np.zeros(space.num_nodes, dtype=bool)
     act[decide] = True
@@ -228,9 +327,12 @@ def batched_levels(space: GraphSpace, a: np.ndarray, decide: np.ndarray) -> np.n
     does not run. The nodes that run are ``decide`` and their ancestors (as :func:`active_nodes`); a
     running node's wave is the length of the longest path reaching it from a running source, which is
     its index in ``networkx.topological_generations`` of the running subgraph (the tests hold the two
-    equal). One vectorised pass over the ``N`` nodes in each direction (node ids are topological)."""
+    equal). Under the fixed order (node ids are topological): one vectorised pass over the ``N`` nodes
+    in each direction; under a learned order: fixed-point sweeps over the edges (at most ``N``)."""
     a = np.asarray(a, dtype=bool)
     g, n = a.shape[0], space.num_nodes
+    if space.learned_order:
+        return _levels_any_order(space, a, decide)
     act = np.zeros((g, n), dtype=bool)
     act[:, decide] = True
     for v in range(n - 1, -1, -1):
@@ -245,6 +347,30 @@ def batched_levels(space: GraphSpace, a: np.ndarray, decide: np.ndarray) -> np.n
             lv = np.where(a[:, inc], level[:, space.src[inc]], -1).max(1) + 1
         level[:, v] = np.where(act[:, v], lv, -1)
     return level
+
+
+def _levels_any_order(space: GraphSpace, a: np.ndarray, decide: np.ndarray) -> np.ndarray:
+    """:func:`batched_levels` for graphs whose node ids need not be a topological order: the running
+    set grows backwards from ``decide`` and the longest-path depth forwards, one relaxation over every
+    edge per sweep, until nothing changes (at most ``N`` sweeps each: the graphs are DAGs)."""
+    g, n = a.shape[0], space.num_nodes
+    adj = np.zeros((g, n, n), dtype=bool)
+    adj[:, space.src, space.dst] = a
+    act = np.zeros((g, n), dtype=bool)
+    act[:, decide] = True
+    for _ in range(n):
+        new = act | (adj & act[:, None, :]).any(2)
+        if (new == act).all():
+            break
+        act = new
+    adj &= act[:, :, None] & act[:, None, :]
+    level = np.where(act, 0, -1)
+    for _ in range(n):
+        new = np.where(act, np.where(adj, level[:, :, None] + 1, 0).max(1), -1)
+        if (new == level).all():
+            break
+        level = new
+    return level.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- query features
@@ -398,6 +524,14 @@ class QueryConditioned(nn.Module):
     policy without agent features, and a zero ``f`` (no role mentioned) leaves ``b_e`` + the query
     part. With ``P = 0`` and ``W = 0`` it reduces to free logits ``b`` (initialised to ``init``).
     ``feature_dim`` may be 0 (agent features only).
+
+    ``order = True`` (a learned agent order, :func:`sample_ordered_graphs`) adds a Plackett-Luce score
+    per non-final agent from the same inputs, :meth:`order_scores`::
+
+        s_i(q) = c_i + h . r_i  +  v . f_i
+
+    ``c`` (A-1,), ``r`` (A-1, H) and ``v`` (F,) (shared by the agents: "a role mentioned first goes
+    first") all start at zero, so the initial order is uniform.
     """
 
     def __init__(
@@ -408,6 +542,7 @@ class QueryConditioned(nn.Module):
         seed: int = 0,
         init: float = 0.0,
         node_dim: int = 0,
+        order: bool = False,
     ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(int(seed))
@@ -424,9 +559,15 @@ class QueryConditioned(nn.Module):
         if node_dim:
             self.node_proj = nn.Parameter(torch.zeros(hidden, space.num_agents * node_dim))
             self.pair = nn.Parameter(torch.zeros(space.num_edges, node_dim + 1, node_dim + 1))
+        self.learns_order = bool(order)
+        if order:
+            self.order_bias = nn.Parameter(torch.zeros(space.num_agents - 1))
+            self.order_role = nn.Parameter(torch.zeros(space.num_agents - 1, hidden))
+            if node_dim:
+                self.order_feat = nn.Parameter(torch.zeros(node_dim))
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, D) or, with ``node_dim = F``, (B, D + A * F) -> (B, E) edge logits."""
+    def _summary(self, feats: torch.Tensor) -> torch.Tensor:
+        """The query summary ``h`` (B, H)."""
         want = self.feature_dim + self.num_agents * self.node_dim
         if feats.shape[-1] != want:
             raise ValueError(f"features of width {feats.shape[-1]}, expected {want}")
@@ -434,6 +575,21 @@ class QueryConditioned(nn.Module):
         h = q @ self.proj.T  # (B, H)
         if self.node_dim:
             h = h + feats[:, self.feature_dim :] @ self.node_proj.T
+        return h
+
+    def order_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D + A * F) -> (B, A - 1) Plackett-Luce scores of the non-final agents (``order=True``)."""
+        if not self.learns_order:
+            raise ValueError("this policy was built without an order head (order=False)")
+        out = self._summary(feats) @ self.order_role.T + self.order_bias
+        if self.node_dim:
+            f = feats[:, self.feature_dim :].reshape(feats.shape[0], self.num_agents, self.node_dim)
+            out = out + f[:, :-1] @ self.order_feat
+        return out
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D) or, with ``node_dim = F``, (B, D + A * F) -> (B, E) edge logits."""
+        h = self._summary(feats)
         pair = self.src[self.e_kind, self.e_src] * self.dst[self.e_kind, self.e_dst]  # (E, H)
         out = h @ pair.T + self.bias
         if self.node_dim:
@@ -470,12 +626,19 @@ def fixed_topology(space: GraphSpace, name: str, *, layers: int = 3) -> torch.Te
     - ``debate``: no spatial edges; every temporal edge (each agent reads all answers of the previous
       round; with one round the agents answer alone).
     - ``single``: no edges (with the ``last`` decision only the final agent runs).
+
+    In a learned-order space (:func:`graph_space`) they use the fixed role order: spatial ``i < j``
+    only (``random``: ``-inf`` on the others), so they stay acyclic without an order.
     """
     a = space.num_agents
     i, j = space.node_agent(space.src), space.node_agent(space.dst)
     sp, tm = space.kind == SPATIAL, space.kind == TEMPORAL
+    if space.learned_order:
+        sp = sp & (i < j)
     same = tm & (i == j)
     if name == "random":
+        if space.learned_order:
+            return torch.where(torch.as_tensor(sp | tm), 0.0, float("-inf"))
         return torch.zeros(space.num_edges)
     if name == "chain":
         on = (sp & (j == i + 1)) | same
@@ -487,7 +650,7 @@ def fixed_topology(space: GraphSpace, name: str, *, layers: int = 3) -> torch.Te
             layer[grp] = n
         on = (sp & (layer[j] == layer[i] + 1)) | same
     elif name == "complete":
-        on = np.ones(space.num_edges, dtype=bool)
+        on = sp | tm
     elif name == "debate":
         on = tm.copy()
     elif name == "single":

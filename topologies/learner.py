@@ -18,6 +18,17 @@ follow a schedule over the run (:func:`scheduled`: constant, linear or cosine de
 value to a final value). Edges a policy forces (fixed topologies, pruned edges) have
 log-probability 0, entropy 0 and no gradient.
 
+With a learned agent order (``topologies.graphs.sample_ordered_graphs``) graph ``k`` is the pair
+(order ``pi_k``, edges): its edge terms run over the edges ``pi_k`` allows (a masked edge has
+log-probability 0), and the order adds the Plackett-Luce term with the graph's graph-level advantage
+``A_k`` (``marl.credit.graphs.decision_advantages``: Graph-GRPO's group-relative ``A_k``, or
+``u_k`` for REINFORCE), whatever the edges' credit::
+
+    L_order = -(1/G) sum_k A_k log PL(pi_k | s(q_k))                      (:func:`order_loss`)
+
+The KL and the entropy bonus stay on the edges' Bernoullis (every candidate edge, masked or not);
+the order has neither.
+
 Shape legend: ``B`` queries, ``K`` graphs per query, ``E`` candidate edges, ``D`` query features.
 """
 
@@ -31,7 +42,7 @@ import torch
 from torch import nn
 
 from marl.credit.graphs import edge_kl
-from topologies.graphs import FEATURES, edge_entropy, edge_logprobs
+from topologies.graphs import FEATURES, edge_entropy, edge_logprobs, plackett_luce_logprob
 
 SCHEDULES = ("constant", "linear", "cosine")
 
@@ -80,12 +91,20 @@ def check_schedules(
 def topology_loss(
     logits: torch.Tensor, decisions: torch.Tensor, advantages: torch.Tensor, explore: float = 0.0
 ) -> torch.Tensor:
-    """``-(1/(B K)) sum_{b,k,e} A_bke log q_e(a_bke)``: logits (B, E), decisions and advantages
-    (B, K, E) -> scalar; ``q`` the sampling distribution (``explore``: its epsilon mixing). A forced
-    edge (infinite logit) contributes 0."""
-    lp = edge_logprobs(logits[:, None, :], decisions, explore)
-    lp = torch.where(torch.isfinite(logits)[:, None, :], lp, torch.zeros_like(lp))
+    """``-(1/(B K)) sum_{b,k,e} A_bke log q_e(a_bke)``: logits (B, E), or (B, K, E) per graph (masked
+    by its order), decisions and advantages (B, K, E) -> scalar; ``q`` the sampling distribution
+    (``explore``: its epsilon mixing). A forced or masked edge (infinite logit) contributes 0."""
+    if logits.dim() == 2:
+        logits = logits[:, None, :]
+    lp = edge_logprobs(logits, decisions, explore)
+    lp = torch.where(torch.isfinite(logits), lp, torch.zeros_like(lp))
     return -(advantages * lp).sum(-1).mean()
+
+
+def order_loss(scores: torch.Tensor, orders: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """``-(1/(B K)) sum_{b,k} A_bk log PL(pi_bk | s_b)``: scores (B, M), orders (B, K, M) (first item
+    first), graph-level advantages (B, K) -> scalar (``topologies.graphs.plackett_luce_logprob``)."""
+    return -(advantages * plackett_luce_logprob(scores[:, None, :], orders)).mean()
 
 
 def edge_advantages_table(advantages, num_graphs: int, num_edges: int) -> torch.Tensor:
@@ -143,13 +162,29 @@ class TopologyLearner:
         return {"entropy_coef": self.entropy_coef, "lr": lr}
 
     def learn(
-        self, feats: torch.Tensor, decisions: torch.Tensor, advantages: torch.Tensor
+        self,
+        feats: torch.Tensor,
+        decisions: torch.Tensor,
+        advantages: torch.Tensor,
+        *,
+        orders: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
+        order_advantages: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """One optimizer step on the graphs of one step: feats (B, D), decisions and advantages
         (B, K, E), drawn with this learner's ``explore``. Returns ``loss``, ``pg_loss``, ``kl``,
-        ``entropy`` (mean over queries of the summed edge entropies) and ``grad_norm``."""
+        ``entropy`` (mean over queries of the summed edge entropies) and ``grad_norm``. A learned
+        order: ``orders`` (B, K, A - 1), the edges each allowed (B, K, E) bool, and the graphs'
+        graph-level advantages (B, K); adds ``order_loss`` (included in ``pg_loss``)."""
         logits = self.policy(feats)
-        pg = topology_loss(logits, decisions, advantages, self.explore)
+        extra = {}
+        if orders is None:
+            pg = topology_loss(logits, decisions, advantages, self.explore)
+        else:
+            masked = logits[:, None, :].expand_as(allowed).masked_fill(~allowed, float("-inf"))
+            lo = order_loss(self.policy.order_scores(feats), orders, order_advantages)
+            pg = topology_loss(masked, decisions, advantages, self.explore) + lo
+            extra["order_loss"] = float(lo.detach())
         ent = edge_entropy(logits).sum(-1).mean()
         kl = torch.zeros(())
         if self.kl_coef > 0:
@@ -169,7 +204,7 @@ class TopologyLearner:
             grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
             self.optimizer.step()
         loss, pg, kl, ent = (float(x.detach()) for x in (loss, pg, kl, ent))
-        return {"loss": loss, "pg_loss": pg, "kl": kl, "entropy": ent, "grad_norm": grad_norm}
+        return {"loss": loss, "pg_loss": pg, "kl": kl, "entropy": ent, "grad_norm": grad_norm, **extra}
 
     def state_dict(self) -> dict:
         d = {"policy": self.policy.state_dict()}

@@ -60,14 +60,21 @@ def draw_graph(space: GraphSpace, a: np.ndarray, names: list[str], title: str, p
 def draw_policy(policy, task, space: GraphSpace, feats, names: list[str], out: Path) -> None:
     """Heat map of the policy's mean edge probabilities per held-out query type (the testbed's skill
     sequences; one row of all held-out queries for other tasks) and the most probable graph of the
-    first held-out query, into the folder ``out``; ``feats`` is the policy's input for ``task.heldout``."""
+    first held-out query (under a learned order: its most probable order), into the folder ``out``;
+    ``feats`` is the policy's input for ``task.heldout``."""
     import torch
 
+    from topologies.graphs import mode_orders, order_mask
     from topologies.team import edge_names
     from topologies.testbed import Testbed
 
     with torch.no_grad():
         p = torch.sigmoid(policy(feats)).numpy()
+        order = (
+            mode_orders(policy.order_scores(feats[:1]))[0].numpy()
+            if getattr(policy, "learns_order", False)
+            else None
+        )
     if isinstance(task, Testbed):
         types = sorted({q.skills for q in task.heldout})
         rows = np.stack([p[[q.skills == t for q in task.heldout]].mean(0) for t in types])
@@ -75,5 +82,8 @@ def draw_policy(policy, task, space: GraphSpace, feats, names: list[str], out: P
     else:
         rows, labels = p.mean(0, keepdims=True), ["all held-out queries"]
     edge_heatmap(rows, labels, edge_names(space, names), out / "topology_heatmap.png")
-    q = task.heldout[0]
-    draw_graph(space, p[0] > 0.5, names, f"most probable graph: {q.text}", out / "topology_graph.png")
+    a, title = p[0] > 0.5, f"most probable graph: {task.heldout[0].text}"
+    if order is not None:  # a learned order: the most probable order masks the edges
+        a &= order_mask(space, order)
+        title += f"\norder: {' > '.join(names[i] for i in order)} > {names[-1]}"
+    draw_graph(space, a, names, title, out / "topology_graph.png")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from topologies.graphs import (
+    ORDERS,
     TOPOLOGIES,
     FixedPolicy,
     FreeLogits,
@@ -69,6 +70,10 @@ class PolicySettings:
     """Step after which the pruning happens (0: never)."""
     eval_graph: str = "mode"
     """Evaluation graph: mode (edges with p > 0.5, GPTSwarm's rule) | sample (one draw; for random)."""
+    order: str = "fixed"
+    """Agent order that keeps graphs acyclic: fixed (spatial edges i -> j for i < j, the role order) |
+    learned (kind query: per graph a Plackett-Luce order of the non-final agents masks spatial edges
+    in both directions; ``topologies.graphs.sample_ordered_graphs``)."""
 
     def validate(self) -> None:
         if self.kind not in POLICY_KINDS:
@@ -85,13 +90,18 @@ class PolicySettings:
             raise ValueError(f"policy.prune_rate ({self.prune_rate}) must be in [0, 1)")
         if self.prune_rate > 0 and self.kind != "free":
             raise ValueError(f"policy.prune_rate ({self.prune_rate}) needs policy.kind free")
+        if self.order not in ORDERS:
+            raise ValueError(f"policy.order ({self.order!r}) must be one of {ORDERS}")
+        if self.order == "learned" and self.kind != "query":
+            raise ValueError(f"policy.order learned needs policy.kind query (got {self.kind!r})")
 
 
 def make_policy(cfg: PolicySettings, space: GraphSpace, seed: int) -> torch.nn.Module:
     """The topology policy the settings name."""
     if cfg.kind == "query":
         dim, node = query_feature_dim(cfg.features, cfg.feature_dim), role_feature_dim(cfg.features)
-        return QueryConditioned(space, dim, hidden=cfg.hidden, seed=seed, init=cfg.init_logit, node_dim=node)
+        kw = dict(hidden=cfg.hidden, seed=seed, init=cfg.init_logit, node_dim=node)
+        return QueryConditioned(space, dim, **kw, order=cfg.order == "learned")
     if cfg.kind == "free":
         return FreeLogits(space, init=cfg.init_logit)
     return FixedPolicy(space, cfg.topology, layers=cfg.layers)

@@ -27,6 +27,7 @@ import torch
 
 from marl.config import AgentConfig
 from marl.credit import CreditAssigner, CreditConfig
+from marl.credit.graphs import graph_decision_advantages
 from marl.runner import Runner
 from marl.samples import tree_to_batches
 from marl.scenario import ScenarioConfig, learn_agents, make_agents, make_credit, prefixed
@@ -37,7 +38,10 @@ from topologies.graphs import (
     GraphSpace,
     graph_space,
     mode_graphs,
+    order_mask,
+    ordered_mode_graphs,
     sample_graphs,
+    sample_ordered_graphs,
 )
 from topologies.learner import TopologyLearner, edge_advantages_table
 from topologies.lm_team import LMWarmStart, warm_start_team
@@ -107,8 +111,16 @@ def evaluate(
     feats = features(cfg.policy, member_names(task, cfg.agents), queries)
     with torch.no_grad():
         logits = learner.policy(feats)
+        ordered = getattr(learner.policy, "learns_order", False)  # a fixed row of a learned run: i < j
+        scores = learner.policy.order_scores(feats) if ordered else None
     gen = torch.Generator().manual_seed(seed % 2**63)
-    a = sample_graphs(logits, 1, gen)[0][:, 0] if cfg.policy.eval_graph == "sample" else mode_graphs(logits)
+    if cfg.policy.eval_graph == "sample":
+        a = (
+            sample_ordered_graphs(space, logits, scores, 1, gen) if ordered else sample_graphs(logits, 1, gen)
+        )[0]
+        a = a[:, 0]
+    else:
+        a = ordered_mode_graphs(space, logits, scores) if ordered else mode_graphs(logits)
     a = a.numpy()
     team = lm_members(agents, task, greedy=True) if agents else task.agents(np.random.default_rng(seed))
     judge = dict(decision=cfg.team.decision, score_many=getattr(task, "score_many", None))
@@ -138,7 +150,7 @@ def evaluate(
 
 def _build(cfg: TopologyConfig) -> tuple[Any, GraphSpace, TopologyLearner]:
     task = make_task(cfg.task)
-    space = graph_space(len(cfg.agents) if cfg.agents else task.num_agents, cfg.team.rounds)
+    space = graph_space(len(cfg.agents) if cfg.agents else task.num_agents, cfg.team.rounds, cfg.policy.order)
     policy = make_policy(cfg.policy, space, derive_seed(cfg.run.seed, "policy") % 2**31)
     p = cfg.policy
     kw = dict(kl_coef=p.kl_coef, entropy_coef=p.entropy_coef, explore=p.explore)
@@ -164,6 +176,7 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
     if agents:
         extra["agent_credit"] = agent_credit
     b, k, e = cfg.queries_per_step, cfg.graphs_per_query, space.num_edges
+    learned_order = space.learned_order
     seen = 0
     start = runner.restore(agents, extra=extra)
     warm = {}
@@ -177,17 +190,31 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
         # 1. sample K graphs per query and run the team over all of them (one call per agent per wave)
         queries = task.sample_train(rng, b)
         feats = features(cfg.policy, names, queries)
+        order = {}  # a learned order: each graph's order, its log PL, and later its advantage
         with torch.no_grad():
-            a, lp = sample_graphs(learner.policy(feats), k, graphs, explore=cfg.policy.explore)
+            if learned_order:
+                out = sample_ordered_graphs(space, learner.policy(feats), learner.policy.order_scores(feats),
+                                            k, graphs, explore=cfg.policy.explore)  # fmt: skip
+                a, lp, order["orders"], olp = out
+                order["allowed"] = torch.from_numpy(order_mask(space, order["orders"].numpy()))
+                judge_order = dict(orders=order["orders"].numpy(), order_logprobs=olp.numpy())
+            else:
+                a, lp = sample_graphs(learner.policy(feats), k, graphs, explore=cfg.policy.explore)
+                judge_order = {}
         tree = TurnTree()
         judge = dict(decision=cfg.team.decision, score_many=getattr(task, "score_many", None))
-        ex = run_graphs(tree, space, team, queries, a.numpy(), lp.numpy(), task.score, **judge)
+        ex = run_graphs(tree, space, team, queries, a.numpy(), lp.numpy(), task.score, **judge, **judge_order)
         seen += b
         # 2. credit on the graph nodes (the core's rule), 3. the topology policy learns from it
-        result = credit(tree, ex.graph_nodes.reshape(-1))
+        gn = ex.graph_nodes.reshape(-1)
+        result = credit(tree, gn)
         adv = edge_advantages_table(result.advantages, b * k, e).reshape(b, k, e)
+        if learned_order:  # the order: the graph-level advantage of the rule's family
+            oadv = graph_decision_advantages(tree, gn, credit.rewards(tree, gn), cfg.credit)
+            order["order_advantages"] = torch.as_tensor(oadv, dtype=torch.float32).reshape(b, k)
         sched = learner.set_step(step - 1, cfg.run.steps)  # the first update: the start values
-        metrics = {**result.metrics, **prefixed("agent/topology", {**sched, **learner.learn(feats, a, adv)})}
+        learned = learner.learn(feats, a, adv, **order)
+        metrics = {**result.metrics, **prefixed("agent/topology", {**sched, **learned})}
         if cfg.policy.prune_rate > 0 and step == cfg.policy.prune_at:
             metrics["topology/pruned_edges"] = float(learner.policy.prune(cfg.policy.prune_rate))
         if agents:  # 2'. credit on the LLM calls (graph score as reward), 3'. each agent learns its own
@@ -214,7 +241,9 @@ def train(cfg: TopologyConfig, runner: Runner) -> dict[str, float]:
     seed = derive_seed(cfg.run.seed, "eval", cfg.run.steps)  # the last evaluation's seed: same numbers
     rows = method_rows(evaluate, learner, task, space, cfg, seed, agents)
     method = f"{cfg.policy.kind} policy, {cfg.credit.rule}"
-    table = method_table(rows, method, cfg.run.steps * b)
+    if learned_order:
+        method += ", learned order"
+    table = method_table(rows, method, cfg.run.steps * b, any_order=learned_order)
     (runner.dir / "results.md").write_text(table)
     logger.info("method table (%s):\n%s", runner.dir / "results.md", table)
     draw_policy(learner.policy, task, space, features(cfg.policy, names, task.heldout), names, runner.dir)

@@ -26,16 +26,21 @@ does which step (its lineage), and ``P(correct | G, q) = prod_i r(agent doing st
 only it, and every graph's lineage is such a path, so the best achievable accuracy on ``q`` is the
 maximum of ``P`` over the paths of the candidate DAG that end at the final agent
 (:func:`oracle_probability`, exact, by dynamic programming over the paths). The oracle row of a
-benchmark is the mean of that maximum over the held-out queries (decision ``last``).
+benchmark is the mean of that maximum over the held-out queries (decision ``last``). Under a learned
+agent order (``topologies.graphs.graph_space(..., order="learned")``) a graph is a path of the
+candidate DAG of one order, so the oracle is the best over the ``(A - 1)!`` orders of the same
+dynamic programme on the fixed-order space with the agents permuted.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from topologies.graphs import GraphSpace, active_nodes
+from topologies.graphs import GraphSpace, active_nodes, batched_levels, graph_space
 
 SKILL_NAMES = ("parse", "sort", "sum", "format", "filter", "merge", "count", "reverse")
 FILLER = ("please", "carefully", "the", "input", "list", "quickly", "now", "data")
@@ -201,14 +206,22 @@ class SkillAgent:
 # ----------------------------------------------------------------------------- exact evaluation
 def success_probability(space: GraphSpace, a: np.ndarray, skills: tuple[int, ...], rel: np.ndarray) -> float:
     """Exact P(the final agent's answer is correct | graph ``a``) for a query needing ``skills``
-    (decision ``last``; ``rel`` (A, S) the agents' reliabilities)."""
+    (decision ``last``; ``rel`` (A, S) the agents' reliabilities). The running nodes are walked in a
+    topological order of the graph (node ids; under a learned order by wave, then node id); ties between
+    messages go to the lowest node id, as in :meth:`SkillAgent.respond`."""
     final = space.num_nodes - 1
     adj = space.adjacency(a)
-    act = active_nodes(space, a, np.array([final]))
+    if space.learned_order:  # walk by wave, then node id
+        level = batched_levels(space, np.asarray(a, dtype=bool)[None], np.array([final]))[0]
+        act = level >= 0
+        walk = np.flatnonzero(act)[np.argsort(level[act], kind="stable")]
+    else:  # node ids are a topological order
+        act = active_nodes(space, a, np.array([final]))
+        walk = np.flatnonzero(act)
     big = len(skills)
     prog = np.zeros(space.num_nodes, dtype=np.int64)
     prob = np.zeros(space.num_nodes)
-    for v in np.flatnonzero(act):  # node ids are a topological order
+    for v in walk:
         srcs = np.flatnonzero(adj[:, v] & act)
         if srcs.size:
             u = srcs[np.argmax(prog[srcs])]  # first maximum = lowest node id
@@ -228,7 +241,11 @@ def oracle_probability(space: GraphSpace, skills: tuple[int, ...], rel: np.ndarr
     the candidate DAG that end at the final agent (see the module docstring), by dynamic programming
     over the nodes in id (topological) order: ``f[v, k]`` is the best probability that a path ending
     at ``v`` hands on a correct message with progress ``k``. (``tests/topologies`` checks it against
-    enumerating every path with networkx.)"""
+    enumerating every path with networkx.) A learned-order space: the best over every order of the
+    non-final agents of the same programme on the fixed-order space with the agents permuted."""
+    if space.learned_order:
+        rel = np.asarray(rel, dtype=np.float64)
+        return _oracle_any_order(space.num_agents, space.rounds, tuple(skills), rel.tobytes(), rel.shape)
     big, final = len(skills), space.num_nodes - 1
     f = np.zeros((space.num_nodes, big + 1))
     preds = [space.src[space.dst == v] for v in range(space.num_nodes)]
@@ -248,3 +265,11 @@ def oracle_probability(space: GraphSpace, skills: tuple[int, ...], rel: np.ndarr
             f[v, k + 1] = max(f[v, k + 1], incoming[k] * rel[ag, skills[k]])
         f[v, big] = max(f[v, big], incoming[big])  # a finished message is passed on
     return float(best)
+
+
+@functools.lru_cache(maxsize=4096)
+def _oracle_any_order(agents: int, rounds: int, skills: tuple[int, ...], rel: bytes, shape: tuple) -> float:
+    """:func:`oracle_probability` of a learned-order space (cached: ``(A - 1)!`` programmes per query)."""
+    r = np.frombuffer(rel, dtype=np.float64).reshape(shape)
+    fixed, last = graph_space(agents, rounds), agents - 1
+    return max(oracle_probability(fixed, skills, r[[*p, last]]) for p in itertools.permutations(range(last)))

@@ -30,6 +30,13 @@ REINFORCE without a baseline (GPTSwarm, Zhuge et al. ICML 2024; AgentPrune, Zhan
 G-Designer, Zhang et al. ICML 2025) uses ``A_k = u_k``. The policy is kept near a reference edge
 distribution with the KL of independent Bernoulli edges (:func:`edge_kl`).
 
+A graph may also hold a per-graph decision beside its edges (a sampled agent order, which masks some
+candidate edges: the graph node's ``data["allowed"]`` (E,) says which edges it could contain). That
+decision gets the graph-level advantage, whatever the edges' rule (:func:`decision_advantages`:
+``A_k`` of the graph-level rule, ``u_k`` for REINFORCE); the contrast rule then compares, for each
+edge, only the graphs that allowed it (a masked edge was not a decision: it gets 0 and counts on
+neither side).
+
 Shape legend: ``K`` graph samples (of all queries together), ``E`` candidate edges.
 """
 
@@ -122,6 +129,7 @@ def edge_contrast_advantages(
     *,
     unbiased: bool = True,
     eps: float = 1e-6,
+    allowed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-edge contrast credit (optional variant, see the module docstring): (K,) utilities, (K, E)
     decisions -> (K, E) advantages.
@@ -130,12 +138,23 @@ def edge_contrast_advantages(
     the mean utility of the group's graphs that contain (do not contain) ``e``; 0 when every graph of
     the group agrees on ``e`` or all utilities are equal. ``out[k, e] = C_ge if a_ke = 1 else -C_ge``,
     so the loss ``-sum_e out log p_e(a_e)`` moves ``e``'s logit towards the sign of ``C_ge`` from both
-    kinds of decision.
+    kinds of decision. ``allowed`` (K, E) bool (a per-graph mask, e.g. an agent order): ``S_ge^-``
+    averages only the graphs that allowed ``e`` and left it out, and ``out[k, e] = 0`` where graph
+    ``k`` did not allow ``e``; the normaliser ``std_g u`` stays that of the whole group.
     """
     u, a, codes, ng, cnt_on, tot_on = _edge_sums(utilities, decisions, group_ids)
     n = np.bincount(codes, minlength=ng).astype(np.float64)
     tot = np.bincount(codes, weights=u, minlength=ng)
-    cnt_off, tot_off = n[:, None] - cnt_on, tot[:, None] - tot_on
+    if allowed is None:
+        cnt_off, tot_off = n[:, None] - cnt_on, tot[:, None] - tot_on
+    else:
+        ok = np.asarray(allowed, dtype=bool)
+        if ok.shape != a.shape or (a.astype(bool) & ~ok).any():
+            raise ValueError(f"allowed {ok.shape} must be (K, E) = {a.shape} and hold every present edge")
+        cnt_ok, tot_ok = np.zeros_like(cnt_on), np.zeros_like(tot_on)
+        np.add.at(cnt_ok, codes, ok.astype(np.float64))
+        np.add.at(tot_ok, codes, ok * u[:, None])
+        cnt_off, tot_off = cnt_ok - cnt_on, tot_ok - tot_on
     both = (cnt_on > 0) & (cnt_off > 0)
     s_on = np.divide(tot_on, cnt_on, out=np.zeros_like(tot_on), where=both)
     s_off = np.divide(tot_off, cnt_off, out=np.zeros_like(tot_off), where=both)
@@ -145,7 +164,9 @@ def edge_contrast_advantages(
     sq = np.bincount(codes, weights=dev * dev, minlength=ng)
     var = np.divide(sq, denom, out=np.zeros(ng), where=denom > 0)
     c = safe_divide(s_on - s_off, np.sqrt(var)[:, None], eps)
-    return c[codes] * (2.0 * a - 1.0)
+    if allowed is None:
+        return c[codes] * (2.0 * a - 1.0)
+    return c[codes] * (2.0 * a - 1.0) * ok
 
 
 def reinforce_advantages(utilities: np.ndarray) -> np.ndarray:
@@ -164,6 +185,21 @@ def edge_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
     lp, lq = -F.softplus(-logits), -F.softplus(-ref_logits)
     l1p, l1q = -F.softplus(logits), -F.softplus(ref_logits)
     return (p * (lp - lq) + (1 - p) * (l1p - l1q)).sum(-1)
+
+
+def decision_advantages(
+    rule: str, utilities: np.ndarray, group_ids: GroupIds, *, unbiased: bool = True, eps: float = 1e-6
+) -> np.ndarray:
+    """The advantage of a per-graph decision made beside the edges (a sampled agent order): the
+    graph-level credit of ``rule``'s family, (K,) -> (K,). ``graph_reinforce``: ``u_k``
+    (:func:`reinforce_advantages`); ``graph_grpo`` and ``graph_grpo_edge``: Graph-GRPO's
+    ``A_k = (u_k - mean_g u) / (std_g u + eps)`` (:func:`graph_advantages`), since one decision per
+    graph has no edge to be credited by."""
+    if rule == "graph_reinforce":
+        return reinforce_advantages(utilities)
+    if rule in ("graph_grpo", "graph_grpo_edge"):
+        return graph_advantages(utilities, group_ids, unbiased=unbiased, eps=eps)
+    raise ValueError(f"rule ({rule!r}) must be graph_grpo, graph_grpo_edge or graph_reinforce")
 
 
 # ----------------------------------------------------------------------------- tree adapters
@@ -196,6 +232,29 @@ def graph_decisions(tree: TurnTree, nodes: np.ndarray) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, 0), np.int64)
 
 
+def graph_allowed(tree: TurnTree, nodes: np.ndarray) -> np.ndarray | None:
+    """(K, E) bool: the edges each graph node could contain (``data["allowed"]``, written when a
+    per-graph order masks some), or None when no graph node holds a mask."""
+    rows = [
+        tree.payloads[i].data.get("allowed") if tree.payloads[i] is not None else None for i in nodes.tolist()
+    ]
+    if all(r is None for r in rows):
+        return None
+    if any(r is None for r in rows):
+        raise ValueError("some graph nodes hold data['allowed'] and others do not; need one kind of graph")
+    return np.stack([np.asarray(r, dtype=bool) for r in rows])
+
+
+def graph_decision_advantages(
+    tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig
+) -> np.ndarray:
+    """(K,) :func:`decision_advantages` of graph nodes under ``cfg`` (its rule, group key and token
+    cost); ``r`` the nodes' rewards (``CreditAssigner.rewards``)."""
+    u = graph_utilities(tree, nodes, r, cfg.topology.token_cost)
+    groups = node_key(tree, nodes, cfg.group_key)
+    return decision_advantages(cfg.rule, u, groups, unbiased=cfg.unbiased_std, eps=cfg.eps)
+
+
 def rule_graph_grpo(
     tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
 ) -> CreditResult:
@@ -211,8 +270,14 @@ def rule_graph_grpo_edge(
 ) -> CreditResult:
     u = graph_utilities(tree, nodes, r, cfg.topology.token_cost)
     a = graph_decisions(tree, nodes)
-    fn = edge_contrast_advantages if cfg.topology.edge_credit == "contrast" else edge_advantages
-    adv = fn(u, a, node_key(tree, nodes, cfg.group_key), unbiased=cfg.unbiased_std, eps=cfg.eps)
+    groups, kw = node_key(tree, nodes, cfg.group_key), dict(unbiased=cfg.unbiased_std, eps=cfg.eps)
+    if cfg.topology.edge_credit == "contrast":
+        allowed = graph_allowed(tree, nodes)
+        adv = edge_contrast_advantages(
+            u, a, groups, **kw, **({} if allowed is None else {"allowed": allowed})
+        )
+    else:  # S_e reads present edges only, which a mask cannot change
+        adv = edge_advantages(u, a, groups, **kw)
     res = CreditResult(nodes=nodes, advantages=list(adv), train_mask=np.ones(nodes.shape[0], bool))
     res.metrics["credit/utility_mean"] = float(u.mean()) if u.size else 0.0
     return res

@@ -10,10 +10,12 @@ from torch.testing import assert_close
 
 from marl.credit import CreditAssigner, CreditConfig, TopologySettings
 from marl.credit.graphs import (
+    decision_advantages,
     edge_advantages,
     edge_contrast_advantages,
     edge_kl,
     graph_advantages,
+    graph_decision_advantages,
     reinforce_advantages,
     token_cost_utility,
 )
@@ -185,3 +187,50 @@ def test_token_cost_needs_the_token_counts():
     cfg = CreditConfig(rule="graph_grpo", topology=TopologySettings(token_cost=0.1))
     with pytest.raises(ValueError, match="data\\['tokens'\\]"):
         CreditAssigner(cfg, multi_turn=False)(tree, g)
+
+
+def test_edge_contrast_with_a_per_graph_mask_hand_derived():
+    # u = (1, 0, 0, 1), std (n - 1) = sqrt(1/3). Edge 0 in graphs 0, 1 (S+ = 1/2); graph 3 did not
+    # allow it, so S- is graph 2's 0 (without the mask: (0 + 1) / 2, a contrast of 0), C = 0.5 / std,
+    # and graph 3 gets 0 on it. Edge 1 is allowed in graph 0 only, which took it: no contrast.
+    u = np.array([1.0, 0.0, 0.0, 1.0])
+    a = np.array([[1, 1], [1, 0], [0, 0], [0, 0]])
+    allowed = np.array([[1, 1], [1, 0], [1, 0], [0, 0]], dtype=bool)
+    c = 0.5 / math.sqrt(1 / 3)
+    out = edge_contrast_advantages(u, a, np.zeros(4, np.int64), eps=0.0, allowed=allowed)
+    np.testing.assert_allclose(out, [[c, 0], [c, 0], [-c, 0], [0, 0]])
+    np.testing.assert_allclose(edge_contrast_advantages(u, a, np.zeros(4, np.int64), eps=0.0)[:, 0], 0.0)
+    # an all-true mask is the rule without one
+    full = np.ones_like(A, dtype=bool)
+    groups = np.zeros(3, np.int64)
+    np.testing.assert_allclose(
+        edge_contrast_advantages(U, A, groups, allowed=full), edge_contrast_advantages(U, A, groups)
+    )
+    with pytest.raises(ValueError, match="allowed"):
+        edge_contrast_advantages(U, A, groups, allowed=~full)  # a present edge its graph did not allow
+
+
+def test_a_per_graph_decision_gets_the_graph_level_advantage():
+    # U = (1, 0, 1): Graph-GRPO's A = (1/3, -2/3, 1/3) / std (n - 1) = 1/sqrt(3); REINFORCE: u itself
+    s3 = math.sqrt(3.0)
+    groups = np.zeros(3, np.int64)
+    for rule in ("graph_grpo", "graph_grpo_edge"):
+        np.testing.assert_allclose(
+            decision_advantages(rule, U, groups, eps=0.0), [s3 / 3, -2 * s3 / 3, s3 / 3]
+        )
+    np.testing.assert_allclose(decision_advantages("graph_reinforce", U, groups), U)
+    with pytest.raises(ValueError, match="rule"):
+        decision_advantages("grpo", U, groups)
+    # through the tree: the graph nodes' masks reach the contrast rule, the order gets A_k
+    tree, graphs = _graph_tree()
+    for i, g in enumerate(graphs.tolist()):
+        tree.payloads[g].data["allowed"] = np.array([True, True, i != 0])  # graph 0 could not take edge 2
+    cfg = CreditConfig(rule="graph_grpo_edge", eps=0.0, topology=TopologySettings(edge_credit="contrast"))
+    assigner = CreditAssigner(cfg, multi_turn=False)
+    res = assigner(tree, graphs)
+    # edge 2 is in graph 1 (u = 0) and allowed but absent in graph 2 only (u = 1): C = -sqrt(3) as
+    # without the mask, but graph 0, which could not take it, gets 0 instead of +sqrt(3)
+    want = [[-s3 / 2, s3, 0], [-s3 / 2, -s3, -s3], [s3 / 2, s3, s3]]
+    np.testing.assert_allclose(np.stack(res.advantages), want)
+    got = graph_decision_advantages(tree, graphs, assigner.rewards(tree, graphs), cfg)
+    np.testing.assert_allclose(got, [s3 / 3, -2 * s3 / 3, s3 / 3])

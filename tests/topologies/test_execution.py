@@ -8,7 +8,7 @@ import torch
 
 from marl.tree import TurnTree
 from topologies.execution import run_graphs
-from topologies.graphs import active_nodes, graph_space, sample_graphs
+from topologies.graphs import active_nodes, graph_space, order_mask, sample_graphs, sample_ordered_graphs
 from topologies.testbed import Message, Testbed, TestbedConfig
 
 
@@ -135,3 +135,44 @@ def test_a_batch_judge_scores_every_graph_in_one_call_with_the_same_values():
     for wrong in (lambda pairs: [1.0] * (len(pairs) - 1), lambda pairs: [1.0] * (len(pairs) + 5)):
         with pytest.raises(ValueError, match="score_many returned"):
             run_graphs(TurnTree(), space, agents2, tb.train[:3], a, lp, Testbed.score, score_many=wrong)
+
+
+def test_learned_orders_run_in_networkx_waves_and_are_kept_on_the_graph_nodes():
+    tb = Testbed(TestbedConfig(train_queries=8, heldout_queries=4))
+    space = graph_space(tb.num_agents, 2, order="learned")
+    agents = [Counting(a) for a in tb.agents(np.random.default_rng(0))]
+    g = torch.Generator().manual_seed(0)
+    a, lp, orders, olp = sample_ordered_graphs(
+        space, torch.zeros(3, space.num_edges), torch.zeros(3, 4), 5, g
+    )
+    a = a.numpy()
+    assert (a[..., space.src > space.dst]).any()  # some graphs run against node id order
+    tree = TurnTree()
+    ex = run_graphs(tree, space, agents, tb.train[:3], a, lp.numpy(), Testbed.score,
+                    orders=orders.numpy(), order_logprobs=olp.numpy())  # fmt: skip
+    final = np.array([space.num_nodes - 1])
+    waves_of = {}
+    for b in range(3):
+        for k in range(5):
+            gn = int(ex.graph_nodes[b, k])
+            data = tree.payloads[gn].data
+            assert data["order"] == orders[b, k].tolist() and data["order_logprob"] == pytest.approx(
+                float(olp[b, k])
+            )
+            np.testing.assert_array_equal(data["allowed"], order_mask(space, orders[b, k].numpy()))
+            act = active_nodes(space, a[b, k], final)
+            gens = list(
+                nx.topological_generations(space.to_networkx(a[b, k]).subgraph(np.flatnonzero(act).tolist()))
+            )
+            wave = {v: w for w, nodes in enumerate(gens) for v in nodes}
+            for w, nodes in enumerate(gens):
+                for v in nodes:
+                    waves_of.setdefault(w, []).append(v % space.num_agents)
+            calls = np.flatnonzero(tree.parent == gn)
+            assert {tree.payloads[c].data["node"]: int(tree.turn[c]) for c in calls} == wave
+    assert ex.batched_calls == sum(len(set(v)) for v in waves_of.values())
+    with pytest.raises(ValueError, match="allowed"):  # an edge its order masks
+        bad = orders.numpy().copy()
+        bad[..., :] = bad[..., ::-1]
+        run_graphs(TurnTree(), space, agents, tb.train[:3], a, lp.numpy(), Testbed.score,
+                   orders=bad, order_logprobs=olp.numpy())  # fmt: skip

@@ -11,8 +11,11 @@ import torch
 from torch.testing import assert_close
 
 from topologies.graphs import (
+    TOPOLOGIES,
     FreeLogits,
     QueryConditioned,
+    active_nodes,
+    batched_levels,
     edge_entropy,
     edge_logprobs,
     fixed_topology,
@@ -20,6 +23,9 @@ from topologies.graphs import (
     graph_space,
     mixed_probs,
     mode_graphs,
+    mode_orders,
+    order_mask,
+    plackett_luce_logprob,
     policy_features,
     query_feature_dim,
     query_features,
@@ -27,6 +33,8 @@ from topologies.graphs import (
     role_keywords,
     role_positions,
     sample_graphs,
+    sample_ordered_graphs,
+    sample_orders,
     waves,
 )
 
@@ -287,3 +295,119 @@ def test_query_conditioned_logits_edge_by_edge_and_roles_only():
             assert_close(lg[b, e], want)
     # a query that names no role: the bias plus the constant part of W_e (x = [1, 0, ...])
     assert_close(lg[2], pol.bias + pol.pair[:, 0, 0])
+
+
+# ----------------------------------------------------------------------------- a learned agent order
+def test_plackett_luce_logprob_hand_derived():
+    # exp(s) = (1, 2, 3): P(2, 0, 1) = 3/6 * 1/3 * 2/2 = 1/6; P(0, 1, 2) = 1/6 * 2/5 * 3/3 = 1/15
+    s = torch.log(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    orders = torch.tensor([[2, 0, 1], [0, 1, 2]])
+    assert_close(plackett_luce_logprob(s, orders).exp(), torch.tensor([1 / 6, 1 / 15], dtype=torch.float64))
+    every = torch.tensor(list(itertools.permutations(range(3))))
+    assert_close(plackett_luce_logprob(s, every).exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+    # the mode sorts the scores: (2, 1, 0) with 3/6 * 2/3 = 1/3, the most probable of the six
+    assert mode_orders(s[None]).tolist() == [[2, 1, 0]]
+    assert_close(plackett_luce_logprob(s, every).exp().max(), torch.tensor(1 / 3, dtype=torch.float64))
+
+
+def test_sampled_orders_follow_plackett_luce():
+    s = torch.log(torch.tensor([[1.0, 2.0, 3.0]]))
+    o = sample_orders(s, 20_000, torch.Generator().manual_seed(0))[0]
+    first = torch.bincount(o[:, 0], minlength=3).double() / o.shape[0]
+    assert_close(first, torch.tensor([1 / 6, 2 / 6, 3 / 6], dtype=torch.float64), atol=0.015, rtol=0)
+    assert abs(float((o == torch.tensor([2, 1, 0])).all(1).double().mean()) - 1 / 3) < 0.015
+
+
+def test_order_mask_by_hand():
+    s = graph_space(4, rounds=1, order="learned")  # agents 0, 1, 2 and the final agent 3
+    # spatial candidates: every i -> j, i != j, except out of the final agent: 3 * 3 = 9
+    assert s.num_edges == 9 and s.learned_order and not (s.src < s.dst).all()
+    allowed = order_mask(s, np.array([2, 0, 1]))
+    assert sorted(zip(s.src[allowed].tolist(), s.dst[allowed].tolist())) == [
+        (0, 1), (0, 3), (1, 3), (2, 0), (2, 1), (2, 3)
+    ]  # fmt: skip
+    t = graph_space(3, rounds=2, order="learned")  # temporal edges are never masked
+    m = order_mask(t, np.array([[1, 0], [0, 1]]))
+    assert m[:, t.kind == 1].all() and m.sum(1).tolist() == [9 + 2 * 3, 9 + 2 * 3]
+
+
+def test_ten_thousand_sampled_ordered_graphs_are_acyclic():
+    s = graph_space(5, rounds=2, order="learned")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2500, s.num_edges, generator=g) * 3
+    scores = torch.randn(2500, 4, generator=g) * 2
+    a, lp, orders, olp = sample_ordered_graphs(s, logits, scores, 4, g)
+    graphs = a.reshape(-1, s.num_edges).numpy()
+    assert graphs.shape[0] == 10_000 and not (graphs & ~order_mask(s, orders.reshape(-1, 4).numpy())).any()
+    backwards = graphs[:, s.src > s.dst].any(1)  # node ids are not a topological order of these
+    assert backwards.mean() > 0.5 and len({tuple(o) for o in orders.reshape(-1, 4).tolist()}) == 24
+    assert all(nx.is_directed_acyclic_graph(s.to_networkx(row)) for row in graphs)
+    assert_close(olp, plackett_luce_logprob(scores[:, None, :], orders))
+
+
+def test_ordered_log_pi_is_log_pl_plus_the_allowed_edges_in_any_enumeration_order():
+    s = graph_space(4, rounds=2, order="learned")
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, s.num_edges, generator=g, dtype=torch.float64)
+    scores = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    a, lp, orders, olp = sample_ordered_graphs(s, logits, scores, 2, g)
+    rng = np.random.default_rng(0)
+    for b in range(3):
+        for k in range(2):
+            allowed = order_mask(s, orders[b, k].numpy())
+            assert (lp[b, k, ~torch.from_numpy(allowed)] == 0).all()  # masked: not drawn, log-prob 0
+            # log PL by hand: the items first to last, each a softmax over those not drawn yet
+            o, pl = orders[b, k].tolist(), 0.0
+            for i in range(3):
+                pl += float(scores[b, o[i]] - torch.logsumexp(scores[b, o[i:]], 0))
+            ref = float(olp[b, k] + graph_logprob(lp[b, k]))
+            for _ in range(5):
+                edges = rng.permutation(np.flatnonzero(allowed))
+                total = pl + _sequential_logprob(s, logits[b], a[b, k].numpy(), edges)
+                assert math.isclose(total, ref, rel_tol=1e-9)
+
+
+def test_levels_of_ordered_graphs_equal_networkx_topological_generations():
+    s = graph_space(5, rounds=2, order="learned")
+    g = torch.Generator().manual_seed(4)
+    a, _, _, _ = sample_ordered_graphs(s, torch.zeros(1, s.num_edges), torch.zeros(1, 4), 100, g)
+    a = a[0].numpy()
+    for decide in (np.array([s.num_nodes - 1]), s.final_nodes()):
+        level = batched_levels(s, a, decide)
+        for row, lv in zip(a, level):
+            act = active_nodes(s, row, decide)
+            ref_act = set(decide.tolist()).union(*(nx.ancestors(s.to_networkx(row), int(v)) for v in decide))
+            assert set(np.flatnonzero(act).tolist()) == ref_act and ((lv >= 0) == act).all()
+            gens = [
+                sorted(w) for w in nx.topological_generations(s.to_networkx(row).subgraph(sorted(ref_act)))
+            ]
+            assert [w.tolist() for w in waves(s, row, act)] == gens
+            assert [sorted(np.flatnonzero(lv == i).tolist()) for i in range(len(gens))] == gens
+
+
+def test_fixed_topologies_in_a_learned_order_space_are_the_fixed_order_ones():
+    f, s = graph_space(5, rounds=2), graph_space(5, rounds=2, order="learned")
+    for name in TOPOLOGIES:
+        lf, ls = fixed_topology(f, name), fixed_topology(s, name)
+        assert _edges(f, lf) == _edges(s, ls), name
+        assert torch.isfinite(ls).sum() == torch.isfinite(lf).sum(), name  # random: p = 0.5 on the same edges
+
+
+def test_query_conditioned_order_scores_start_uniform_and_learn():
+    texts = ["sort then parse", "parse then sort"]
+    roles = ["parse", "sort", "sum", "final"]
+    s = graph_space(4, rounds=2, order="learned")
+    pol = QueryConditioned(s, 64, hidden=8, node_dim=role_feature_dim("roles"), order=True)
+    feats = policy_features(texts, roles, "roles", 64)
+    assert pol(feats).shape == (2, s.num_edges) and (pol.order_scores(feats) == 0).all()
+    want = torch.tensor([[1, 0, 2], [0, 1, 2]])  # sort first for the first query, parse for the second
+    opt = torch.optim.Adam(pol.parameters(), lr=0.1)
+    for _ in range(30):
+        opt.zero_grad()
+        (-plackett_luce_logprob(pol.order_scores(feats), want).sum()).backward()
+        opt.step()
+    assert mode_orders(pol.order_scores(feats)).tolist() == want.tolist()
+    with pytest.raises(ValueError, match="order head"):
+        QueryConditioned(s, 64, hidden=8).order_scores(torch.zeros(1, 64))
+    with pytest.raises(ValueError, match="order"):
+        graph_space(3, order="random")

@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from topologies.graphs import FixedPolicy, FreeLogits, graph_space
+from topologies.graphs import FixedPolicy, FreeLogits, QueryConditioned, graph_space, order_mask
 from topologies.learner import (
     TopologyLearner,
     check_schedules,
     edge_advantages_table,
+    order_loss,
     scheduled,
     topology_loss,
 )
@@ -130,3 +131,37 @@ def test_kl_to_a_sparse_reference_hand_derived():
     assert math.isclose(out["kl"], want, rel_tol=1e-5)
     assert math.isclose(out["loss"], 0.5 * want, rel_tol=1e-5)
     assert (learner.policy.logit < 0).all()  # pulled towards the sparse reference
+
+
+def test_order_loss_hand_derived():
+    # exp(s) = (1, 2, 3): PL(2, 0, 1) = 1/6, PL(0, 1, 2) = 1/15; advantages (1, -1), mean over the graphs
+    s = torch.log(torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64))
+    orders = torch.tensor([[[2, 0, 1], [0, 1, 2]]])
+    adv = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    want = -(math.log(1 / 6) - math.log(1 / 15)) / 2
+    assert_close(order_loss(s, orders, adv), torch.tensor(want, dtype=torch.float64))
+
+
+def test_a_learning_step_with_a_learned_order():
+    s = graph_space(3, rounds=1, order="learned")  # edges 0 -> 1, 0 -> 2, 1 -> 0, 1 -> 2
+    pol = QueryConditioned(s, 4, hidden=4, order=True)
+    learner = TopologyLearner(pol, lr=0.1)
+    feats = torch.ones(1, 4)
+    orders = torch.tensor([[[1, 0], [0, 1]]])  # graph 0: sort first (1 -> 0 allowed), graph 1: parse first
+    allowed = torch.from_numpy(order_mask(s, orders.numpy()))
+    a = torch.tensor([[[0, 1, 1, 0], [1, 0, 0, 1]]]).bool() & allowed
+    adv = torch.ones(1, 2, 4)
+    before = pol(feats).detach().clone()
+    out = learner.learn(
+        feats, a, adv, orders=orders, allowed=allowed, order_advantages=torch.tensor([[1.0, -1.0]])
+    )
+    # uniform start: -(1 ln 1/2 - 1 ln 1/2) / 2 = 0; the order then moves towards graph 0's (sort first)
+    assert out["order_loss"] == pytest.approx(0.0, abs=1e-6)
+    sc = pol.order_scores(feats)[0]
+    assert sc[1] > sc[0]
+    assert pol.bias.grad[0] < 0 and pol.bias.grad[2] < 0  # 0 -> 1 present in graph 1, 1 -> 0 in graph 0
+    # a masked decision is no decision: whatever advantage it is given, the loss does not change
+    masked = pol(feats)[:, None, :].expand(1, 2, 4).masked_fill(~allowed, float("-inf"))
+    other = adv.masked_fill(~allowed, 7.0)
+    assert_close(topology_loss(masked, a, other), topology_loss(masked, a, adv))
+    assert (pol(feats).detach() != before).any()

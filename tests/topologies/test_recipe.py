@@ -117,8 +117,14 @@ def test_sigkill_and_resume_give_the_same_metrics(tmp_path):
         "policy.entropy_final=-0.01",
         "policy.lr_final=-1",
         "policy.kl_reference=uniform",  # not a reference
+        "policy.order=random",  # not an order
     ],
 )
 def test_out_of_range_settings_stop_before_any_work(override):
     with pytest.raises(ConfigError):
         load_config(TopologyConfig, [CONFIG], [override])
+
+
+def test_a_learned_order_needs_the_query_policy():
+    with pytest.raises(ConfigError, match="order learned needs policy.kind query"):
+        load_config(TopologyConfig, [CONFIG], ["policy.order=learned", "policy.kind=free"])

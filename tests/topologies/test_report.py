@@ -31,6 +31,9 @@ def test_best_fixed_is_chosen_by_exact_accuracy_on_the_testbed():
     assert lines[3] == "| this run: query, edge | 50.0 | 60.0 | 10 + 5 | 2.00 | 3.0 | 4800 |"
     assert lines[4] == "| best fixed (star) | 30.0 | 35.0 | 7 + 3 | 4.00 | 4.0 | — |"
     assert len(lines) == 7  # header, rule, oracle, run, best fixed, two fixed rows
+    # a run that learned the agent order: its oracle is the best graph over every order
+    any_order = method_table(rows, "query, edge, learned order", 4800, any_order=True).splitlines()
+    assert any_order[2] == "| oracle (best graph per query, any order) | | 90.0 | | | | |"
 
 
 def test_without_exact_values_the_best_fixed_is_chosen_by_accuracy_and_no_oracle_row():
