@@ -25,8 +25,11 @@ position in pi)`` is a topological order), and::
     log PL(pi) = sum_k [ s_{pi_k} - log sum_{j >= k} exp(s_{pi_j}) ]      (Plackett 1975, Luce 1959)
     log pi(G)  = log PL(pi) + sum_{e allowed by pi} log p_e(a_e)
 
-exact for the (order, edges) pair as sampled. Node ids are then no longer a topological order; the
-functions below that walk a graph (:func:`active_nodes`, :func:`batched_levels`) do not assume they are.
+exact for the (order, edges) pair as sampled. The learner's entropy bonus and KL act on the order as
+on the edges, through :func:`plackett_luce_entropy` and :func:`plackett_luce_kl` (exact over all
+``M!`` orders for ``M <= 7``, chain-rule estimates over the sampled orders above). Node ids are then
+no longer a topological order; the functions below that walk a graph (:func:`active_nodes`,
+:func:`batched_levels`) do not assume they are.
 
 A policy gives one logit ``l_e`` per candidate edge and query; edges are independent Bernoulli
 draws with ``p_e = sigmoid(l_e)``, so with ``a_e`` in {0, 1}::
@@ -57,6 +60,8 @@ Shape legend: ``B`` queries, ``K`` graphs per query, ``A`` agents, ``E`` candida
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -291,6 +296,74 @@ def sample_ordered_graphs(
         p = mixed_probs(lg, explore)
         a = torch.rand(p.shape, generator=generator, dtype=p.dtype) < p
         return a, edge_logprobs(lg, a, explore), orders, plackett_luce_logprob(scores[:, None, :], orders)
+
+
+PL_EXACT_MAX = 7
+"""Up to this many items the Plackett-Luce entropy and KL are exact sums over all ``M!`` orders
+(7! = 5040); above it, chain-rule estimates over sampled orders."""
+
+
+@functools.lru_cache(maxsize=8)
+def all_orders(m: int) -> torch.Tensor:
+    """Every permutation of ``0 .. m-1``, (m!, m) long, in lexicographic order (cached: do not mutate)."""
+    return torch.tensor(list(itertools.permutations(range(m))), dtype=torch.long).reshape(-1, m)
+
+
+def _stage_log_softmax(scores: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+    """Per order and stage ``t``, the log-softmax of the scores of the items not drawn yet
+    (``pi_t, ..., pi_{M-1}``): scores (..., M), orders (..., K, M) -> (..., K, M stages, M positions of
+    the order), 0 at the positions already drawn (``j < t``)."""
+    m = scores.shape[-1]
+    shape = torch.broadcast_shapes(scores.shape[:-1], orders.shape[:-2])
+    s = scores[..., None, :].expand(*shape, orders.shape[-2], m)
+    s = s.gather(-1, orders.expand(*shape, *orders.shape[-2:]))  # (..., K, M) in drawing order
+    left = torch.ones(m, m, dtype=torch.bool).triu()  # stage t (row), position j >= t (column)
+    lp = s[..., None, :].masked_fill(~left, float("-inf")).log_softmax(-1)
+    return lp.masked_fill(~left, 0.0)
+
+
+def plackett_luce_entropy(
+    scores: torch.Tensor, orders: torch.Tensor | None = None, exact_max: int = PL_EXACT_MAX
+) -> torch.Tensor:
+    """Entropy of ``PL(s)`` in nats, differentiable: scores (..., M) -> (...).
+
+    ``M <= exact_max``: exact, ``H = -sum_pi P(pi) log P(pi)`` over all ``M!`` orders (``log M!`` for
+    equal scores). Larger ``M`` needs ``orders`` (..., K, M) drawn from ``PL(s)`` and gives the chain
+    rule estimate ``(1/K) sum_k sum_t H(softmax(s_{pi_t}, ..., s_{pi_{M-1}}))`` (the entropy of each
+    draw given the items drawn before it), unbiased for ``H``; its gradient is that of the sampled
+    terms only (the dependence of the draws on ``s`` is left out), so it is an estimate too."""
+    m = scores.shape[-1]
+    if m <= exact_max:
+        lp = plackett_luce_logprob(scores[..., None, :], all_orders(m).to(scores.device))  # (..., M!)
+        return -(lp.exp() * lp).sum(-1)
+    if orders is None:
+        raise ValueError(f"H of {m} > {exact_max} items is estimated from sampled orders: pass orders")
+    lp = _stage_log_softmax(scores, orders)
+    return -(lp.exp() * lp).sum((-2, -1)).mean(-1)
+
+
+def plackett_luce_kl(
+    scores: torch.Tensor,
+    ref_scores: torch.Tensor,
+    orders: torch.Tensor | None = None,
+    exact_max: int = PL_EXACT_MAX,
+) -> torch.Tensor:
+    """``KL(PL(s) || PL(r))`` in nats, differentiable in ``s``: scores and reference scores (..., M) ->
+    (...). Equal reference scores are the uniform order, ``KL = log M! - H(PL(s))``.
+
+    ``M <= exact_max``: exact, ``sum_pi P(pi) (log P(pi) - log P_ref(pi))``. Larger ``M``: the chain
+    rule estimate over ``orders`` (..., K, M) drawn from ``PL(s)``, ``(1/K) sum_k sum_t
+    KL(softmax(s_{pi_t..}) || softmax(r_{pi_t..}))``, unbiased, as in :func:`plackett_luce_entropy`."""
+    m = scores.shape[-1]
+    if m <= exact_max:
+        every = all_orders(m).to(scores.device)
+        lp = plackett_luce_logprob(scores[..., None, :], every)
+        return (lp.exp() * (lp - plackett_luce_logprob(ref_scores[..., None, :], every))).sum(-1)
+    if orders is None:
+        raise ValueError(f"the KL of {m} > {exact_max} items is estimated from sampled orders: pass orders")
+    lp = _stage_log_softmax(scores, orders)
+    lq = _stage_log_softmax(ref_scores, orders)
+    return (lp.exp() * (lp - lq)).sum((-2, -1)).mean(-1)
 
 
 def ordered_mode_graphs(space: GraphSpace, logits: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

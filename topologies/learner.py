@@ -26,8 +26,17 @@ log-probability 0), and the order adds the Plackett-Luce term with the graph's g
 
     L_order = -(1/G) sum_k A_k log PL(pi_k | s(q_k))                      (:func:`order_loss`)
 
-The KL and the entropy bonus stay on the edges' Bernoullis (every candidate edge, masked or not);
-the order has neither.
+The edges' KL and entropy bonus stay on their Bernoullis (every candidate edge, masked or not), and
+the order gets its own, with the same coefficients and schedule::
+
+    L_order_reg = beta * (1/B) sum_b KL(PL(s(q_b)) || PL_ref)  -  c_H * (1/B) sum_b H(PL(s(q_b)))
+
+``PL_ref`` the initial policy's order (``kl_reference: initial``), or for a fixed reference
+(``kl_ref_logit``: the sparse edge prior) the uniform order, where ``KL = log M! - H``
+(``topologies.graphs.plackett_luce_kl``, ``plackett_luce_entropy``: exact sums over the ``M!``
+orders for ``M <= 7``, chain-rule estimates over the sampled orders above). Without them a saturated
+order gets no gradient from the graph-level advantage (every graph of a group has the same order), so
+a wrong order stays (``benchmarks/results/topologies.md``).
 
 Shape legend: ``B`` queries, ``K`` graphs per query, ``E`` candidate edges, ``D`` query features.
 """
@@ -42,7 +51,14 @@ import torch
 from torch import nn
 
 from marl.credit.graphs import edge_kl
-from topologies.graphs import FEATURES, edge_entropy, edge_logprobs, plackett_luce_logprob
+from topologies.graphs import (
+    FEATURES,
+    edge_entropy,
+    edge_logprobs,
+    plackett_luce_entropy,
+    plackett_luce_kl,
+    plackett_luce_logprob,
+)
 
 SCHEDULES = ("constant", "linear", "cosine")
 
@@ -175,16 +191,18 @@ class TopologyLearner:
         (B, K, E), drawn with this learner's ``explore``. Returns ``loss``, ``pg_loss``, ``kl``,
         ``entropy`` (mean over queries of the summed edge entropies) and ``grad_norm``. A learned
         order: ``orders`` (B, K, A - 1), the edges each allowed (B, K, E) bool, and the graphs'
-        graph-level advantages (B, K); adds ``order_loss`` (included in ``pg_loss``)."""
+        graph-level advantages (B, K); adds ``order_loss`` (included in ``pg_loss``), ``order_entropy``
+        (mean over queries of ``H(PL)``) and ``order_kl`` (0 without a KL); ``entropy`` and ``kl``
+        stay the edges'."""
         logits = self.policy(feats)
         extra = {}
         if orders is None:
             pg = topology_loss(logits, decisions, advantages, self.explore)
         else:
             masked = logits[:, None, :].expand_as(allowed).masked_fill(~allowed, float("-inf"))
-            lo = order_loss(self.policy.order_scores(feats), orders, order_advantages)
+            scores = self.policy.order_scores(feats)
+            lo = order_loss(scores, orders, order_advantages)
             pg = topology_loss(masked, decisions, advantages, self.explore) + lo
-            extra["order_loss"] = float(lo.detach())
         ent = edge_entropy(logits).sum(-1).mean()
         kl = torch.zeros(())
         if self.kl_coef > 0:
@@ -196,6 +214,17 @@ class TopologyLearner:
             ok = torch.isfinite(logits) & torch.isfinite(ref)
             kl = edge_kl(logits.masked_fill(~ok, 0.0), ref.masked_fill(~ok, 0.0)).mean()
         loss = pg + self.kl_coef * kl - self.entropy_coef * ent
+        if orders is not None:  # the order's entropy bonus and KL, with the edges' coefficients
+            ent_o = plackett_luce_entropy(scores, orders).mean()
+            kl_o = torch.zeros(())
+            if self.kl_coef > 0:
+                with torch.no_grad():  # the initial policy's scores, or equal scores: the uniform order
+                    ref = self.reference
+                    ref_s = ref.order_scores(feats) if ref is not None else torch.zeros_like(scores)
+                kl_o = plackett_luce_kl(scores, ref_s, orders).mean()
+            loss = loss + self.kl_coef * kl_o - self.entropy_coef * ent_o
+            extra = {"order_loss": lo, "order_entropy": ent_o, "order_kl": kl_o}
+            extra = {k: float(v.detach()) for k, v in extra.items()}
         grad_norm = 0.0
         if self.optimizer is not None:
             self.optimizer.zero_grad()

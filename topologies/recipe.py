@@ -35,13 +35,16 @@ from marl.seeding import derive_seed
 from marl.tree import TurnTree
 from topologies.execution import DECISIONS, run_graphs
 from topologies.graphs import (
+    PL_EXACT_MAX,
     GraphSpace,
     graph_space,
     mode_graphs,
     order_mask,
     ordered_mode_graphs,
+    plackett_luce_entropy,
     sample_graphs,
     sample_ordered_graphs,
+    sample_orders,
 )
 from topologies.learner import TopologyLearner, edge_advantages_table
 from topologies.lm_team import LMWarmStart, warm_start_team
@@ -105,7 +108,8 @@ def evaluate(
     learner: TopologyLearner, task, space: GraphSpace, cfg: TopologyConfig, seed: int, agents=None
 ) -> dict[str, float]:
     """Held-out accuracy (one execution per query), its exact expectation and the oracle (testbed),
-    tokens and calls per query, and the mean probability of every edge (``topology/p/<edge>``). LLM
+    tokens and calls per query, the mean probability of every edge (``topology/<edge>/p``) and, with a
+    learned order, the mean entropy of the order (``topology/order_entropy``). LLM
     agents decode greedily; their team's accuracy over the empty graph is ``eval/accuracy_no_edges``."""
     queries = task.heldout if cfg.eval_queries <= 0 else task.heldout[: cfg.eval_queries]
     feats = features(cfg.policy, member_names(task, cfg.agents), queries)
@@ -143,6 +147,10 @@ def evaluate(
                                                        for g, q in zip(a, queries)]))  # fmt: skip
         oracle = {s: oracle_probability(space, s, rel) for s in {q.skills for q in queries}}
         out["eval/oracle"] = float(np.mean([oracle[q.skills] for q in queries]))
+    if ordered:  # how spread the order still is: log (A - 1)! for a uniform order, 0 for a saturated one
+        many = scores.shape[-1] > PL_EXACT_MAX  # then a chain-rule estimate over 64 sampled orders
+        drawn = sample_orders(scores, 64, torch.Generator().manual_seed(seed % 2**63)) if many else None
+        out["topology/order_entropy"] = float(plackett_luce_entropy(scores, drawn).mean())
     p = torch.sigmoid(logits).mean(0).tolist()
     out.update({f"topology/{n}/p": v for n, v in zip(edge_names(space, member_names(task, cfg.agents)), p)})
     return out

@@ -15,6 +15,7 @@ from topologies.graphs import (
     FreeLogits,
     QueryConditioned,
     active_nodes,
+    all_orders,
     batched_levels,
     edge_entropy,
     edge_logprobs,
@@ -25,6 +26,8 @@ from topologies.graphs import (
     mode_graphs,
     mode_orders,
     order_mask,
+    plackett_luce_entropy,
+    plackett_luce_kl,
     plackett_luce_logprob,
     policy_features,
     query_feature_dim,
@@ -308,6 +311,56 @@ def test_plackett_luce_logprob_hand_derived():
     # the mode sorts the scores: (2, 1, 0) with 3/6 * 2/3 = 1/3, the most probable of the six
     assert mode_orders(s[None]).tolist() == [[2, 1, 0]]
     assert_close(plackett_luce_logprob(s, every).exp().max(), torch.tensor(1 / 3, dtype=torch.float64))
+
+
+def test_plackett_luce_entropy_hand_derived():
+    f64 = dict(dtype=torch.float64)
+    # M = 2 is a Bernoulli: scores (ln 3, 0) put item 0 first with 3/4, H = -(3/4 ln 3/4 + 1/4 ln 1/4)
+    h2 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert_close(plackett_luce_entropy(torch.tensor([math.log(3.0), 0.0], **f64)), torch.tensor(h2, **f64))
+    # M = 3, exp(s) = (2, 1, 1): item 0 first (1/2), then 1/2 each: P(0,1,2) = P(0,2,1) = 1/4; item 1
+    # first (1/4), then 0 with 2/3: P(1,0,2) = 1/6, P(1,2,0) = 1/12; item 2 first likewise
+    s3 = torch.log(torch.tensor([2.0, 1.0, 1.0], **f64))
+    h3 = 2 * (1 / 4) * math.log(4) + 2 * (1 / 6) * math.log(6) + 2 * (1 / 12) * math.log(12)
+    assert_close(plackett_luce_entropy(s3), torch.tensor(h3, **f64))
+    # equal scores: the uniform order, H = log M!; batched over queries
+    eq = torch.zeros(2, 4, **f64)
+    assert_close(plackett_luce_entropy(eq), torch.full((2,), math.log(24), **f64))
+    # the KL to the uniform order (equal reference scores) is log M! - H
+    s = torch.tensor([[1.5, -0.3, 0.2, 0.0], [4.0, 0.0, 0.0, -2.0]], **f64)
+    assert_close(plackett_luce_kl(s, torch.zeros(4, **f64)), math.log(24) - plackett_luce_entropy(s))
+    assert_close(plackett_luce_kl(s, s), torch.zeros(2, **f64))
+
+
+def test_plackett_luce_chain_rule_estimates_are_unbiased():
+    # the chain-rule estimate for one order, weighted by P(order) over all 3! orders, is H (and the KL)
+    f64 = dict(dtype=torch.float64)
+    s = torch.tensor([0.7, -1.2, 0.4], **f64)
+    r = torch.tensor([-0.5, 0.0, 1.1], **f64)
+    every = all_orders(3)
+    p = plackett_luce_logprob(s, every).exp()
+    per_order = torch.stack([plackett_luce_entropy(s, o[None], exact_max=0) for o in every])
+    assert_close((p * per_order).sum(), plackett_luce_entropy(s))
+    per_order = torch.stack([plackett_luce_kl(s, r, o[None], exact_max=0) for o in every])
+    assert_close((p * per_order).sum(), plackett_luce_kl(s, r))
+    # one order of M = 2: H(first draw) only (the last draw is certain)
+    s2 = torch.tensor([math.log(3.0), 0.0], **f64)
+    one = plackett_luce_entropy(s2, torch.tensor([[1, 0]]), exact_max=0)
+    assert_close(one, torch.tensor(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)), **f64))
+    with pytest.raises(ValueError, match="sampled orders"):
+        plackett_luce_entropy(torch.zeros(8))
+
+
+def test_the_plackett_luce_entropy_gradient_pulls_a_saturated_score_back():
+    # M = 2: H(p), p = sigmoid(s0 - s1); dH/ds0 = -(s0 - s1) p (1 - p) = -ln 3 * 3/16 at (ln 3, 0)
+    s = torch.tensor([math.log(3.0), 0.0], dtype=torch.float64, requires_grad=True)
+    plackett_luce_entropy(s).backward()
+    assert_close(s.grad, torch.tensor([-1.0, 1.0], dtype=torch.float64) * math.log(3.0) * 3 / 16)
+    # M = 4 with one score far ahead (first with p = 0.993): ascending H lowers it, raises the others
+    s = torch.tensor([5.0, 0.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    plackett_luce_entropy(s).backward()
+    assert s.grad[0] < -0.01 and (s.grad[1:] > 0).all()
+    assert_close(s.grad.sum(), torch.tensor(0.0, dtype=torch.float64))  # a shift of all scores: no change
 
 
 def test_sampled_orders_follow_plackett_luce():

@@ -165,3 +165,54 @@ def test_a_learning_step_with_a_learned_order():
     other = adv.masked_fill(~allowed, 7.0)
     assert_close(topology_loss(masked, a, other), topology_loss(masked, a, adv))
     assert (pol(feats).detach() != before).any()
+
+
+def _saturated_order_learner(first: float, **kw) -> tuple[TopologyLearner, QueryConditioned]:
+    """A learned-order policy over 4 agents whose order puts agent 0 first with score ``first``."""
+    s = graph_space(4, rounds=1, order="learned")
+    pol = QueryConditioned(s, 4, hidden=4, order=True)
+    with torch.no_grad():
+        pol.order_bias[:] = torch.tensor([first, 0.0, 0.0])
+    return TopologyLearner(pol, lr=0.1, **kw), pol
+
+
+def _step_without_advantages(learner: TopologyLearner, steps: int = 1) -> dict[str, float]:
+    s = graph_space(4, rounds=1, order="learned")
+    feats = torch.zeros(1, 4)
+    orders = torch.tensor([[[0, 1, 2], [0, 2, 1]]])
+    allowed = torch.from_numpy(order_mask(s, orders.numpy()))
+    zero = torch.zeros(1, 2, s.num_edges)
+    kw = dict(orders=orders, allowed=allowed, order_advantages=torch.zeros(1, 2))
+    for _ in range(steps):
+        out = learner.learn(feats, torch.zeros_like(allowed), zero, **kw)
+    return out
+
+
+def test_the_order_gets_the_entropy_bonus_and_the_kl_to_the_uniform_order():
+    # scores (ln 2, 0, 0): H = 1/2 ln 4 + 1/3 ln 6 + 1/6 ln 12 (by hand in test_graphs); sparse KL: log 3! - H
+    learner, pol = _saturated_order_learner(math.log(2.0), entropy_coef=0.05, kl_coef=0.05, kl_ref_logit=-2.0)
+    out = _step_without_advantages(learner)
+    h = 0.5 * math.log(4) + math.log(6) / 3 + math.log(12) / 6
+    assert out["order_entropy"] == pytest.approx(h, rel=1e-6)
+    assert out["order_kl"] == pytest.approx(math.log(6) - h, rel=1e-6)
+    # no advantage: the edges' terms plus -0.05 H + 0.05 (log 3! - H) are the whole loss
+    edges = 0.05 * out["kl"] - 0.05 * out["entropy"]
+    assert out["loss"] == pytest.approx(edges - 0.05 * h + 0.05 * (math.log(6) - h), rel=1e-5)
+    # the initial reference: the frozen initial scores, so the KL starts at 0
+    learner, pol = _saturated_order_learner(math.log(2.0), kl_coef=0.05)
+    assert _step_without_advantages(learner)["order_kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_the_order_regularisers_pull_a_saturated_order_back():
+    # agent 0 first with p = e^5 / (e^5 + 2) = 0.987 and no advantage: only the entropy bonus (and the
+    # KL to the uniform order) move the scores; without them nothing moves
+    first = lambda pol: float(torch.softmax(pol.order_bias.detach(), 0)[0])  # noqa: E731
+    learner, pol = _saturated_order_learner(5.0, entropy_coef=0.05)
+    _step_without_advantages(learner, steps=10)
+    assert first(pol) < 0.95
+    learner, pol = _saturated_order_learner(5.0, entropy_coef=0.05, kl_coef=0.05, kl_ref_logit=-2.0)
+    _step_without_advantages(learner, steps=10)
+    assert first(pol) < 0.95
+    learner, pol = _saturated_order_learner(5.0)
+    _step_without_advantages(learner, steps=10)
+    assert first(pol) == pytest.approx(math.exp(5) / (math.exp(5) + 2), rel=1e-6)

@@ -2,6 +2,7 @@
 the policy's parameters move, metrics namespaced), the same seed gives the same metrics, and a run
 killed after a checkpoint resumes to the same metrics."""
 
+import math
 from functools import partial
 
 import pytest
@@ -128,3 +129,18 @@ def test_out_of_range_settings_stop_before_any_work(override):
 def test_a_learned_order_needs_the_query_policy():
     with pytest.raises(ConfigError, match="order learned needs policy.kind query"):
         load_config(TopologyConfig, [CONFIG], ["policy.order=learned", "policy.kind=free"])
+
+
+def test_the_evaluation_of_a_learned_order_reports_its_entropy():
+    # a uniform start: log 4! = ln 24 on every held-out query; a saturated order: near 0
+    from topologies.recipe import _build, evaluate
+
+    cfg = load_config(TopologyConfig, [CONFIG], ["policy.order=learned", "task.heldout_queries=8"])
+    task, space, learner = _build(cfg)
+    assert evaluate(learner, task, space, cfg, 0)["topology/order_entropy"] == pytest.approx(math.log(24))
+    with torch.no_grad():
+        learner.policy.order_bias[:] = torch.tensor([60.0, 40.0, 20.0, 0.0])
+    assert evaluate(learner, task, space, cfg, 0)["topology/order_entropy"] == pytest.approx(0.0, abs=1e-6)
+    fixed = load_config(TopologyConfig, [CONFIG], ["task.heldout_queries=8"])  # the role order: no key
+    task, space, learner = _build(fixed)
+    assert "topology/order_entropy" not in evaluate(learner, task, space, fixed, 0)
