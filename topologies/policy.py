@@ -45,14 +45,17 @@ class PolicySettings:
     lr: float = 0.1
     """Adam learning rate (GPTSwarm's 0.1)."""
     kl_coef: float = 0.0
-    """beta of the KL to the reference edge distribution (Graph-GRPO's reference; see kl_reference)."""
+    """beta of the KL to the reference edge distribution (Graph-GRPO's reference; see kl_reference);
+    a learned order gets the same beta on its KL to the initial order (initial) or the uniform order
+    (sparse)."""
     kl_reference: str = "initial"
     """The KL's reference: initial (a frozen copy of the initial policy) | sparse (p_ref =
     sigmoid(kl_ref_logit) on every edge, a sparsity prior)."""
     kl_ref_logit: float = -2.0
     """kl_reference sparse: the reference logit of every edge (-2: p_ref = 0.12)."""
     entropy_coef: float = 0.0
-    """Entropy bonus on the edge Bernoullis (0: none, as in GPTSwarm / G-Designer / Graph-GRPO)."""
+    """Entropy bonus on the edge Bernoullis and a learned order's Plackett-Luce distribution (0: none,
+    as in GPTSwarm / G-Designer / Graph-GRPO)."""
     entropy_schedule: str = "constant"
     """constant | linear | cosine: decay of the entropy bonus from entropy_coef at step 0 to
     entropy_final at the last step (``topologies.learner.scheduled``)."""
