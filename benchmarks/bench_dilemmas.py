@@ -10,6 +10,7 @@ the tiny LM, 3 seeds.
     python benchmarks/bench_dilemmas.py --tabular   (the two rules on a tabular policy, no LM; seconds)
     python benchmarks/bench_dilemmas.py --tabular --game trust_and_split   (or split_no_press)
         [--tabular-steps 400] [--betas 2 0.02] [--truth-init 0]   (truth-init: start logit of the true claim)
+        [--time-step turn]      (round: one credit step per round, as credit.time_step=round)
     python benchmarks/bench_dilemmas.py --game trust_and_split [--steps N] [--games 100] ...
 
 Trains ``configs/dilemmas/ipd_naive.yaml`` (rule loo_returns) and ``configs/dilemmas/ipd_advalign.yaml``
@@ -232,21 +233,33 @@ def tabular_split(
     lr: float = 0.05,
     truth_init: float = 0.0,
     betas: Sequence[float] = (2.0, 0.02),
+    time_step: str = "turn",
 ) -> None:
     """The credit rules on a tabular policy in Trust-and-Split / the no-press split
     (``games.dilemma_probe.tabular_split_selfplay``; gamma 0.96, roots of G = 8, 64 games a step):
     naive, then AA at each of ``betas``: 2 is the earlier LM configs' value (rewards in points), 0.02
     AdAlignLLM's beta 2 with rewards divided by 100 (scaling rewards by c scales A1 by c and the AA
-    term by c^2, so under a whitening normaliser it is beta -> c * beta)."""
+    term by c^2, so under a whitening normaliser it is beta -> c * beta). ``time_step``: the credit's
+    time step, each turn (gamma per turn) or each round (gamma per round), as ``credit.time_step``."""
     press = game == "trust_and_split"
-    print(f"tabular self-play, {game} 10 rounds, {steps} steps, lr {lr}, truth_init {truth_init:g}")
+    print(
+        f"tabular self-play, {game} 10 rounds, {steps} steps, lr {lr}, truth_init {truth_init:g}, "
+        f"time step {time_step}"
+    )
     print("| rule | beta | seed | collective | concede | loser keep | winner keep | truth |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = [("loo_returns", False, 0.0)] + [("advantage_alignment", True, float(b)) for b in betas]
     for rule, align, beta in rows:
         for seed in seeds:
             _, curve = tabular_split_selfplay(
-                align, press=press, beta=beta, steps=steps, lr=lr, seed=seed, truth_init=truth_init
+                align,
+                press=press,
+                beta=beta,
+                steps=steps,
+                lr=lr,
+                seed=seed,
+                truth_init=truth_init,
+                time_step=time_step,
             )
             c = curve[-1]
             b = f"{beta:g}" if align else "-"
@@ -288,6 +301,9 @@ def main() -> None:
     ap.add_argument(
         "--truth-init", type=float, default=0.0, help="tabular Trust-and-Split: start logit of the true claim"
     )
+    ap.add_argument(
+        "--time-step", default="turn", choices=["turn", "round"], help="tabular split: the credit's time step"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.tabular:
@@ -300,6 +316,7 @@ def main() -> None:
                 steps=args.tabular_steps or 400,
                 truth_init=args.truth_init,
                 betas=args.betas,
+                time_step=args.time_step,
             )
         return
     if args.game not in CONFIGS:

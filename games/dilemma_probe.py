@@ -267,6 +267,7 @@ def tabular_split_selfplay(
     gamma: float = 0.96,
     whiten: bool = False,
     truth_init: float = 0.0,
+    time_step: str = "turn",
     seed: int = 0,
     log_every: int = 0,
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[dict[str, float]]]:
@@ -284,7 +285,10 @@ def tabular_split_selfplay(
     is 0 (as the self-play recorder pays them). Each step plays ``roots x group_size`` games; a root's
     games share the hands of every round (the CRN group); credit per turn: discounted return
     (``gamma`` per turn), ``loo_return_advantages`` over (root, seat, rank), for AA
-    ``advantage_alignment_credit`` with ``co_player_sum`` at the same rank; ``whiten`` divides the
+    ``advantage_alignment_credit`` with ``co_player_sum`` at the same rank; ``time_step="round"``
+    (``credit.time_step: round``) makes each player's round one step instead (``round_steps``: the
+    round's reward, ``gamma`` per round, baseline and co-player matched per round, each turn of the
+    round credited with its round's value); ``whiten`` divides the
     centred credit by its batch std (``credit.normalizer: batch_per_agent``, one agent). Loss
     ``-mean(credit * log pi)``, Adam per table entry (``lr``). The tables start uniform (logits 0),
     except that ``truth_init`` is added to the logit of the true claim (a start where claims already
@@ -300,8 +304,11 @@ def tabular_split_selfplay(
         co_player_sum,
         discounted_returns,
         loo_return_advantages,
+        round_steps,
     )
 
+    if time_step not in ("turn", "round"):
+        raise ValueError(f"time_step ({time_step!r}) must be turn or round")
     if rounds < 1 or coins < 1 or steps < 0 or roots < 1 or group_size < 2 or not lr > 0:
         raise ValueError("need rounds >= 1, coins >= 1, steps >= 0, roots >= 1, group_size >= 2, lr > 0")
     rng = np.random.default_rng(seed)
@@ -397,13 +404,19 @@ def tabular_split_selfplay(
         bb, pp, tt = np.meshgrid(games, np.arange(2), np.arange(t_all), indexing="ij")
         bb, pp, tt = bb.ravel(), pp.ravel(), tt.ravel()
         traj = bb * 2 + pp
-        ret = discounted_returns(rew.ravel(), traj, tt, gamma=gamma)
+        r_steps, inverse = rew.ravel(), None
+        if time_step == "round":  # one step per (game, seat, round): tt becomes the round
+            r_steps, first, inverse = round_steps(r_steps, traj, tt // tpr)
+            bb, pp, tt, traj = bb[first], pp[first], tt[first] // tpr, traj[first]
+        ret = discounted_returns(r_steps, traj, tt, gamma=gamma)
         own = loo_return_advantages(ret, (bb // group_size, pp), tt)
         if align:
             co = co_player_sum(own, (bb,), traj, tt)
             credit = advantage_alignment_credit(own, co, traj, tt, beta=beta, gamma=gamma)
         else:
             credit = own
+        if inverse is not None:
+            credit = credit[inverse]
         if whiten:
             credit = (credit - credit.mean()) / (credit.std() + 1e-6)
         credit = credit.reshape(n, 2, rounds, tpr) / credit.size

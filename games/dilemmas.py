@@ -100,6 +100,11 @@ class IteratedMatrixGame:
         self.pending: str | None = None  # seat 0's committed move of the current round
         self._returns = [0.0, 0.0]
 
+    @property
+    def round(self) -> int:
+        """Index of the round being played (``rounds`` once over), as ``TrustAndSplit.round``."""
+        return len(self.history)
+
     def current_player(self) -> int:
         if self.is_terminal():
             return -1

@@ -260,7 +260,8 @@ class TreeRecorder:
 
     ``last_node[b]`` is the parent of game ``b``'s next node (its root at first); ``turn`` counts every
     decision of the game, opponents' and invalid ones included; ``state_hash`` (a stable hash of the
-    full state) is filled when ``hash_states``.
+    full state) is filled when ``hash_states``; a game with rounds has each node's round in its payload
+    (``data["round"]``).
     """
 
     def __init__(
@@ -279,18 +280,23 @@ class TreeRecorder:
         self.per_agent: dict[str, int] = {}
         self.legal_mass: dict[str, float] = {}
 
+    def _data(self, dec, j: int, b: int) -> dict:
+        """Payload data of decision ``j`` (game ``b``): the sampler's allowed ids, and the round of a
+        game that counts rounds (an int attribute ``round``: the dilemma games), which
+        ``credit.time_step: round`` reads."""
+        data = {} if dec.allowed_ids is None else {"allowed_ids": dec.allowed_ids[j]}
+        rnd = getattr(self.games[b], "round", None)
+        if isinstance(rnd, (int, np.integer)) and not isinstance(rnd, bool):
+            data["round"] = int(rnd)
+        return data
+
     def __call__(self, player, idx: list[int], seats: list[int], outputs: list[str], actions: list) -> None:
         ib = np.asarray(idx)
         if isinstance(player, AgentPlayer):
             dec, name = player.last, player.name
             hashes = [stable_hash(self.games[b].state_key()) for b in idx] if self.hash_states else 0
             payloads = [
-                dec.gen.turn(
-                    j,
-                    dec.prompt_ids[j],
-                    text=dec.texts[j],
-                    data={} if dec.allowed_ids is None else {"allowed_ids": dec.allowed_ids[j]},
-                )
+                dec.gen.turn(j, dec.prompt_ids[j], text=dec.texts[j], data=self._data(dec, j, idx[j]))
                 for j in range(len(idx))
             ]
             self.forced.extend(not dec.has_choice(j) for j in range(len(idx)))

@@ -136,6 +136,11 @@ class CreditConfig:
     """Discount along a player's turns: the returns of multi-turn rules (MARS turn, GiGPO (paper 0.95),
     Advantage Alignment) and, in multi-turn scenarios, the return-to-go an outcome rule (GRPO, RLOO,
     ...) judges each turn by."""
+    time_step: str = "turn"
+    """Time step of rules loo_returns and advantage_alignment: turn (each of a player's turns is one
+    step, gamma per turn) | round (AdAlignLLM: a player's turns of one round are one step, with the
+    round's summed reward, one discount, one leave-one-out baseline and one alignment term per round;
+    needs each turn's round in its payload, ``data["round"]``, as the dilemma games record it)."""
     mars2: Mars2Settings = field(default_factory=Mars2Settings)
     """Rule mars2_tree."""
     ngrpo: NgrpoSettings = field(default_factory=NgrpoSettings)
@@ -179,6 +184,8 @@ def check_settings(cfg: CreditConfig, *, multi_turn: bool | None = None) -> None
         raise ValueError(f"credit.eps ({cfg.eps}) must be >= 0")
     if not 0.0 < cfg.gamma <= 1.0:
         raise ValueError(f"credit.gamma ({cfg.gamma}) must be in (0, 1]")
+    if cfg.time_step not in ("turn", "round"):
+        raise ValueError(f"credit.time_step ({cfg.time_step!r}) must be turn or round")
     if multi_turn is False and spec.reward == "turn":
         raise ValueError(
             f"credit.rule {cfg.rule!r} assigns credit along a player's turns; this scenario has "

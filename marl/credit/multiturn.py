@@ -190,6 +190,34 @@ def gigpo_advantages(
     return a_ep[ep_codes] + omega * a_step
 
 
+def round_steps(
+    rewards: np.ndarray, trajectory_ids: GroupIds, round_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One time step per round: the turns of one trajectory that share a round id become one step.
+
+    AdAlignLLM's grouping (Duque et al., "Learning Robust Social Strategies with Large Language
+    Models"): a round in which a player speaks several times (a message, then a proposal) is one time
+    step of its discounted returns, of the leave-one-out baseline and of the alignment term. The step's
+    reward is the sum of its turns' rewards, ``r_{i,R} = sum_{k in R} r_{i,k}``; the step-level
+    functions (:func:`discounted_returns`, :func:`loo_return_advantages`,
+    :func:`advantage_alignment_credit`) then run on the steps, ordered by round, and every turn of a
+    step receives the step's advantage. With one turn per round the steps are the turns.
+
+    Returns ``(step_rewards, first, inverse)``: ``step_rewards`` (S,) the summed rewards of each step;
+    ``first`` (S,) the index of each step's first turn in sample order (its trajectory ids and round
+    are the step's); ``inverse`` (N,) the step of each turn, so ``x_step[inverse]`` hands a per-step
+    value to each of its turns.
+    """
+    r = _vec(rewards, "reward")
+    n = r.shape[0]
+    traj = trajectory_ids if isinstance(trajectory_ids, (tuple, list)) else (trajectory_ids,)
+    codes, _ = group_codes((*traj, np.asarray(round_ids)), n)
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    step_rewards = np.bincount(inverse, weights=r, minlength=first.shape[0])
+    return step_rewards, first.astype(np.int64), inverse.astype(np.int64)
+
+
 def loo_return_advantages(
     returns: np.ndarray, crn_group_ids: GroupIds, trajectory_rank: np.ndarray
 ) -> np.ndarray:
@@ -252,5 +280,6 @@ __all__ = [
     "loo_return_advantages",
     "mars_turn_advantages",
     "role_conditioned_advantages",
+    "round_steps",
     "segment_rank",
 ]

@@ -93,13 +93,16 @@ RULES: dict[str, RuleSpec] = {
         rule_gigpo, "turn", ("group_key", "player_key", "gamma", "scale_by_std", *_STD), "gigpo"
     ),
     "advantage_alignment": RuleSpec(
-        rule_advantage_alignment, "turn", ("group_key", "player_key", "gamma"), "advantage_alignment"
+        rule_advantage_alignment,
+        "turn",
+        ("group_key", "player_key", "gamma", "time_step"),
+        "advantage_alignment",
     ),
     "mars2_tree": RuleSpec(rule_mars2_tree, "tree", ("scale_by_std", *_STD), "mars2"),
     "graph_grpo": RuleSpec(rule_graph_grpo, "outcome", ("group_key", *_STD), "topology"),
     "graph_grpo_edge": RuleSpec(rule_graph_grpo_edge, "outcome", ("group_key", *_STD), "topology"),
     "graph_reinforce": RuleSpec(rule_graph_reinforce, "outcome", (), "topology"),
-    "loo_returns": RuleSpec(rule_loo_returns, "turn", ("group_key", "player_key", "gamma")),
+    "loo_returns": RuleSpec(rule_loo_returns, "turn", ("group_key", "player_key", "gamma", "time_step")),
 }
 """Config name -> rule. The one place a ``credit.rule`` string becomes code."""
 

@@ -25,6 +25,7 @@ from marl.credit.multiturn import (
     loo_return_advantages,
     mars_turn_advantages,
     role_conditioned_advantages,
+    round_steps,
 )
 from marl.credit.outcome import (
     SPOValueTracker,
@@ -296,33 +297,57 @@ def rule_gigpo(
     return _result(nodes, adv)
 
 
+def turn_rounds(tree: TurnTree, nodes: np.ndarray) -> np.ndarray:
+    """(N,) the round of each node, from its payload's ``data["round"]`` (the dilemma games record it)."""
+    out = np.empty(nodes.shape[0], dtype=np.int64)
+    for j, i in enumerate(nodes.tolist()):
+        p = tree.payloads[i]
+        rnd = None if p is None or p.data is None else p.data.get("round")
+        if rnd is None:
+            raise ValueError(
+                f"credit.time_step is round, but node {i} has no round in its payload (data['round']); "
+                "the dilemma games record it, other games have no rounds: use credit.time_step=turn"
+            )
+        out[j] = int(rnd)
+    return out
+
+
 def _loo_own(
     tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each node's leave-one-out advantage of its discounted return (and its trajectory, turn, rank)."""
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Each time step's leave-one-out advantage of its discounted return, and the step's trajectory,
+    order (turn or round), rank in its trajectory, one node per step and the step of each node
+    (``None`` with one step per turn: the steps are ``nodes``)."""
     traj = _trajectory(tree, nodes, cfg)
-    turn = tree.turn[nodes]
-    codes, _ = group_codes(traj, nodes.shape[0])
-    rank = segment_rank(codes, turn)
-    returns = discounted_returns(r, traj, turn, gamma=cfg.gamma)
-    player = node_key(tree, nodes, cfg.player_key)
-    own = loo_return_advantages(returns, (*node_key(tree, nodes, cfg.group_key), *player), rank)
-    return own, traj, turn, rank
+    steps, inverse = nodes, None
+    if cfg.time_step == "round":
+        rounds = turn_rounds(tree, nodes)
+        r, first, inverse = round_steps(r, traj, rounds)
+        steps, traj, order = nodes[first], tuple(c[first] for c in traj), rounds[first]
+    else:
+        order = tree.turn[nodes]
+    codes, _ = group_codes(traj, steps.shape[0])
+    rank = segment_rank(codes, order)
+    returns = discounted_returns(r, traj, order, gamma=cfg.gamma)
+    player = node_key(tree, steps, cfg.player_key)
+    own = loo_return_advantages(returns, (*node_key(tree, steps, cfg.group_key), *player), rank)
+    return own, traj, order, rank, steps, inverse
 
 
 def rule_loo_returns(
     tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
 ) -> CreditResult:
-    return _result(nodes, _loo_own(tree, nodes, r, cfg)[0])
+    own, *_, inverse = _loo_own(tree, nodes, r, cfg)
+    return _result(nodes, own if inverse is None else own[inverse])
 
 
 def rule_advantage_alignment(
     tree: TurnTree, nodes: np.ndarray, r: np.ndarray, cfg: CreditConfig, state: dict
 ) -> CreditResult:
-    own, traj, turn, rank = _loo_own(tree, nodes, r, cfg)
-    co = co_player_sum(own, (tree.episode[nodes],), traj, rank)
-    adv = advantage_alignment_credit(own, co, traj, turn, beta=cfg.advantage_alignment.beta, gamma=cfg.gamma)
-    return _result(nodes, adv)
+    own, traj, order, rank, steps, inverse = _loo_own(tree, nodes, r, cfg)
+    co = co_player_sum(own, (tree.episode[steps],), traj, rank)
+    adv = advantage_alignment_credit(own, co, traj, order, beta=cfg.advantage_alignment.beta, gamma=cfg.gamma)
+    return _result(nodes, adv if inverse is None else adv[inverse])
 
 
 # ----------------------------------------------------------------------------- tree rules

@@ -226,3 +226,20 @@ def test_trust_and_split_without_information_barely_beats_both_grabbing():
 
     best = max(itertools.product(range(11), repeat=3), key=lambda ks: value(dict(zip(HANDS, ks))))
     assert best == (2, 8, 10) and value(dict(zip(HANDS, best))) == pytest.approx(55 + 2 / 3)
+
+
+def test_tabular_split_round_step_is_the_turn_step_without_press_only():
+    # no press: one turn per player and round, so time_step round and turn are the same steps; with
+    # press the message and the proposal of a round become one step and training differs
+    from games.dilemma_probe import tabular_split_selfplay
+
+    kw = dict(steps=20, roots=2, rounds=3, beta=0.05, seed=4)
+    (_, a), ca = tabular_split_selfplay(True, press=False, time_step="turn", **kw)
+    (_, b), cb = tabular_split_selfplay(True, press=False, time_step="round", **kw)
+    np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+    assert [c["collective"] for c in ca] == [c["collective"] for c in cb]
+    (_, c), _ = tabular_split_selfplay(True, time_step="turn", **kw)
+    (_, d), _ = tabular_split_selfplay(True, time_step="round", **kw)
+    assert not np.allclose(c, d)
+    with pytest.raises(ValueError, match="turn or round"):
+        tabular_split_selfplay(True, time_step="step")

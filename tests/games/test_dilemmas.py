@@ -313,3 +313,28 @@ def test_tournament_command_plays_the_strategies(tmp_path):
     assert (out / "tournament_returns.png").is_file()
     with pytest.raises(ValueError, match="unknown player spec"):
         TournamentConfig(game=cfg("ipd"), players=["tit-for-two-tats", "random"]).validate()
+
+
+def test_recorder_payload_carries_the_round_of_each_decision():
+    # what credit.time_step=round reads: the round a decision was asked in (before the move applies)
+    from types import SimpleNamespace
+
+    from games.selfplay_env import TreeRecorder
+    from marl.tree import TurnTree
+
+    ts = make_game(cfg("trust_and_split", rounds=2), 0)
+    ipd = make_game(cfg("ipd", rounds=2), 0)
+    rec = TreeRecorder(TurnTree(["lm"]), [ts, ipd], np.zeros(2, np.int64), 0, False)
+    dec = SimpleNamespace(allowed_ids=None)
+    seen = []
+    for a in ["R", "S", "10", "3", "R"]:  # round 0: two claims, two proposals; round 1: a claim
+        seen.append(rec._data(dec, 0, 0)["round"])
+        ts.apply(a)
+    assert seen == [0, 0, 0, 0, 1] and ts.round == 1
+    for a in ["C", "D", "C"]:
+        seen.append(rec._data(dec, 0, 1)["round"])
+        ipd.apply(a)
+    assert seen[5:] == [0, 0, 1] and ipd.round == 1
+    # a game without rounds records none
+    rec.games.append(make_game(GameConfig(name="tic_tac_toe"), 0))
+    assert "round" not in rec._data(dec, 0, 2)

@@ -89,7 +89,7 @@ def test_advantage_alignment_reads_the_loo_advantages_by_hand():
 
 def test_loo_returns_spec_reads_keys_and_refuses_what_it_does_not_read():
     spec = get_spec("loo_returns")
-    assert spec.reward == "turn" and set(spec.reads()) == {"group_key", "player_key", "gamma"}
+    assert spec.reward == "turn" and set(spec.reads()) == {"group_key", "player_key", "gamma", "time_step"}
     assert key_fields(CreditConfig(rule="loo_returns", group_key=["root"])) == {"root", "agent", "role"}
     with pytest.raises(ValueError, match="does not read"):
         CreditAssigner(CreditConfig(rule="loo_returns", scale_by_std=False))

@@ -117,6 +117,7 @@ def test_every_rule_refuses_every_setting_it_does_not_read(rule):
         "unbiased_std": False,
         "scale_by_std": False,
         "gamma": 0.5,
+        "time_step": "round",
         "mars2": Mars2Settings(lam=0.25),
         "ngrpo": NgrpoSettings(r_max=2.0),
         "mc_grpo": McGrpoSettings(scale_by_std=True),
