@@ -14,7 +14,7 @@ from tests.cli_helpers import ROOT, cli_env, marl_cmd, run_train, train_cmd
 
 RUN_YAML = """
 recipe: selfplay
-run: {steps: 1, eval_every: 0, threads: 1, progress: false, tensorboard: false}
+run: {steps: 1, eval_every: 0, threads: 1, progress: false, tensorboard: false, plots: false}
 agents:
   lm:
     policy: {tiny: 100k, seed: 1, num_layers: 1}

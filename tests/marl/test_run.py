@@ -62,14 +62,14 @@ def test_outputs_of_a_run(toy):
 
 def test_same_seed_same_metrics(toy):
     d, cfg, env = toy
-    run_train(train_cmd(cfg, d, "b", TOY), env)
+    run_train(train_cmd(cfg, d, "b", TOY, extra=["run.plots=false"]), env)
     a, b = deterministic(read_metrics(d / "a")), deterministic(read_metrics(d / "b"))
     assert a == b
 
 
 def test_different_seed_different_metrics(toy):
     d, cfg, env = toy
-    run_train(train_cmd(cfg, d, "c", TOY, extra=["run.seed=7"]), env)
+    run_train(train_cmd(cfg, d, "c", TOY, extra=["run.seed=7", "run.plots=false"]), env)
     assert deterministic(read_metrics(d / "a")) != deterministic(read_metrics(d / "c"))
 
 
@@ -77,7 +77,11 @@ def test_sigkill_then_resume_matches_uninterrupted(toy):
     d, cfg, env = toy
     latest = d / "k" / "checkpoints" / "latest"
     killed_at = kill_after_checkpoint(
-        train_cmd(cfg, d, "k", TOY), latest, ("step_0000002", "step_0000004"), 300, env
+        train_cmd(cfg, d, "k", TOY, extra=["run.plots=false"]),
+        latest,
+        ("step_0000002", "step_0000004"),
+        300,
+        env,
     )
     assert killed_at != "step_0000006"
     resume(d / "k", env)
