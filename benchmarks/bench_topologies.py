@@ -1,6 +1,6 @@
 """Every topology method on the skill-chain testbed, over seeds, in one table.
 
-    python benchmarks/bench_topologies.py [--seeds 5] [--steps 300] [--out benchmarks/results/topologies.md]
+    python benchmarks/bench_topologies.py [--seeds 5] [--steps 300] [--out runs/bench_topologies.md]
 
 Trains each learned method of ``configs/topologies/`` (Graph-GRPO edge level, the same with the spec's
 edge rule, graph level, edge level with token cost, G-Designer-style REINFORCE without baseline and
@@ -19,8 +19,10 @@ table over the held-out queries:
 The oracle row is the best graph per query (``topologies.testbed.oracle_probability``) under the fixed
 role order; ``oracle (any order)``, printed when a learned-order row ran (``policy.order: learned``),
 is the best graph per query over every order of the non-final agents, the space those rows search.
-The best fixed topology is the fixed row with the highest mean accuracy. The table is also written to
-``--out`` with the command and date.
+The best fixed topology is the fixed row with the highest mean accuracy. A second table gives each
+learned row's exact accuracy per seed. Both are also written to ``--out`` with the command and date
+(by default under ``runs/``: ``benchmarks/results/topologies.md`` is kept by hand, one section per
+measurement, and is not overwritten).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def main() -> None:
     ap.add_argument(
         "--only", default="", help="comma-separated names of the learned methods to run (LEARNED)"
     )
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "topologies.md"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench_topologies.md"))
     args = ap.parse_args()
     logging.disable(logging.INFO)
     t0 = time.time()
@@ -145,6 +147,13 @@ def main() -> None:
         *(line(label, rows[label]) for label in LEARNED if label in rows),
         *(line(label, rs) for label, rs in rows.items() if label.startswith("fixed")),
     ]
+    learned = [label for label in LEARNED if label in rows]
+    if learned:
+        out += ["", "| method | " + " | ".join(f"seed {s}" for s in range(args.seeds)) + " |"]
+        out.append("|---|" + "---:|" * args.seeds)
+        for label in learned:
+            accs = " | ".join(f"{100 * r['eval/expected_accuracy']:.1f}" for r in rows[label])
+            out.append(f"| {label} | {accs} |")
     table = "\n".join(out)
     print(table)
     cmd = "python benchmarks/bench_topologies.py " + " ".join(sys.argv[1:])
