@@ -97,6 +97,10 @@ def main() -> None:
     ap.add_argument(
         "--only", default="", help="comma-separated names of the learned methods to run (LEARNED)"
     )
+    ap.add_argument(
+        "--set", dest="extra", action="append", default=[],
+        help="config override KEY=VALUE for every run, fixed rows included (e.g. task.num_skills=5)",
+    )  # fmt: skip
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_topologies.md"))
     args = ap.parse_args()
     logging.disable(logging.INFO)
@@ -109,13 +113,13 @@ def main() -> None:
                 continue
             extra = [f"run.steps={args.steps}", f"run.eval_every={args.steps}"] if args.steps else []
             extra += [f"graphs_per_query={args.graphs}"] if args.graphs else []
-            extra += overrides
+            extra += [*overrides, *args.extra]
             cfg = str(ROOT / "configs" / "topologies" / f"{stem}.yaml")
             rows[label] = [run(cfg, s, Path(tmp), extra, key) for s in range(args.seeds)]
             print(f"{label}: {time.time() - t0:.0f}s", file=sys.stderr)
         for name in FIXED:
             cfg = str(ROOT / "configs" / "topologies" / f"fixed_{name}.yaml")
-            rows[f"fixed: {name}"] = [run(cfg, s, Path(tmp), []) for s in range(args.seeds)]
+            rows[f"fixed: {name}"] = [run(cfg, s, Path(tmp), args.extra) for s in range(args.seeds)]
     fixed_means = {
         k: statistics.fmean(r["eval/expected_accuracy"] for r in v)
         for k, v in rows.items()
