@@ -7,10 +7,15 @@ the tiny LM, 3 seeds.
         [--methods advalign]    (train / probe only these)
         [--trace]               (print and save P(C after C), P(C after D) after every training step)
         [--exploiter-iters 40]  (0: no trained exploiter column)
+        [--warm-check]          (the runs in --out: their warm start's greedy moves against the teacher's
+                                 on held-out states, no training)
     python benchmarks/bench_dilemmas.py --tabular   (the two rules on a tabular policy, no LM; seconds)
     python benchmarks/bench_dilemmas.py --tabular --game trust_and_split   (or split_no_press)
         [--tabular-steps 400] [--betas 2 0.02] [--truth-init 0]   (truth-init: start logit of the true claim)
         [--time-step turn]      (round: one credit step per round, as credit.time_step=round)
+        [--fair-init 0]         (start logit of the fixed strategy fair's move in every state)
+        [--whiten]              (credit whitened by its batch std, as credit.normalizer=batch_per_agent)
+        [--curve 0]             (also print the sampled collective every N steps)
     python benchmarks/bench_dilemmas.py --game trust_and_split [--steps N] [--games 100] ...
 
 Trains ``configs/dilemmas/ipd_naive.yaml`` (rule loo_returns) and ``configs/dilemmas/ipd_advalign.yaml``
@@ -73,7 +78,7 @@ from games.selfplay import SelfPlayConfig, train  # noqa: E402
 from games.selfplay_env import llm_player  # noqa: E402
 from marl.config import load_config  # noqa: E402
 from marl.runner import Runner  # noqa: E402
-from marl.scenario import load_latest  # noqa: E402
+from marl.scenario import load_latest, make_agents  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -226,6 +231,65 @@ def load_run(run_dir: Path) -> tuple[SelfPlayConfig, dict]:
     return cfg, load_latest(cfg, Runner(cfg, cfg.run, cfg.recipe, resume=run_dir))[0]
 
 
+class _Decisions:
+    """A fixed player that records (a copy of the game, the seat, its move) for every decision."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.rows = inner, inner.name, []
+
+    def act(self, games, players, rng):
+        moves = self.inner.act(games, players, rng)
+        self.rows += [(g.clone(), p, m) for g, p, m in zip(games, players, moves)]
+        return moves
+
+
+def warm_check(run_dir: Path, games: int, seed: int) -> dict[str, float]:
+    """The warm start of a finished run (loaded from its cache, before any RL step) played greedily on
+    held-out states against its teacher's move: the states of ``games`` games of the teacher against
+    itself and of ``honest`` against itself (true claims, random keeps: last rounds the teacher never
+    makes), from seeds the warm start did not use. Returns per source the fraction of claims and of
+    keeps where the greedy move is the teacher's, and the fraction of states whose prompt was not
+    among the warm start's pairs."""
+    from games.league import decision_prompt
+    from games.selfplay_warm import imitation_warm_start, teacher_pairs
+
+    cfg = load_config(SelfPlayConfig, [str(run_dir / "config.yaml")], [])
+    runner = Runner(cfg, cfg.run, cfg.recipe, resume=run_dir)
+    agents = make_agents(cfg, runner.cache_dir)
+    ws = cfg.warmstart
+    warm = imitation_warm_start(
+        agents, cfg.game, cfg.prompt, ws, seed=cfg.run.seed, cache_dir=runner.cache_dir
+    )
+    if not warm.get("warmstart/lm/cached"):
+        raise RuntimeError(f"{run_dir}: no cached warm start (trained again instead)")
+    seen = {p for p, _ in teacher_pairs(cfg.game, cfg.prompt, ws.teacher, ws.games, cfg.run.seed)}
+    lm = llm_player("lm", agents["lm"], cfg.prompt, greedy=True)
+    teacher = make_opponent(ws.teacher, cfg.game.name)
+    out: dict[str, float] = {}
+    for source in dict.fromkeys([ws.teacher, "honest"]):
+        rec = _Decisions(make_opponent(source, cfg.game.name))
+        play_games(cfg.game, [rec, rec], games, seed=seed)
+        rng = np.random.default_rng(seed)
+        want = [teacher.act([g], [p], rng)[0] for g, p, _ in rec.rows]
+        got: list[str] = []
+        for i in range(0, len(rec.rows), 256):
+            chunk = rec.rows[i : i + 256]
+            got += lm.act([g for g, _, _ in chunk], [p for _, p, _ in chunk], rng)
+        claim = np.array([w in ("R", "P", "S") for w in want])
+        ok = np.array([a == b for a, b in zip(got, want)])
+        new = np.mean(
+            [
+                decision_prompt(g, p, cfg.prompt.prompt_format, cfg.prompt.prompt_style) not in seen
+                for g, p, _ in rec.rows
+            ]
+        )
+        out[f"{source}: claims"] = float(ok[claim].mean()) if claim.any() else float("nan")
+        out[f"{source}: keeps"] = float(ok[~claim].mean())
+        out[f"{source}: n keeps"] = float((~claim).sum())
+        out[f"{source}: unseen"] = float(new)
+    return out
+
+
 def tabular_split(
     game: str,
     seeds: list[int],
@@ -234,20 +298,31 @@ def tabular_split(
     truth_init: float = 0.0,
     betas: Sequence[float] = (2.0, 0.02),
     time_step: str = "turn",
+    fair_init: float = 0.0,
+    whiten: bool = False,
+    curve_every: int = 0,
 ) -> None:
     """The credit rules on a tabular policy in Trust-and-Split / the no-press split
     (``games.dilemma_probe.tabular_split_selfplay``; gamma 0.96, roots of G = 8, 64 games a step):
     naive, then AA at each of ``betas``: 2 is the earlier LM configs' value (rewards in points), 0.02
     AdAlignLLM's beta 2 with rewards divided by 100 (scaling rewards by c scales A1 by c and the AA
     term by c^2, so under a whitening normaliser it is beta -> c * beta). ``time_step``: the credit's
-    time step, each turn (gamma per turn) or each round (gamma per round), as ``credit.time_step``."""
+    time step, each turn (gamma per turn) or each round (gamma per round), as ``credit.time_step``.
+    ``fair_init``: start logit of ``fair``'s move; ``whiten``: credit divided by its batch std;
+    ``curve_every``: a last column with the sampled collective every that many steps."""
     press = game == "trust_and_split"
     print(
         f"tabular self-play, {game} 10 rounds, {steps} steps, lr {lr}, truth_init {truth_init:g}, "
         f"time step {time_step}"
+        + (f", fair_init {fair_init:g}" if fair_init else "")
+        + (", whitened" if whiten else "")
     )
-    print("| rule | beta | seed | collective | concede | loser keep | winner keep | truth |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    head = "| rule | beta | seed | collective | concede | loser keep | winner keep | truth |"
+    rule_line = "|---|---:|---:|---:|---:|---:|---:|---:|"
+    if curve_every:
+        head += f" collective every {curve_every} steps |"
+        rule_line += "---|"
+    print(head + "\n" + rule_line)
     rows = [("loo_returns", False, 0.0)] + [("advantage_alignment", True, float(b)) for b in betas]
     for rule, align, beta in rows:
         for seed in seeds:
@@ -260,14 +335,18 @@ def tabular_split(
                 seed=seed,
                 truth_init=truth_init,
                 time_step=time_step,
+                fair_init=fair_init,
+                whiten=whiten,
             )
             c = curve[-1]
             b = f"{beta:g}" if align else "-"
-            print(
+            row = (
                 f"| {rule} | {b} | {seed} | {c['collective']:.0f} | {c['concede']:.2f} "
-                f"| {c['loser_keep']:.2f} | {c['winner_keep']:.2f} | {c['truth']:.2f} |",
-                flush=True,
+                f"| {c['loser_keep']:.2f} | {c['winner_keep']:.2f} | {c['truth']:.2f} |"
             )
+            if curve_every:
+                row += " " + ", ".join(f"{x['collective']:.0f}" for x in curve[::curve_every]) + " |"
+            print(row, flush=True)
 
 
 def tabular(seeds: list[int], steps: int = 300, lr: float = 0.01) -> None:
@@ -291,6 +370,7 @@ def main() -> None:
     ap.add_argument("--games", type=int, default=200, help="probe games per seat")
     ap.add_argument("--out", default=None)
     ap.add_argument("--probe-only", action="store_true", help="probe the runs already in --out, no training")
+    ap.add_argument("--warm-check", action="store_true", help="the runs in --out: warm start vs its teacher")
     ap.add_argument("--set", dest="extra", action="append", default=[], help="config override KEY=VALUE")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--trace", action="store_true", help="IPD: probe reciprocity after every training step")
@@ -301,6 +381,14 @@ def main() -> None:
     ap.add_argument(
         "--truth-init", type=float, default=0.0, help="tabular Trust-and-Split: start logit of the true claim"
     )
+    ap.add_argument(
+        "--fair-init",
+        type=float,
+        default=0.0,
+        help="tabular split: start logit of fair's move in every state",
+    )
+    ap.add_argument("--whiten", action="store_true", help="tabular split: whiten the credit (batch std)")
+    ap.add_argument("--curve", type=int, default=0, help="tabular split: collective every N steps too")
     ap.add_argument(
         "--time-step", default="turn", choices=["turn", "round"], help="tabular split: the credit's time step"
     )
@@ -317,6 +405,9 @@ def main() -> None:
                 truth_init=args.truth_init,
                 betas=args.betas,
                 time_step=args.time_step,
+                fair_init=args.fair_init,
+                whiten=args.whiten,
+                curve_every=args.curve,
             )
         return
     if args.game not in CONFIGS:
@@ -325,6 +416,15 @@ def main() -> None:
         ap.error("--trace probes IPD reciprocity; it has no Trust-and-Split counterpart")
     methods = CONFIGS[args.game]
     out = args.out or tempfile.mkdtemp(prefix="bench_dilemmas_")
+    if args.warm_check:
+        for method in args.methods:
+            for seed in args.seeds:
+                run_dir = sorted(Path(out, method).glob(f"selfplay-s{seed}-*"))[-1]
+                res = warm_check(run_dir, args.games, 2000 + seed)
+                print(
+                    f"{method} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True
+                )
+        return
     results: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
     t0 = time.perf_counter()
     for method in args.methods:

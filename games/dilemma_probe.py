@@ -267,6 +267,7 @@ def tabular_split_selfplay(
     gamma: float = 0.96,
     whiten: bool = False,
     truth_init: float = 0.0,
+    fair_init: float = 0.0,
     time_step: str = "turn",
     seed: int = 0,
     log_every: int = 0,
@@ -292,7 +293,12 @@ def tabular_split_selfplay(
     centred credit by its batch std (``credit.normalizer: batch_per_agent``, one agent). Loss
     ``-mean(credit * log pi)``, Adam per table entry (``lr``). The tables start uniform (logits 0),
     except that ``truth_init`` is added to the logit of the true claim (a start where claims already
-    carry information, as a pretrained LM's may; 0: uniform).
+    carry information, as a pretrained LM's may; 0: uniform), and ``fair_init`` to the logit of
+    ``games.dilemmas``' ``fair`` move in every state: the true claim, and in the split keep all when
+    the own hand beats the heard claim or equals it (a lie), none when the claim beats the own hand
+    (no press: all with the high value, none with the low). The table's key has no "lied last round",
+    so ``fair``'s retaliation is not in it (two fair players never lie). With ``x`` added, the fair
+    move has probability ``e^x / (e^x + A - 1)`` among ``A`` actions (6.9: 0.99 of 11 keeps).
 
     Returns the final probability tables ``(message, split)`` and one dict per step: ``collective``
     (mean sum of both returns), ``concede`` (fraction of rounds the loser kept nothing),
@@ -316,6 +322,16 @@ def tabular_split_selfplay(
     zm, zs = np.zeros(shp_m), np.zeros(shp_s)
     if press:
         zm[np.arange(3), ..., np.arange(3)] += truth_init  # the true claim of each own hand
+    if fair_init:
+        fair_keep = np.full((3, 3), coins)  # (own hand, heard claim): the claim equal or beaten
+        fair_keep[np.arange(3), np.array([1, 2, 0])] = 0  # the claim beats the hand: R<P, P<S, S<R
+        if press:
+            zm[np.arange(3), ..., np.arange(3)] += fair_init
+            h, c = np.meshgrid(np.arange(3), np.arange(3), indexing="ij")
+            zs[h, c, :, fair_keep[h, c]] += fair_init
+        else:
+            zs[1, :, coins] += fair_init  # high value: keep all
+            zs[0, :, 0] += fair_init  # low value: keep none
     adam = [[np.zeros_like(z), np.zeros_like(z)] for z in (zm, zs)]
     n = roots * group_size
     tpr = 2 if press else 1  # turns per round per player

@@ -439,16 +439,40 @@ def _honest(game: Any, player: int, rng: np.random.Generator) -> str:
     return legal[int(rng.integers(len(legal)))]
 
 
+def _fair(game: Any, player: int) -> str:
+    """Trust-and-Split: true claims; in the split keep all coins if the own hand beats the co-player's
+    claim this round, none if the claim beats it, all if the claim equals the own hand (hands always
+    differ, so it is a lie) and all (retaliation) if the co-player's claim last round was not its hand
+    (revealed after the round). No press: all with value ``high``, none with ``low``. Matrix games:
+    tit-for-tat. Reads only what ``player`` has seen: its hand, this round's claim, finished rounds."""
+    if not isinstance(game, TrustAndSplit):
+        return _tit_for_tat(game, player)
+    if game._phase()[0] == "message":
+        return game.hands[game.round][player]
+    o = 1 - player
+    lied = game.press and bool(game.log) and game.log[-1]["claims"][o] != game.log[-1]["hands"][o]
+    win = game._believed_winner(player)  # None: the claim is the own hand, a lie
+    return str(game.coins if lied or win is None or win else 0)
+
+
 STRATEGIES: dict[str, Callable[..., str]] = {
     "always-cooperate": _always_cooperate,
     "always-defect": _always_defect,
     "tit-for-tat": _tit_for_tat,
     "grim-trigger": _grim_trigger,
     "honest": _honest,
+    "fair": _fair,
 }
 """Fixed strategies of the dilemma games by opponent spec (``random`` is ``games.opponents``'s).
 ``honest`` is a neutral talker, not a reciprocator: true claims, every other move uniformly at random
-(the prior a pretrained model brings to a press game; a teacher for ``games.selfplay_warm``)."""
+(the prior a pretrained model brings to a press game; a teacher for ``games.selfplay_warm``).
+``fair`` plays the collective optimum and punishes lies (Trust-and-Split): true claims; keeps all
+when its hand beats the co-player's claim, none when the claim beats its hand, all when the claim is
+a detected lie (its own hand) or the co-player lied last round; no press: all with the high value,
+none with the low; tit-for-tat in the matrix games. Two ``fair`` players reach 1000 (the winner
+keeps all). The last round's claims are not in ``TrustAndSplit.observation`` (only its hands, keeps
+and payoff), so an LM imitating ``fair`` cannot see the retaliation's trigger; ``fair`` never lies,
+so its self-play never pulls it."""
 RANDOMIZED = {"honest"}
 """Strategies that draw from the arena's generator (called with it as a third argument)."""
 

@@ -243,3 +243,27 @@ def test_tabular_split_round_step_is_the_turn_step_without_press_only():
     assert not np.allclose(c, d)
     with pytest.raises(ValueError, match="turn or round"):
         tabular_split_selfplay(True, time_step="step")
+
+
+def test_tabular_split_fair_init_plays_the_fair_strategy():
+    # fair_init x: the fair move has probability e^x / (e^x + A - 1); the table's most likely keep in
+    # each (own hand, claim) is the keep of games.dilemmas' fair strategy in that deal
+    from games.dilemma_probe import tabular_split_selfplay
+    from games.dilemmas import HANDS, StrategyPlayer, TrustAndSplit
+
+    x = np.log(0.9 * 10 / 0.1)  # 0.9 on the fair keep among 11
+    (pm, ps), c = tabular_split_selfplay(False, steps=0, fair_init=x, seed=1)
+    fair = StrategyPlayer("fair")
+    for h, cl in itertools.product(range(3), range(3)):
+        other = next(o for o in HANDS if o != HANDS[h])  # seat 0's hand: any other (it is hidden)
+        g = TrustAndSplit("trust_and_split", rounds=1)
+        g.hands = [(other, HANDS[h])]
+        g.apply(HANDS[cl])  # seat 0's claim
+        g.apply(HANDS[h])  # seat 1's (true) claim
+        keep = int(fair.act([g], [1], np.random.default_rng(0))[0])
+        np.testing.assert_allclose(ps[h, cl, :, keep], 0.9)
+        np.testing.assert_allclose(pm[h, :, :, h], 10 * 0.9 / (10 * 0.9 + 2 * 0.1))
+    # near-deterministic fair play: the winner keeps all every round, 1000; no press the same
+    for press in (True, False):
+        _, c = tabular_split_selfplay(False, press=press, steps=0, fair_init=40.0)
+        assert c[0]["collective"] == 1000.0 and c[0]["concede"] == 1.0

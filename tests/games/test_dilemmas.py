@@ -168,6 +168,83 @@ def test_trust_and_split_cooperators_reach_the_collective_optimum():
     assert sum(_play("trust_and_split", "always-defect", "always-defect", 10).returns) == 550.0
 
 
+def _fair(g, player: int) -> str:
+    return StrategyPlayer("fair").act([g], [player], np.random.default_rng(0))[0]
+
+
+def _split_game(hands, rounds: int = 2) -> TrustAndSplit:
+    g = TrustAndSplit("trust_and_split", rounds=rounds, seed=0)
+    g.hands = list(hands)
+    return g
+
+
+def test_fair_claims_the_truth_and_keeps_by_the_claim():
+    # round 0: seat 0 holds R, seat 1 holds S (seat 0 speaks first in even rounds)
+    g = _split_game([("R", "S"), ("P", "S")])
+    assert _fair(g, 0) == "R"
+    g.apply("R")
+    assert _fair(g, 1) == "S"
+    g.apply("S")
+    assert _fair(g, 0) == "10"  # own R beats the claim S: the winner keeps all
+    assert _fair(g, 1) == "0"  # the claim R beats own S: the loser keeps none
+    # a claim equal to the own hand is a lie (hands differ): keep all
+    h = _split_game([("R", "S")], rounds=1)
+    h.apply("S")  # seat 0 (holding R) claims S, seat 1's own hand
+    h.apply("S")
+    assert _fair(h, 1) == "10"
+    assert _fair(h, 0) == "10"  # seat 0's view: own R beats the (true) claim S
+
+
+def test_fair_retaliates_for_one_round_after_a_revealed_lie():
+    # round 0: seat 0 holds P but claims S; seat 1 holds R, claims R; then round 1: seat 0 holds S,
+    # seat 1 holds P and seat 0 truthfully claims S, which beats seat 1's P: fair would concede,
+    # but seat 0 lied last round, so seat 1 keeps all. Round 2: seat 0 told the truth in round 1.
+    g = _split_game([("P", "R"), ("S", "P"), ("S", "P")], rounds=3)
+    for a in ["S", "R", "0", "0"]:
+        g.apply(a)
+    assert g.log[-1]["claims"] == ("S", "R") and g.round == 1
+    g.apply("P")  # seat 1 speaks first in odd rounds (its true hand)
+    g.apply("S")  # seat 0's true hand
+    assert _fair(g, 1) == "10"  # the claim S beats its P, but the co-player lied last round
+    assert _fair(g, 0) == "10"  # seat 0 wins and seat 1 told the truth
+    g.apply("10")
+    g.apply("10")
+    g.apply("S")
+    g.apply("P")
+    assert _fair(g, 1) == "0"  # the same deal, the co-player's last claim true: concede
+
+
+def test_fair_no_press_matrix_and_self_play():
+    g = make_game(cfg("split_no_press", rounds=1), 5)
+    hi = 0 if g.values(0)[0] == 10.0 else 1
+    assert _fair(g, hi) == "10" and _fair(g, 1 - hi) == "0"
+    # matrix games: tit-for-tat (C, then the co-player's last move)
+    m = make_game(cfg("ipd", rounds=3), 0)
+    assert _fair(m, 0) == "C"
+    m.apply("C")
+    m.apply("D")
+    assert _fair(m, 0) == "D" and _fair(m, 1) == "C"
+    # two fair players: the winner keeps all in every round, 100 a round, 1000 in 10 rounds
+    assert sum(_play("trust_and_split", "fair", "fair", 10).returns) == 1000.0
+    assert sum(_play("split_no_press", "fair", "fair", 10).returns) == 1000.0
+
+
+def test_fair_reads_no_hidden_information():
+    # seat 1's view is the same in both games: its hand, seat 0's claim, the finished round; seat 0's
+    # hand of this round and its pending proposal differ and must not change seat 1's move
+    a = _split_game([("R", "S"), ("P", "R")])
+    b = _split_game([("R", "S"), ("S", "R")])
+    for g in (a, b):
+        for x in ["R", "S", "10", "0"]:
+            g.apply(x)
+        g.apply("R")  # seat 1 (first in round 1), its true hand
+        g.apply("P")  # seat 0 claims P: true in a, a lie in b
+    a.apply("10")
+    b.apply("0")
+    assert a.observation(1) == b.observation(1)
+    assert _fair(a, 1) == _fair(b, 1) == "0"  # the claim P beats its R
+
+
 def test_strategy_specs_are_checked_against_the_backend():
     check_opponent("tit-for-tat", cfg("ipd"))
     check_opponent("random", cfg("ipd"))
