@@ -1,6 +1,6 @@
 """Non-LLM players: uniform random, OpenSpiel MCTS, a CFR average policy cached on disk, and the fixed
 strategies of the social dilemmas (``games.dilemmas.STRATEGIES``: always-cooperate, always-defect,
-tit-for-tat, grim-trigger).
+tit-for-tat, grim-trigger, honest, fair).
 
 Every player implements the batched ``Player`` protocol: ``act(games, players, rng)`` returns one
 output string per pending decision. LLM players implement the same protocol elsewhere and may return
@@ -309,7 +309,7 @@ def make_opponent(
     params: dict[str, Any] | None = None,
 ) -> Player:
     """A YAML string to a player: 'random', 'mcts' / 'mcts-400' / 'mcts400', 'cfr' / 'cfr-1000', or a
-    social-dilemma strategy ('always-cooperate', 'always-defect', 'tit-for-tat', 'grim-trigger', 'honest')."""
+    social-dilemma strategy (``games.dilemmas.STRATEGIES``)."""
     from games.dilemmas import STRATEGIES, StrategyPlayer
 
     if spec.strip().lower() in STRATEGIES:

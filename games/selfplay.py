@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from games.dilemmas import STRATEGIES
 from games.evaluation import EvalConfig, FinalTournamentConfig, MatchSettings, evaluate, final_tournament
 from games.league import PROMPT_FORMATS, SnapshotPool
 from games.opponents import Player, check_opponent
@@ -113,7 +114,7 @@ class SelfPlayConfig(RecipeConfig):
             if not FIXED_OPPONENT.fullmatch(spec.strip().lower()):
                 raise ValueError(
                     f"opponent {spec!r} must be 'random', 'mcts-N', 'cfr-N' or a dilemma strategy "
-                    "(always-cooperate, always-defect, tit-for-tat, grim-trigger, honest)"
+                    f"({', '.join(STRATEGIES)})"
                 )
         teacher = [self.warmstart.teacher] if self.warmstart.teacher else []
         for spec in dict.fromkeys([*fixed, *self.eval.opponents, *self.final.opponents, *teacher]):
