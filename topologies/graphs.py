@@ -306,7 +306,8 @@ PL_EXACT_MAX = 7
 @functools.lru_cache(maxsize=8)
 def all_orders(m: int) -> torch.Tensor:
     """Every permutation of ``0 .. m-1``, (m!, m) long, in lexicographic order (cached: do not mutate)."""
-    return torch.tensor(list(itertools.permutations(range(m))), dtype=torch.long).reshape(-1, m)
+    perms = list(itertools.permutations(range(m)))  # m = 0: one empty order
+    return torch.tensor(perms, dtype=torch.long).reshape(len(perms), m)
 
 
 def _stage_log_softmax(scores: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:

@@ -464,3 +464,21 @@ def test_query_conditioned_order_scores_start_uniform_and_learn():
         QueryConditioned(s, 64, hidden=8).order_scores(torch.zeros(1, 64))
     with pytest.raises(ValueError, match="order"):
         graph_space(3, order="random")
+
+
+def test_a_team_with_one_or_two_agents_has_a_single_order():
+    """Zero or one non-final agent: one possible order, log PL 0, entropy and KL 0, graphs acyclic."""
+    for agents in (1, 2):
+        space = graph_space(agents, 2, order="learned")
+        policy = QueryConditioned(space, 8, hidden=4, order=True)
+        feats = torch.randn(3, 8)
+        scores = policy.order_scores(feats)
+        a, _, orders, lpl = sample_ordered_graphs(
+            space, policy(feats), scores, 4, torch.Generator().manual_seed(0)
+        )
+        assert orders.shape == (3, 4, agents - 1) and torch.equal(lpl, torch.zeros(3, 4))
+        assert torch.equal(plackett_luce_entropy(scores).abs(), torch.zeros(3))
+        assert torch.equal(plackett_luce_kl(scores, torch.zeros_like(scores)).abs(), torch.zeros(3))
+        assert all(
+            nx.is_directed_acyclic_graph(space.to_networkx(g.numpy())) for g in a.reshape(-1, space.num_edges)
+        )
