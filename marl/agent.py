@@ -269,7 +269,9 @@ class Agent:
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
                 gn = clip_grad_norm(params, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else None)
                 stats_acc["grad_norm"] = gn
-                if math.isfinite(gn):
+                if cfg.optim.skip_zero_grad and gn == 0.0:
+                    stats_acc["zero_grad_steps"] = 1.0  # no signal: AdamW's momentum would still move
+                elif math.isfinite(gn):
                     self.optimizer.step()
                 else:
                     logger.warning("agent %s: non-finite gradient norm, optimizer step skipped", self.name)
@@ -348,8 +350,21 @@ class Agent:
         return total / max(count, 1.0)
 
     # ---------------------------------------------------------------- state
+    def reset_reference(self) -> None:
+        """Make the KL reference the current weights (no-op without a KL term). A warm start calls it,
+        so the KL holds the policy near the model RL starts from, as with an SFT reference."""
+        if self.reference is not None:
+            with torch.no_grad():
+                self.reference.model.load_state_dict(self.model.state_dict())
+
+    def _reference_own(self) -> dict[str, torch.Tensor]:
+        """The reference's copies of this agent's trainable weights (the rest never differs)."""
+        ref = dict(self.reference.model.named_parameters())
+        return {n: ref[n] for n in self._own}
+
     def save(self, folder: str | Path) -> None:
-        """Weights (safetensors), optimizer, scheduler, normaliser and RNG state into ``folder``."""
+        """Weights (safetensors), the KL reference's weights if there is one, optimizer, scheduler,
+        normaliser and RNG state into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if isinstance(self.policy, AdapterPolicy):  # a shared base: only this agent's adapter
@@ -358,6 +373,11 @@ class Agent:
             )
         else:
             save_model(self.model, str(folder / "model.safetensors"))
+        if self.reference is not None:
+            save_file(
+                {n: p.detach().contiguous() for n, p in self._reference_own().items()},
+                str(folder / "reference.safetensors"),
+            )
         torch.save(
             {
                 "optimizer": self.optimizer.state_dict(),
@@ -383,6 +403,14 @@ class Agent:
             raise RuntimeError(
                 f"agent {self.name}: checkpoint mismatch missing={missing} unexpected={unexpected}"
             )
+        if self.reference is not None and (folder / "reference.safetensors").is_file():
+            saved = load_file(str(folder / "reference.safetensors"))
+            own = self._reference_own()
+            if set(saved) != set(own):
+                raise RuntimeError(f"agent {self.name}: the checkpoint's KL reference has other weights")
+            with torch.no_grad():
+                for n, p in own.items():
+                    p.copy_(saved[n])
         state = torch.load(folder / "state.pt", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -49,6 +49,11 @@ class OptimConfig:
     """Decoupled weight decay."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
+    skip_zero_grad: bool = False
+    """Skip the optimizer step of an update whose gradient is exactly zero (every advantage 0 and no
+    KL or entropy gradient: no signal). AdamW would still move the weights on such a step, by its
+    momentum from earlier updates and by weight decay. Off by default, as in verl and TRL; the
+    learning-rate schedule advances either way."""
     schedule: str = "constant"
     """Schedule after warm-up: constant | linear | cosine (decay to min_lr_ratio over the run)."""
     warmup_steps: int = 0

@@ -155,7 +155,23 @@ def warm_start_agent(
     seed: int,
 ) -> dict[str, float]:
     """Warm-start one agent (mutates its weights, and its optimizer state with optimizer=agent),
-    or load the cached result for ``key``. ``make_pairs`` is only called when training."""
+    or load the cached result for ``key``. ``make_pairs`` is only called when training. The agent's
+    KL reference, if it has one, becomes the warm-started weights."""
+    stats = _warm_start_weights(agent, make_pairs, cfg, cache_dir=cache_dir, key=key, seed=seed)
+    if hasattr(agent, "reset_reference"):
+        agent.reset_reference()
+    return stats
+
+
+def _warm_start_weights(
+    agent,
+    make_pairs: Callable[[], list[tuple[list[int], list[int]]]],
+    cfg: SupervisedSettings,
+    *,
+    cache_dir: str | Path,
+    key: str,
+    seed: int,
+) -> dict[str, float]:
     folder = Path(cache_dir) / "warmstart" / key / agent.name
     done = folder / "done.json"
     if cfg.cache and done.is_file():

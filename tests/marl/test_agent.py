@@ -180,3 +180,51 @@ def test_reported_loss_is_the_batch_loss_however_it_is_split(tmp_path):
     assert got["loss"] == pytest.approx(got["pg_loss"] - 0.01 * got["entropy"], rel=1e-5)
     for k in ("loss", "pg_loss", "entropy"):
         assert split[k] == pytest.approx(got[k], rel=1e-5), k
+
+
+def test_warm_start_makes_the_kl_reference_the_warm_weights_and_a_checkpoint_keeps_it(tmp_path):
+    # The KL term holds the policy near the model RL starts from: after a warm start (trained or
+    # loaded from its cache) the reference is the warm-started weights, so the first update's KL is
+    # 0, and a checkpoint carries the reference so a resumed run keeps it.
+    from marl.warmstart import SupervisedSettings, warm_start_agent
+
+    def pairs(agent):
+        return lambda: [
+            (agent.policy.encode(f"max {i} {i + 1}="), agent.policy.encode(f"{i + 1}")) for i in range(8)
+        ]
+
+    ws = SupervisedSettings(steps=3, batch_size=4, lr=1e-2)
+    for trained in (True, False):  # the first call trains and caches, the second loads the cache
+        a = _agent(tmp_path, loss=LossConfig(kl_coef=0.1), sampling=SamplingConfig(max_new_tokens=3))
+        init = {k: v.clone() for k, v in a.reference.model.state_dict().items()}
+        stats = warm_start_agent(a, pairs(a), ws, cache_dir=tmp_path / "cache", key="k", seed=0)
+        assert stats["cached"] == (0.0 if trained else 1.0)
+        ref = a.reference.model.state_dict()
+        assert all(torch.equal(v, ref[k]) for k, v in a.model.state_dict().items())
+        assert any(not torch.equal(v, ref[k]) for k, v in init.items()), "the warm start changed nothing"
+        assert a.learn(_batch(a))["kl"] == pytest.approx(0.0, abs=1e-7)
+    a.save(tmp_path / "ck")
+    b = _agent(tmp_path, loss=LossConfig(kl_coef=0.1))
+    b.load(tmp_path / "ck")
+    rb = b.reference.model.state_dict()
+    assert all(torch.equal(v, rb[k]) for k, v in a.reference.model.state_dict().items())
+    assert any(not torch.equal(v, rb[k]) for k, v in b.model.state_dict().items())  # weights moved on
+
+
+def test_skip_zero_grad_keeps_adamw_from_moving_the_weights_without_signal(tmp_path):
+    # After one update with signal, an all-zero-advantage batch has a zero gradient; AdamW still moves
+    # the weights by its momentum (m / sqrt(v) != 0), unless optim.skip_zero_grad skips that step.
+    moved = {}
+    for skip in (False, True):
+        a = _agent(
+            tmp_path, optim=OptimConfig(skip_zero_grad=skip), sampling=SamplingConfig(max_new_tokens=3)
+        )
+        a.learn(_batch(a))
+        zero = _batch(a)
+        zero.advantages = torch.zeros_like(zero.advantages)
+        before = {k: v.clone() for k, v in a.model.state_dict().items()}
+        m = a.learn(zero)
+        assert m["grad_norm"] == 0.0
+        assert m.get("zero_grad_steps", 0.0) == (1.0 if skip else 0.0)
+        moved[skip] = any(not torch.equal(v, before[k]) for k, v in a.model.state_dict().items())
+    assert moved == {False: True, True: False}
