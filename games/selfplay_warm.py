@@ -44,6 +44,10 @@ class ImitationWarmStart:
     """Pairs per optimizer step."""
     lr: float = 3e-3
     """Learning rate of the warm start's own AdamW (the learners' optimizers are untouched)."""
+    noise: float = 0.0
+    """Probability that a teacher decision is replaced by a uniformly drawn legal move, played and
+    imitated: the learners then start from a stochastic prior (about ``1 - noise`` on the teacher's
+    move) that has also seen the teacher answer deviations, instead of a deterministic one."""
     cache: bool = True
     """Reuse a cached warm start with the same settings instead of training again."""
 
@@ -53,13 +57,16 @@ class ImitationWarmStart:
                 f"warmstart: games ({self.games}) and batch_size ({self.batch_size}) must be >= 1, "
                 f"steps ({self.steps}) >= 0, lr ({self.lr}) > 0"
             )
+        if not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"warmstart.noise ({self.noise}) must be a probability in [0, 1]")
 
 
 class _Recording:
     """Wraps a fixed player and records (the acting seat's prompt, the action) for each decision."""
 
-    def __init__(self, inner: Any, prompt: PromptSettings) -> None:
+    def __init__(self, inner: Any, prompt: PromptSettings, noise: float = 0.0, seed: int = 0) -> None:
         self.inner, self.name, self.prompt = inner, inner.name, prompt
+        self.noise, self.rng = noise, np.random.default_rng(seed)
         self.pairs: list[tuple[Any, str]] = []
 
     def act(self, games: Sequence[Any], players: Sequence[int], rng: np.random.Generator) -> list[str]:
@@ -68,16 +75,23 @@ class _Recording:
             for g, p in zip(games, players)
         ]
         actions = self.inner.act(games, players, rng)
+        if self.noise > 0:  # its own stream, so noise 0 plays exactly the teacher's games
+            for i, g in enumerate(games):
+                if self.rng.random() < self.noise:
+                    legal = g.legal_actions()
+                    actions[i] = legal[int(self.rng.integers(len(legal)))]
         self.pairs.extend(zip(prompts, actions))
         return actions
 
 
 def teacher_pairs(
-    game: GameConfig, prompt: PromptSettings, teacher: str, n_games: int, seed: int
+    game: GameConfig, prompt: PromptSettings, teacher: str, n_games: int, seed: int, noise: float = 0.0
 ) -> list[tuple[Any, str]]:
     """(prompt, action) of every decision the ``teacher`` makes in ``n_games`` games against itself,
-    in the order made (the arena advances all games together)."""
-    rec = _Recording(make_fixed(teacher, game, derive_seed(seed, "teacher")), prompt)
+    in the order made (the arena advances all games together); with ``noise`` > 0 each decision is a
+    uniformly drawn legal move with that probability."""
+    inner = make_fixed(teacher, game, derive_seed(seed, "teacher"))
+    rec = _Recording(inner, prompt, noise, derive_seed(seed, "teacher-noise"))
     play_games(game, [rec] * num_players(game), n_games, seed=derive_seed(seed, "teacher-games"))
     return rec.pairs
 
@@ -104,7 +118,7 @@ def imitation_warm_start(
         def make_pairs(agent=agent):
             nonlocal pairs
             if pairs is None:
-                pairs = teacher_pairs(game, prompt, ws.teacher, ws.games, seed)
+                pairs = teacher_pairs(game, prompt, ws.teacher, ws.games, seed, ws.noise)
             return encode_pairs(pairs, agent.policy)
 
         out.update(

@@ -105,3 +105,20 @@ def test_no_teacher_no_warm_start_and_bad_settings_are_refused(tmp_path):
     config = ROOT / "configs" / "dilemmas" / "ipd_naive.yaml"
     with pytest.raises(ValueError, match="honest"):  # a teacher is checked like an opponent
         load_config(SelfPlayConfig, [config], ["warmstart.teacher=mcts-10"]).validate()
+
+
+def test_teacher_noise_replaces_that_share_of_moves_and_the_teacher_answers_the_deviations():
+    # IPD, tit-for-tat teacher: without noise it only cooperates; with noise 0.2 each decision is a
+    # uniform legal move with probability 0.2, so D is played in 0.2 * 1/2 = 10 % of the first moves,
+    # and tit-for-tat answers those deviations (D after the co-player's D) in the pairs.
+    game = _ipd(rounds=5)
+    assert teacher_pairs(game, STATE, "tit-for-tat", 50, seed=3, noise=0.0) == teacher_pairs(
+        game, STATE, "tit-for-tat", 50, seed=3
+    )
+    pairs = teacher_pairs(game, STATE, "tit-for-tat", 2000, seed=3, noise=0.2)
+    first = [a for p, a in pairs if p.startswith("ipd 1/")]
+    assert len(first) == 2 * 2000
+    assert np.mean([a == "D" for a in first]) == pytest.approx(0.1, abs=0.015)
+    assert np.mean([a == "D" for _, a in pairs]) > 0.15  # deviations plus the teacher's answers to them
+    with pytest.raises(ValueError, match="noise"):
+        ImitationWarmStart(teacher="fair", noise=1.5).validate()
