@@ -157,21 +157,6 @@ def warm_start_agent(
     """Warm-start one agent (mutates its weights, and its optimizer state with optimizer=agent),
     or load the cached result for ``key``. ``make_pairs`` is only called when training. The agent's
     KL reference, if it has one, becomes the warm-started weights."""
-    stats = _warm_start_weights(agent, make_pairs, cfg, cache_dir=cache_dir, key=key, seed=seed)
-    if hasattr(agent, "reset_reference"):
-        agent.reset_reference()
-    return stats
-
-
-def _warm_start_weights(
-    agent,
-    make_pairs: Callable[[], list[tuple[list[int], list[int]]]],
-    cfg: SupervisedSettings,
-    *,
-    cache_dir: str | Path,
-    key: str,
-    seed: int,
-) -> dict[str, float]:
     folder = Path(cache_dir) / "warmstart" / key / agent.name
     done = folder / "done.json"
     if cfg.cache and done.is_file():
@@ -180,6 +165,7 @@ def _warm_start_weights(
             agent.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
         stats = json.loads(done.read_text())
         logger.info("agent %s: warm start loaded from cache %s", agent.name, folder)
+        _reset_reference(agent)
         return {**stats, "cached": 1.0}
     pairs = make_pairs()
     if cfg.optimizer == "agent":
@@ -212,7 +198,14 @@ def _warm_start_weights(
         if cfg.optimizer == "agent":
             torch.save(agent.optimizer.state_dict(), folder / "optimizer.pt")
         done.write_text(json.dumps(stats))
+    _reset_reference(agent)
     return {**stats, "cached": 0.0}
+
+
+def _reset_reference(agent) -> None:
+    """The agent's KL reference (if any) becomes its warm-started weights, the model RL starts from."""
+    if hasattr(agent, "reset_reference"):
+        agent.reset_reference()
 
 
 def warm_start_run_agent(
