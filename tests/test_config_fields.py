@@ -124,11 +124,13 @@ class FieldReads:
 SMOKE_EXTRA = {
     "trust_and_split": ["game.params.rounds=3"],
     "trust_and_split_naive": ["game.params.rounds=3"],
+    "trust_and_split_fair": ["game.params.rounds=3", "warmstart.games=4", "warmstart.steps=2"],
+    "trust_and_split_fair_naive": ["game.params.rounds=3", "warmstart.games=4", "warmstart.steps=2"],
     "ipd_naive": ["warmstart.teacher=honest", "warmstart.games=4", "warmstart.steps=2"],
 }
 """Per-config additions to the recipe's SMOKE_OVERRIDES, keyed by config name: shrinking (a self-play
-recipe cannot shorten a game in general: only these games have a ``rounds`` parameter) and a feature no
-shipped config turns on (the self-play imitation warm start)."""
+recipe cannot shorten a game in general: only these games have a ``rounds`` parameter) and the self-play
+imitation warm start (shrunk where a config has one; turned on in ipd_naive, with another teacher)."""
 
 
 PLOTTED = "tictactoe"
