@@ -127,6 +127,8 @@ SMOKE_EXTRA = {
     "trust_and_split_fair": ["game.params.rounds=3", "warmstart.games=4", "warmstart.steps=2"],
     "trust_and_split_fair_naive": ["game.params.rounds=3", "warmstart.games=4", "warmstart.steps=2"],
     "ipd_naive": ["warmstart.teacher=honest", "warmstart.games=4", "warmstart.steps=2"],
+    "ipd_advalign_tft": ["warmstart.games=4", "warmstart.steps=2"],
+    "ipd_naive_tft": ["warmstart.games=4", "warmstart.steps=2"],
 }
 """Per-config additions to the recipe's SMOKE_OVERRIDES, keyed by config name: shrinking (a self-play
 recipe cannot shorten a game in general: only these games have a ``rounds`` parameter) and the self-play
