@@ -403,7 +403,14 @@ class Agent:
             raise RuntimeError(
                 f"agent {self.name}: checkpoint mismatch missing={missing} unexpected={unexpected}"
             )
-        if self.reference is not None and (folder / "reference.safetensors").is_file():
+        if self.reference is not None and not (folder / "reference.safetensors").is_file():
+            logger.warning(
+                "agent %s: the checkpoint %s has no KL reference (saved without a KL term, or by an older "
+                "version); the reference stays this agent's initial weights",
+                self.name,
+                folder,
+            )
+        elif self.reference is not None:
             saved = load_file(str(folder / "reference.safetensors"))
             own = self._reference_own()
             if set(saved) != set(own):

@@ -182,7 +182,7 @@ def test_reported_loss_is_the_batch_loss_however_it_is_split(tmp_path):
         assert split[k] == pytest.approx(got[k], rel=1e-5), k
 
 
-def test_warm_start_makes_the_kl_reference_the_warm_weights_and_a_checkpoint_keeps_it(tmp_path):
+def test_warm_start_makes_the_kl_reference_the_warm_weights_and_a_checkpoint_keeps_it(tmp_path, caplog):
     # The KL term holds the policy near the model RL starts from: after a warm start (trained or
     # loaded from its cache) the reference is the warm-started weights, so the first update's KL is
     # 0, and a checkpoint carries the reference so a resumed run keeps it.
@@ -209,6 +209,11 @@ def test_warm_start_makes_the_kl_reference_the_warm_weights_and_a_checkpoint_kee
     rb = b.reference.model.state_dict()
     assert all(torch.equal(v, rb[k]) for k, v in a.reference.model.state_dict().items())
     assert any(not torch.equal(v, rb[k]) for k, v in b.model.state_dict().items())  # weights moved on
+    (tmp_path / "ck" / "reference.safetensors").unlink()  # a checkpoint without one: loads, and says so
+    c = _agent(tmp_path, loss=LossConfig(kl_coef=0.1))
+    with caplog.at_level("WARNING", logger="marl.agent"):
+        c.load(tmp_path / "ck")
+    assert "no KL reference" in caplog.text
 
 
 def test_skip_zero_grad_keeps_adamw_from_moving_the_weights_without_signal(tmp_path):
