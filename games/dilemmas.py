@@ -30,7 +30,9 @@ Games (``DILEMMAS``):
   (a claim about their hand, ``R``/``P``/``S``; the first speaker alternates by round), then both
   propose how many coins they keep (``0`` .. ``coins``), simultaneously. Player i gets
   ``q_i = coins * k_i / max(coins, k_0 + k_1)`` coins (proportional when the proposals exceed the
-  total, coins left over are lost) worth ``q_i * v_i``. After the round both hands are revealed.
+  total, coins left over are lost) worth ``q_i * v_i``. After the round both hands are revealed
+  (and both claims with ``show_claims: true``, so that a lie is visible in the next round's
+  observation; off by default, the observation the earlier results were measured with).
   Messages are a small fixed vocabulary so that a message is a legal action like any move: the
   engine's contract that a player can only play a legal string holds for messages too (free text
   would have to be parsed into something the co-player reads; a claim is what matters here).
@@ -181,11 +183,13 @@ class TrustAndSplit:
         low: float = 1.0,
         press: bool = True,
         seed: int = 0,
+        show_claims: bool = False,
     ) -> None:
         if rounds < 1 or coins < 1:
             raise ValueError(f"{name}: rounds ({rounds}) and coins ({coins}) must be >= 1")
         self.name, self.rounds, self.coins = name, int(rounds), int(coins)
         self.high, self.low, self.press, self.seed = float(high), float(low), bool(press), seed
+        self.show_claims = bool(show_claims) and self.press
         rng = np.random.default_rng([int(seed) % 2**63, 17])
         # common random numbers: every round's hands drawn now, from the seed alone
         self.hands = [
@@ -252,7 +256,8 @@ class TrustAndSplit:
 
     def observation(self, player: int) -> str:
         """What ``player`` knows: its hand (press) or value (no press), the co-player's claim this
-        round once made, and the last round in full (hands revealed, keeps, own payoff)."""
+        round once made, and the last round (hands revealed, keeps, own payoff; with
+        ``show_claims`` also both claims, own first, so a lie is visible next round)."""
         if self.is_terminal():
             return f"{self.name} over"
         rnd = self.round
@@ -263,8 +268,9 @@ class TrustAndSplit:
         last = " last -"
         if self.log:
             e = self.log[-1]
+            claims = f" claims {e['claims'][player]}{e['claims'][1 - player]}" if self.show_claims else ""
             last = (
-                f" last hands {e['hands'][player]}{e['hands'][1 - player]} kept "
+                f" last hands {e['hands'][player]}{e['hands'][1 - player]}{claims} kept "
                 f"{e['keep'][player]},{e['keep'][1 - player]} got {e['pay'][player]:g}"
             )
         phase = self._phase()[0]
@@ -337,9 +343,14 @@ def _matrix(name: str) -> Callable[..., IteratedMatrixGame]:
 
 def _split(name: str, press: bool) -> Callable[..., TrustAndSplit]:
     def make(
-        seed: int, rounds: int = 10, coins: int = 10, high: float = 10.0, low: float = 1.0
+        seed: int,
+        rounds: int = 10,
+        coins: int = 10,
+        high: float = 10.0,
+        low: float = 1.0,
+        show_claims: bool = False,
     ) -> TrustAndSplit:
-        return TrustAndSplit(name, rounds, coins, high, low, press, seed)
+        return TrustAndSplit(name, rounds, coins, high, low, press, seed, show_claims)
 
     return make
 
@@ -355,10 +366,8 @@ DILEMMAS: dict[str, Callable[..., Any]] = {
 
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     **{n: {"rounds": 10, "payoffs": list(MATRIX_PAYOFFS[n])} for n in MATRIX_PAYOFFS},
-    **{
-        n: {"rounds": 10, "coins": 10, "high": 10.0, "low": 1.0}
-        for n in ("trust_and_split", "split_no_press")
-    },
+    "trust_and_split": {"rounds": 10, "coins": 10, "high": 10.0, "low": 1.0, "show_claims": False},
+    "split_no_press": {"rounds": 10, "coins": 10, "high": 10.0, "low": 1.0},
 }
 
 
@@ -470,9 +479,9 @@ STRATEGIES: dict[str, Callable[..., str]] = {
 when its hand beats the co-player's claim, none when the claim beats its hand, all when the claim is
 a detected lie (its own hand) or the co-player lied last round; no press: all with the high value,
 none with the low; tit-for-tat in the matrix games. Two ``fair`` players reach 1000 (the winner
-keeps all). The last round's claims are not in ``TrustAndSplit.observation`` (only its hands, keeps
-and payoff), so an LM imitating ``fair`` cannot see the retaliation's trigger; ``fair`` never lies,
-so its self-play never pulls it."""
+keeps all). Unless the game's ``show_claims`` is on, the last round's claims are not in
+``TrustAndSplit.observation`` (only its hands, keeps and payoff), so an LM imitating ``fair`` cannot
+see the retaliation's trigger; ``fair`` never lies, so its self-play never pulls it."""
 RANDOMIZED = {"honest"}
 """Strategies that draw from the arena's generator (called with it as a third argument)."""
 

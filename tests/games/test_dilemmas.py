@@ -108,6 +108,29 @@ def test_trust_and_split_hand_and_proposal_stay_hidden():
     assert "hands PR" in a.observation(1) and "hands PS" in b.observation(1)  # revealed after the round
 
 
+def test_show_claims_reveals_last_rounds_claims_after_the_round_only():
+    """``show_claims``: both claims of the finished round (own first) join the revealed hands; this
+    round's claims and proposals stay as without it; default off leaves the observation as it was."""
+    on = make_game(cfg("trust_and_split", show_claims=True), 0)
+    off = make_game(cfg("trust_and_split"), 0)
+    for g in (on, off):
+        g.hands = [("R", "P"), ("S", "R")] + g.hands[2:]
+        g.apply("S")  # seat 0 lies (holds R)
+        g.apply("P")  # seat 1 tells the truth
+    assert on.observation(1) == off.observation(1)  # within the round: nothing more is shown
+    for g in (on, off):
+        g.apply("0")
+    assert on.observation(1) == off.observation(1)  # seat 0's pending keep stays hidden
+    for g in (on, off):
+        g.apply("10")
+    head = "trust_and_split 2/10"
+    assert on.observation(0) == f"{head} hand S they said - last hands RP claims SP kept 0,10 got 0 message"
+    assert on.observation(1) == f"{head} hand R they said - last hands PR claims PS kept 10,0 got 100 message"
+    assert off.observation(1) == f"{head} hand R they said - last hands PR kept 10,0 got 100 message"
+    with pytest.raises(ValueError, match="valid params"):
+        make_game(cfg("split_no_press", show_claims=True), 0)  # no messages, nothing to show
+
+
 def test_no_press_shows_the_value_and_has_no_messages():
     g = make_game(cfg("split_no_press", rounds=1), 5)
     assert g.legal_actions() == [str(k) for k in range(11)]
