@@ -36,7 +36,7 @@ from games.selfplay_env import (
     step_metrics,
 )
 from games.selfplay_warm import ImitationWarmStart, imitation_warm_start
-from games.text import GameConfig, check_playable, num_players
+from games.text import GameConfig, check_playable, make_game, num_players
 from marl.credit import CreditConfig, key_fields
 from marl.runner import Runner
 from marl.samples import tree_to_batches
@@ -129,6 +129,12 @@ class SelfPlayConfig(RecipeConfig):
             raise ValueError(f"final.games_per_pair ({self.final.games_per_pair}) must be even and >= 2")
         if self.eval.games_per_seat < 1:
             raise ValueError(f"eval.games_per_seat ({self.eval.games_per_seat}) must be >= 1")
+
+    def records_rounds(self) -> bool:
+        """The game counts rounds: an int attribute ``round``, as ``SelfPlayRecorder`` records it."""
+        game = make_game(self.game, 0)
+        rnd = getattr(game, "round", None)
+        return isinstance(rnd, (int, np.integer)) and not isinstance(rnd, bool)
 
     @property
     def prompt(self) -> PromptSettings:

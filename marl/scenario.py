@@ -50,8 +50,18 @@ class ScenarioConfig:
     credit: CreditConfig = field(default_factory=CreditConfig)
     """Credit rule over the turn tree, its keys and normaliser."""
 
+    def records_rounds(self) -> bool:
+        """Whether every turn of this scenario records its round (``data["round"]``), which
+        ``credit.time_step: round`` reads; a scenario whose games count rounds says so."""
+        return False
+
     def validate(self) -> None:
         check_settings(self.credit, multi_turn=self.MULTI_TURN)
+        if self.credit.time_step == "round" and not self.records_rounds():
+            raise ValueError(
+                f"credit.time_step is round, but recipe {self.recipe or type(self).__name__!r} records no "
+                "rounds for this setup (only the dilemma games count rounds): use credit.time_step=turn"
+            )
 
 
 @dataclass

@@ -67,6 +67,15 @@ def test_config_errors_name_the_rule(tmp_path, override, match):
         _cfg(tmp_path, override)
 
 
+def test_round_time_step_needs_a_game_that_counts_rounds(tmp_path):
+    # refused when the config loads, not at the first credit step; the dilemma games count rounds
+    rule = ["credit.rule=loo_returns", "credit.group_key=[root]", "credit.time_step=round"]
+    with pytest.raises(ConfigError, match="records no rounds"):
+        _cfg(tmp_path, *rule)
+    ipd = "game={name: ipd, backend: dilemmas, constrained_sampling: true}"
+    assert _cfg(tmp_path, *rule, ipd).credit.time_step == "round"
+
+
 def test_each_optimizer_sees_only_its_own_agents_turns(tmp_path, monkeypatch):
     """Two agents (different sizes) share games; spy on learn(): every row an agent learns from is a
     node that agent produced, and every node produced is learned by its agent exactly once."""
