@@ -464,6 +464,17 @@ def _fair(game: Any, player: int) -> str:
     return str(game.coins if lied or win is None or win else 0)
 
 
+def _reciprocal(game: Any, player: int) -> str:
+    """``fair``, and in the split also keeps all coins when the co-player defected last round (it was
+    the loser, hands revealed, and still kept coins): the tit-for-tat of the split games. Matrix
+    games: tit-for-tat. Reads only what ``player`` has seen."""
+    if not isinstance(game, TrustAndSplit):
+        return _tit_for_tat(game, player)
+    if game._phase()[0] == "split" and game.log and game.co_player_defections(player)[-1]:
+        return str(game.coins)
+    return _fair(game, player)
+
+
 STRATEGIES: dict[str, Callable[..., str]] = {
     "always-cooperate": _always_cooperate,
     "always-defect": _always_defect,
@@ -471,6 +482,7 @@ STRATEGIES: dict[str, Callable[..., str]] = {
     "grim-trigger": _grim_trigger,
     "honest": _honest,
     "fair": _fair,
+    "reciprocal": _reciprocal,
 }
 """Fixed strategies of the dilemma games by opponent spec (``random`` is ``games.opponents``'s).
 ``honest`` is a neutral talker, not a reciprocator: true claims, every other move uniformly at random
@@ -481,7 +493,10 @@ a detected lie (its own hand) or the co-player lied last round; no press: all wi
 none with the low; tit-for-tat in the matrix games. Two ``fair`` players reach 1000 (the winner
 keeps all). Unless the game's ``show_claims`` is on, the last round's claims are not in
 ``TrustAndSplit.observation`` (only its hands, keeps and payoff), so an LM imitating ``fair`` cannot
-see the retaliation's trigger; ``fair`` never lies, so its self-play never pulls it."""
+see the retaliation's trigger; ``fair`` never lies, so its self-play never pulls it. ``fair`` does
+not answer a truthful grab (the loser keeping coins). ``reciprocal`` does: ``fair``, plus keeping all
+coins in the round after the co-player, the loser, kept coins, which the revealed hands and keeps
+show (a profitable lie is such a grab too); the tit-for-tat of the split games."""
 RANDOMIZED = {"honest"}
 """Strategies that draw from the arena's generator (called with it as a third argument)."""
 

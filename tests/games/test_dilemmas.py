@@ -252,6 +252,46 @@ def test_fair_no_press_matrix_and_self_play():
     assert sum(_play("split_no_press", "fair", "fair", 10).returns) == 1000.0
 
 
+def _reciprocal(g, player: int) -> str:
+    return StrategyPlayer("reciprocal").act([g], [player], np.random.default_rng(0))[0]
+
+
+def test_reciprocal_answers_a_truthful_grab_that_fair_lets_pass():
+    # round 0: seat 0 holds R, seat 1 holds P (P beats R); both claim the truth; seat 0, the loser,
+    # still keeps 10 (a grab). Round 1: seat 0 holds P, seat 1 holds S (S beats P); seat 0 claims its
+    # true P, seat 1 would win anyway; round 2: seat 0 holds S, seat 1 holds R (R beats S, seat 1 wins)
+    g = _split_game([("R", "P"), ("P", "S"), ("R", "P")], rounds=3)
+    for a in ["R", "P", "10", "10"]:
+        g.apply(a)
+    assert g.co_player_defections(1) == [True] and g.co_player_defections(0) == [False]
+    g.apply("S")  # seat 1 speaks first in odd rounds
+    g.apply("P")
+    # seat 1 wins (S beats P): both keep all as winners; seat 0 (the loser) concedes, whatever
+    assert _reciprocal(g, 1) == _fair(g, 1) == "10"
+    assert _reciprocal(g, 0) == _fair(g, 0) == "0"  # seat 1 did not defect: no retaliation
+    g.apply("0")
+    g.apply("10")
+    # round 2: seat 0 holds R and loses to P; seat 1 kept coins as the winner last round (not a grab)
+    g.apply("R")
+    g.apply("P")
+    assert _reciprocal(g, 0) == _fair(g, 0) == "0"
+    # the grab answered: back in round 1's position, if seat 1 had lost it would keep all
+    h = _split_game([("R", "P"), ("S", "P")], rounds=2)  # round 1: seat 0 holds S, beats seat 1's P
+    for a in ["R", "P", "10", "10", "P", "S"]:
+        h.apply(a)
+    assert _fair(h, 1) == "0"  # fair concedes to the true claim S
+    assert _reciprocal(h, 1) == "10"  # reciprocal retaliates: seat 0 grabbed as the loser
+    assert _reciprocal(h, 0) == "10"  # the grabber itself wins this round
+    # messages are always the truth; matrix games: tit-for-tat; self-play reaches the optimum
+    assert _reciprocal(_split_game([("S", "R")]), 0) == "S"
+    m = make_game(cfg("ipd", rounds=2), 0)
+    m.apply("D")
+    m.apply("C")
+    assert _reciprocal(m, 1) == "D" and _reciprocal(m, 0) == "C"
+    assert sum(_play("trust_and_split", "reciprocal", "reciprocal", 10).returns) == 1000.0
+    assert sum(_play("split_no_press", "reciprocal", "reciprocal", 10).returns) == 1000.0
+
+
 def test_fair_reads_no_hidden_information():
     # seat 1's view is the same in both games: its hand, seat 0's claim, the finished round; seat 0's
     # hand of this round and its pending proposal differ and must not change seat 1's move
