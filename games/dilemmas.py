@@ -494,7 +494,8 @@ none with the low; tit-for-tat in the matrix games. Two ``fair`` players reach 1
 keeps all). Unless the game's ``show_claims`` is on, the last round's claims are not in
 ``TrustAndSplit.observation`` (only its hands, keeps and payoff), so an LM imitating ``fair`` cannot
 see the retaliation's trigger; ``fair`` never lies, so its self-play never pulls it. ``fair`` does
-not answer a truthful grab (the loser keeping coins). ``reciprocal`` does: ``fair``, plus keeping all
+not answer a truthful grab (the loser keeping coins), so a truthful grabber (``always-defect``)
+gains against it over playing ``fair`` (tested). ``reciprocal`` does: ``fair``, plus keeping all
 coins in the round after the co-player, the loser, kept coins, which the revealed hands and keeps
 show (a profitable lie is such a grab too); the tit-for-tat of the split games."""
 RANDOMIZED = {"honest"}

@@ -292,6 +292,20 @@ def test_reciprocal_answers_a_truthful_grab_that_fair_lets_pass():
     assert sum(_play("split_no_press", "reciprocal", "reciprocal", 10).returns) == 1000.0
 
 
+def test_a_truthful_grabber_gains_against_fair_not_against_reciprocal():
+    # always-defect (true claims, keeps 10) in seat 0. Round 0: R against P, seat 1 wins; both keep 10:
+    # 5 coins each, 5 * 1 to the grabber, 5 * 10 = 50 to seat 1. Round 1: S against P, seat 0 wins
+    # (claims are true): fair concedes (0), the grabber gets 100: 105 in all, more than the 100 of
+    # playing fair itself. reciprocal keeps 10 after the grab: 5 coins, 50; the grabber 55, itself 55.
+    for other, expected in [("fair", [105.0, 50.0]), ("reciprocal", [55.0, 55.0])]:
+        g = _split_game([("R", "P"), ("S", "P")])
+        play([g], [[StrategyPlayer("always-defect"), StrategyPlayer(other)]], np.random.default_rng(0))
+        assert g.returns() == expected, other
+    g = _split_game([("R", "P"), ("S", "P")])
+    play([g], [[StrategyPlayer("fair"), StrategyPlayer("fair")]], np.random.default_rng(0))
+    assert g.returns() == [100.0, 100.0]
+
+
 def test_fair_reads_no_hidden_information():
     # seat 1's view is the same in both games: its hand, seat 0's claim, the finished round; seat 0's
     # hand of this round and its pending proposal differ and must not change seat 1's move
