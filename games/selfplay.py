@@ -29,6 +29,7 @@ from games.selfplay_env import (
     LeagueConfig,
     MatchupConfig,
     PromptSettings,
+    game_round,
     make_fixed,
     play_step,
     player_kind,
@@ -131,10 +132,8 @@ class SelfPlayConfig(RecipeConfig):
             raise ValueError(f"eval.games_per_seat ({self.eval.games_per_seat}) must be >= 1")
 
     def records_rounds(self) -> bool:
-        """The game counts rounds: an int attribute ``round``, as ``SelfPlayRecorder`` records it."""
-        game = make_game(self.game, 0)
-        rnd = getattr(game, "round", None)
-        return isinstance(rnd, (int, np.integer)) and not isinstance(rnd, bool)
+        """The game counts rounds (``games.selfplay_env.game_round``), so the recorder records them."""
+        return game_round(make_game(self.game, 0)) is not None
 
     @property
     def prompt(self) -> PromptSettings:

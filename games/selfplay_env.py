@@ -255,6 +255,13 @@ class StepGames:
     forced_nodes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # moves without a choice
 
 
+def game_round(game: Any) -> int | None:
+    """The round a game is in, if it counts rounds (an int attribute ``round``: the dilemma games),
+    else None; what ``TreeRecorder`` puts in each decision's payload for ``credit.time_step: round``."""
+    rnd = getattr(game, "round", None)
+    return int(rnd) if isinstance(rnd, (int, np.integer)) and not isinstance(rnd, bool) else None
+
+
 class TreeRecorder:
     """The arena hook that records every learner decision as a node of ``tree`` (mutates it).
 
@@ -285,9 +292,9 @@ class TreeRecorder:
         game that counts rounds (an int attribute ``round``: the dilemma games), which
         ``credit.time_step: round`` reads."""
         data = {} if dec.allowed_ids is None else {"allowed_ids": dec.allowed_ids[j]}
-        rnd = getattr(self.games[b], "round", None)
-        if isinstance(rnd, (int, np.integer)) and not isinstance(rnd, bool):
-            data["round"] = int(rnd)
+        rnd = game_round(self.games[b])
+        if rnd is not None:
+            data["round"] = rnd
         return data
 
     def __call__(self, player, idx: list[int], seats: list[int], outputs: list[str], actions: list) -> None:
