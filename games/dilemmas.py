@@ -342,15 +342,8 @@ def _matrix(name: str) -> Callable[..., IteratedMatrixGame]:
 
 
 def _split(name: str, press: bool) -> Callable[..., TrustAndSplit]:
-    def make(
-        seed: int,
-        rounds: int = 10,
-        coins: int = 10,
-        high: float = 10.0,
-        low: float = 1.0,
-        show_claims: bool = False,
-    ) -> TrustAndSplit:
-        return TrustAndSplit(name, rounds, coins, high, low, press, seed, show_claims)
+    def make(seed: int, **params: Any) -> TrustAndSplit:
+        return TrustAndSplit(name, press=press, seed=seed, **params)
 
     return make
 
@@ -380,6 +373,9 @@ def dilemma_params(name: str, params: dict[str, Any] | None = None) -> dict[str,
     if bad:
         raise ValueError(f"{name}: unknown params {bad}; valid params: {sorted(out)}")
     out.update(copy.deepcopy(dict(params or {})))
+    for key, default in DEFAULT_PARAMS[name].items():
+        if isinstance(default, bool) and not isinstance(out[key], bool):  # bool("false") is True
+            raise ValueError(f"{name}: param {key} must be true or false, got {out[key]!r}")
     if "payoffs" in out:
         out["payoffs"] = [float(x) for x in out["payoffs"]]
     return out

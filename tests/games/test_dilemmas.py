@@ -129,6 +129,9 @@ def test_show_claims_reveals_last_rounds_claims_after_the_round_only():
     assert off.observation(1) == f"{head} hand R they said - last hands PR kept 10,0 got 100 message"
     with pytest.raises(ValueError, match="valid params"):
         make_game(cfg("split_no_press", show_claims=True), 0)  # no messages, nothing to show
+    for bad in ["false", "no", 0, 1, None]:  # a quoted or numeric value is refused, not read as truthy
+        with pytest.raises(ValueError, match="must be true or false"):
+            make_game(cfg("trust_and_split", show_claims=bad), 0)
 
 
 def test_no_press_shows_the_value_and_has_no_messages():
