@@ -323,6 +323,17 @@ def test_fair_reads_no_hidden_information():
     b.apply("0")
     assert a.observation(1) == b.observation(1)
     assert _fair(a, 1) == _fair(b, 1) == "0"  # the claim P beats its R
+    assert _reciprocal(a, 1) == _reciprocal(b, 1) == "0"  # seat 0 did not grab in round 0
+    # reciprocal after a grab: seat 0 lost round 0 (S against R) and kept 10; the same view again
+    c = _split_game([("S", "R"), ("P", "R")])
+    d = _split_game([("S", "R"), ("S", "R")])
+    for g in (c, d):
+        for x in ["S", "R", "10", "10", "R", "P"]:
+            g.apply(x)
+    c.apply("10")
+    d.apply("0")
+    assert c.observation(1) == d.observation(1)
+    assert _reciprocal(c, 1) == _reciprocal(d, 1) == "10" and _fair(c, 1) == "0"
 
 
 def test_strategy_specs_are_checked_against_the_backend():
