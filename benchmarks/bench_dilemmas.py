@@ -7,6 +7,7 @@ the tiny LM, 3 seeds.
         [--methods advalign]    (train / probe only these)
         [--trace]               (print and save P(C after C), P(C after D) after every training step)
         [--exploiter-iters 40]  (0: no trained exploiter column)
+        [--exploiter-eval-games 200]  (greedy games that score it)
         [--warm-check]          (the runs in --out: their warm start's greedy moves against the teacher's
                                  on held-out states, no training)
     python benchmarks/bench_dilemmas.py --tabular   (the two rules on a tabular policy, no LM; seconds)
@@ -108,7 +109,9 @@ def reciprocity(cfg: SelfPlayConfig, policy, temperature: float) -> tuple[list, 
     return tables, out
 
 
-def probe(cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: int = 40) -> dict[str, float]:
+def probe(
+    cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: int = 40, exploiter_eval: int = 200
+) -> dict[str, float]:
     """Self-play and fixed-strategy games of the sampling policy, and its exact exploitability."""
     p = dilemma_params(cfg.game.name, cfg.game.params)
     rounds, payoffs = int(p["rounds"]), p["payoffs"]
@@ -134,14 +137,16 @@ def probe(cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: in
     tables, recip = reciprocity(cfg, agent.policy, agent.cfg.sampling.temperature)
     out["exploit"] = float(np.mean([exploitability(payoffs, rounds, tb) for tb in tables]))
     if exploiter_iters > 0:
-        _, res = train_exploiter(cfg.game, lm, iters=exploiter_iters, batch=64, eval_games=200, seed=seed)
+        _, res = train_exploiter(
+            cfg.game, lm, iters=exploiter_iters, batch=64, eval_games=exploiter_eval, seed=seed
+        )
         out["trained exploit"] = res.exploit
     out.update(recip)
     return out
 
 
 def probe_split(
-    cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: int = 40
+    cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: int = 40, exploiter_eval: int = 200
 ) -> dict[str, float]:
     """Trust-and-Split: self-play (collective, round statistics), returns against the fixed strategies
     and the trained exploiter's gain over the policy's self-play share, for the sampling policy."""
@@ -163,7 +168,7 @@ def probe_split(
             iters=exploiter_iters,
             batch=128,
             lr=0.3,
-            eval_games=200,
+            eval_games=exploiter_eval,
             seed=seed,
             reference=out["collective"] / 2.0,
         )
@@ -375,6 +380,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--trace", action="store_true", help="IPD: probe reciprocity after every training step")
     ap.add_argument("--exploiter-iters", type=int, default=40, help="trained exploiter batches (0: none)")
+    ap.add_argument(
+        "--exploiter-eval-games", type=int, default=200, help="greedy games that score the trained exploiter"
+    )
     ap.add_argument("--tabular", action="store_true", help="the rules on a tabular policy instead (no LM)")
     ap.add_argument("--tabular-steps", type=int, default=None, help="tabular steps (IPD 300, split 400)")
     ap.add_argument("--betas", type=float, nargs="+", default=[2.0, 0.02], help="tabular split: AA betas")
@@ -440,7 +448,9 @@ def main() -> None:
             else:
                 cfg, agents = run_one(config, seed, steps, f"{out}/{method}", args.extra, args.trace)
             fn = probe if args.game == "ipd" else probe_split
-            res = fn(cfg, agents["lm"], args.games, 1000 + seed, args.exploiter_iters)
+            res = fn(
+                cfg, agents["lm"], args.games, 1000 + seed, args.exploiter_iters, args.exploiter_eval_games
+            )
             results[method].append(res)
             print(f"{method} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
     cols = list(results[args.methods[0]][0])
