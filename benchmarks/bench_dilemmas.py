@@ -8,6 +8,7 @@ the tiny LM, 3 seeds.
         [--trace]               (print and save P(C after C), P(C after D) after every training step)
         [--exploiter-iters 40]  (0: no trained exploiter column)
         [--exploiter-eval-games 200]  (greedy games that score it)
+        [--exact-br]            (trust_and_split: the exact best response, games.split_best_response)
         [--warm-check]          (the runs in --out: their warm start's greedy moves against the teacher's
                                  on held-out states, no training)
     python benchmarks/bench_dilemmas.py --tabular   (the two rules on a tabular policy, no LM; seconds)
@@ -45,6 +46,9 @@ grab 550), ``concede`` (fraction of self-play rounds whose loser kept nothing), 
 ``winner keep`` (mean proposals), ``truth`` (fraction of true claims), ``vs X`` (its return against
 fixed strategy X) and ``trained exploit`` (``games.dilemma_exploiter``: ``--exploiter-iters`` batches
 of 128 games at lr 0.3, greedy evaluation over 200 games, minus the policy's self-play share S / 2).
+With ``--exact-br`` also ``exact collective`` (the policy's expected self-play collective, exact),
+``best response`` (the exact best response's value against it, both seats) and ``exact exploit``
+(their difference from S / 2, ``games.split_best_response``; about 10 to 30 minutes a policy).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ from games.dilemmas import dilemma_params  # noqa: E402
 from games.opponents import make_opponent  # noqa: E402
 from games.selfplay import SelfPlayConfig, train  # noqa: E402
 from games.selfplay_env import llm_player  # noqa: E402
+from games.split_best_response import split_best_response  # noqa: E402
 from marl.config import load_config  # noqa: E402
 from marl.runner import Runner  # noqa: E402
 from marl.scenario import load_latest, make_agents  # noqa: E402
@@ -146,7 +151,13 @@ def probe(
 
 
 def probe_split(
-    cfg: SelfPlayConfig, agent, games: int, seed: int, exploiter_iters: int = 40, exploiter_eval: int = 200
+    cfg: SelfPlayConfig,
+    agent,
+    games: int,
+    seed: int,
+    exploiter_iters: int = 40,
+    exploiter_eval: int = 200,
+    exact_br: bool = False,
 ) -> dict[str, float]:
     """Trust-and-Split: self-play (collective, round statistics), returns against the fixed strategies
     and the trained exploiter's gain over the policy's self-play share, for the sampling policy."""
@@ -174,6 +185,11 @@ def probe_split(
         )
         out["exploiter"] = res.exploiter_return
         out["trained exploit"] = res.exploit
+    if exact_br:
+        br = split_best_response(cfg.game, lm)
+        out["exact collective"] = br.selfplay_collective
+        out["best response"] = br.exploiter_return
+        out["exact exploit"] = br.exploit
     return out
 
 
@@ -383,6 +399,7 @@ def main() -> None:
     ap.add_argument(
         "--exploiter-eval-games", type=int, default=200, help="greedy games that score the trained exploiter"
     )
+    ap.add_argument("--exact-br", action="store_true", help="trust_and_split: the exact best response too")
     ap.add_argument("--tabular", action="store_true", help="the rules on a tabular policy instead (no LM)")
     ap.add_argument("--tabular-steps", type=int, default=None, help="tabular steps (IPD 300, split 400)")
     ap.add_argument("--betas", type=float, nargs="+", default=[2.0, 0.02], help="tabular split: AA betas")
@@ -448,9 +465,9 @@ def main() -> None:
             else:
                 cfg, agents = run_one(config, seed, steps, f"{out}/{method}", args.extra, args.trace)
             fn = probe if args.game == "ipd" else probe_split
-            res = fn(
-                cfg, agents["lm"], args.games, 1000 + seed, args.exploiter_iters, args.exploiter_eval_games
-            )
+            extra = {"exact_br": True} if args.exact_br and args.game == "trust_and_split" else {}
+            probe_args = (args.games, 1000 + seed, args.exploiter_iters, args.exploiter_eval_games)
+            res = fn(cfg, agents["lm"], *probe_args, **extra)
             results[method].append(res)
             print(f"{method} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
     cols = list(results[args.methods[0]][0])
