@@ -471,6 +471,37 @@ def _selfplay_round(r: int, tabs: list[RoundTables], v: np.ndarray, pays: list) 
     return out if r == 0 else out.reshape(v.shape)
 
 
+def play_stats(game_cfg: Any, br: Any, frozen: Any, games: int, seed: int = 0) -> dict[str, float]:
+    """``games`` games a seat of the best response ``br`` against ``frozen``: the best response's
+    mean return (a check on the exact value) and what each side does over the rounds (``truth``:
+    true claims; ``loser keep`` / ``winner keep``: mean proposals; ``concede``: the loser kept 0)."""
+    from games.arena import play
+    from games.text import make_game
+
+    rng = np.random.default_rng([seed, 11])
+    ret, rows = [], {"br": [], "policy": []}
+    for seat in (0, 1):
+        gs = [make_game(game_cfg, int(s)) for s in rng.integers(0, 2**31 - 1, size=games)]
+        seats = [br, frozen] if seat == 0 else [frozen, br]
+        for rec in play(gs, [seats] * games, rng):
+            ret.append(rec.returns[seat])
+            g = make_game(game_cfg, rec.seed)
+            for _, a in rec.moves:
+                g.apply(a)
+            for e in g.log:
+                w = rps_winner(*e["hands"])
+                for who, x in (("br", seat), ("policy", 1 - seat)):
+                    rows[who].append((e["claims"][x] == e["hands"][x], x == w, e["keep"][x]))
+    out = {"br return": float(np.mean(ret))}
+    for who, r in rows.items():
+        a = np.array(r, dtype=float)  # (rounds, 3): truth, won, keep
+        out[f"{who} truth"] = float(a[:, 0].mean())
+        out[f"{who} loser keep"] = float(a[a[:, 1] == 0, 2].mean())
+        out[f"{who} winner keep"] = float(a[a[:, 1] == 1, 2].mean())
+        out[f"{who} concede"] = float((a[a[:, 1] == 0, 2] == 0).mean())
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import argparse
     import json
@@ -482,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("run_dir", help="a self-play run of trust_and_split (its latest checkpoint is frozen)")
     ap.add_argument("--agent", default=None)
     ap.add_argument("--json", default=None, help="also write the result here")
+    ap.add_argument("--play", type=int, default=0, help="also play N games a seat against it (play_stats)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     frozen, cfg = frozen_run_player(args.run_dir, args.agent)
@@ -491,8 +523,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{res.per_seat[1]:.2f}; policy {res.policy_return:.2f}), policy self-play collective "
         f"{res.selfplay_collective:.2f}, exploit {res.exploit:.2f}"
     )
+    out = res.to_dict()
+    if args.play:
+        out["play"] = play_stats(cfg.game, res.player, frozen, args.play)
+        print("played: " + ", ".join(f"{k} {v:.2f}" for k, v in out["play"].items()))
     if args.json:
-        Path(args.json).write_text(json.dumps(res.to_dict(), indent=1))
+        Path(args.json).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

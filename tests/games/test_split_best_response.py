@@ -10,7 +10,7 @@ import torch
 from games.arena import play
 from games.dilemmas import StrategyPlayer, TrustAndSplit
 from games.league import LLMPlayer, decision_prompt, encode_prompts, llm_decisions
-from games.split_best_response import action_probs, split_best_response
+from games.split_best_response import action_probs, play_stats, split_best_response
 from games.text import GameConfig, make_game
 from marl.policies import PolicyConfig, load_policy
 
@@ -65,6 +65,12 @@ def test_three_rounds_by_hand_and_the_plan_earns_its_value(spec, per_seat):
         seats = [r.player, frozen] if seat == 0 else [frozen, r.player]
         got = [x.returns[seat] for x in play(games, [seats] * n, rng)]
         assert abs(np.mean(got) - per_seat[seat]) < 4 * np.std(got) / np.sqrt(n) + 1e-9
+    st = play_stats(g, r.player, frozen, 100)
+    assert st["policy truth"] == 1.0 and st["policy concede"] == 1.0  # never grabbed from a true claim
+    if spec == "fair":  # the best response grabs as the loser in every round
+        assert st["br loser keep"] == 10.0
+    else:  # and against reciprocal only in the last round: it concedes in rounds 1 and 2
+        assert 0.5 < st["br concede"] < 0.8
 
 
 def test_refuses_what_the_recursion_cannot_hold():
