@@ -89,10 +89,12 @@ def action_probs(
     *,
     temperature: float = 1.0,
     batch_size: int = 4096,
+    max_new_tokens: int | None = None,
 ) -> list[dict[str, float]]:
     """P(action) of each legal action under constrained sampling (module doc), per prompt: the
     policy's own ``generate`` (its fast decoder), forced down a few token paths that together pass
-    every trie node with a choice, records the masked distribution at those nodes."""
+    every trie node with a choice, records the masked distribution at those nodes. ``max_new_tokens``
+    (the sampler's): refuse actions that, with eos, do not fit in it (their sampling is cut short)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 (greedy play is deterministic), got {temperature}")
     prompt_ids = encode_prompts(policy, list(prompts))
@@ -109,6 +111,11 @@ def action_probs(
         if len(set(seqs.values())) != len(seqs):
             raise ValueError(f"legal actions {list(acts)} do not encode to distinct tokens")
         seqs_of.append(seqs)
+        if max_new_tokens is not None and max(len(q) for q in seqs.values()) > max_new_tokens:
+            raise ValueError(
+                f"max_new_tokens {max_new_tokens} cuts the actions {list(acts)} short (with eos up to "
+                f"{max(len(q) for q in seqs.values())} tokens): sampling differs from the exact one"
+            )
         nodes: dict[tuple[int, ...], set[int]] = {}
         for q in seqs.values():
             for t in range(len(q)):
@@ -197,6 +204,7 @@ class Moves:
             [q[0] for q in self._queries],
             [q[1] for q in self._queries],
             temperature=pl.temperature,
+            max_new_tokens=getattr(pl, "max_new_tokens", None),
         )
         self._index, self._queries = {}, []
         return out
@@ -314,8 +322,7 @@ def _game(game_cfg: Any) -> TrustAndSplit:
     p = dilemma_params(name, params)
     if name != "trust_and_split":
         raise ValueError(f"the exact best response is for trust_and_split, not {name!r}")
-    allowed = {"rounds", "coins", "high", "low", "show_claims"}
-    return TrustAndSplit(name, seed=0, **{k: v for k, v in p.items() if k in allowed})
+    return TrustAndSplit(name, seed=0, **p)  # every param: a new one is passed on, not dropped
 
 
 def split_best_response(

@@ -87,6 +87,21 @@ def policy(tmp_path_factory):
     return load_policy(PolicyConfig(tiny="100k", seed=3), tmp_path_factory.mktemp("cache"))
 
 
+def test_refuses_an_llm_player_it_cannot_score_exactly(policy):
+    g = _ts(1)
+    for kw, msg in (
+        ({"greedy": True}, "sampling, constrained"),
+        ({"constrained": False}, "sampling, constrained"),
+        ({"top_p": 0.9}, "top_p"),
+        ({"max_new_tokens": 2}, "cuts the actions"),  # "10" + eos is 3 byte tokens
+    ):
+        args = dict(prompt_format="state", constrained=True, greedy=False, max_new_tokens=3) | kw
+        with pytest.raises(ValueError, match=msg):
+            split_best_response(g, LLMPlayer("lm", policy, **args))
+    with pytest.raises(ValueError, match="temperature"):
+        action_probs(policy, ["x A:"], [["R", "P"]], temperature=0.0)
+
+
 def test_action_probs_are_the_samplers(policy):
     # games at every phase of two rounds; the sampler's own log-probabilities (constrained, T = 0.7)
     # of what it drew must be what action_probs gives those actions
